@@ -1,0 +1,1 @@
+"""Command-line interface: argparse subcommands that parse, call the library and print."""

@@ -1,0 +1,97 @@
+"""`cnnzoo list` and `cnnzoo info`: what is in the zoo."""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from .common import add_model_args, parse_options
+from ..registry import create_model, get_card, list_models, model_options
+
+
+def build_meta(name: str, **options):
+    """A network built on the meta device: shapes and counts without memory or init cost."""
+    with torch.device("meta"):
+        return create_model(name, **options)
+
+
+def count_params(name: str, **options) -> int:
+    """Parameters of a network with the given options."""
+    return sum(p.numel() for p in build_meta(name, **options).parameters())
+
+
+def _fmt_params(n: int) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n:,}"
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    names = list_models(args.pattern)
+    if not names:
+        raise ValueError(f"no network matches {args.pattern!r}; `cnnzoo list` shows all")
+    table = Table(title=f"cnnzoo networks matching {args.pattern!r} ({len(names)})")
+    for col in ("name", "family", "params", "input", "paper", "year"):
+        table.add_column(col, justify="right" if col in ("params", "year") else "left")
+    for name in names:
+        card = get_card(name)
+        c, h, w = card.input_size
+        table.add_row(name, card.family, _fmt_params(count_params(name)), f"{c}x{h}x{w}",
+                      card.paper.title, str(card.paper.year))
+    Console(width=args.width).print(table)
+    plot = getattr(args, "plot", None)
+    if plot:
+        from ..analysis.plots import plot_zoo
+
+        plot_zoo(names, plot)
+        print(f"wrote {plot}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    card = get_card(args.name)
+    options = parse_options(args.options)
+    model = build_meta(card.name, **options)
+    c, h, w = args.input or card.input_size
+    with torch.no_grad():  # meta forward: checks the input and gives the output shape at no cost
+        out = model.eval()(torch.empty(1, c, h, w, device="meta"))
+    console = Console(width=args.width)
+    console.print(f"[bold]{card.name}[/bold] — {card.description}")
+    rows = [
+        ("paper", f"{card.paper.title} ({card.paper.authors}, {card.paper.year})"),
+        ("link", card.paper.url),
+        ("family", card.family),
+        ("dataset", f"{card.dataset}, input {c}x{h}x{w}"),
+        ("parameters", f"{sum(p.numel() for p in model.parameters()):,}"
+                       + (f" with {options}" if options else "")),
+        ("output", f"{tuple(out.shape)} for input {(1, c, h, w)}"),
+        ("counterparts", ", ".join(f"{k}:{v}" for k, v in card.counterparts.items()) or "none"),
+        ("options", ", ".join(model_options(card.name))),
+    ]
+    if card.aux_weight is not None:
+        rows.append(("aux loss weight", str(card.aux_weight)))
+    for key, value in rows:
+        console.print(f"{key:>15}: {value}", highlight=False)
+    console.print(f"{'deviations':>15}:", highlight=False)
+    for d in card.deviations or ("none",):
+        console.print(textwrap.indent(textwrap.fill(d, 100), " " * 17).replace(" " * 17, " " * 15 + "- ", 1),
+                      highlight=False)
+    if card.notes:
+        console.print("\n[bold]Paper notes[/bold]\n")
+        console.print(card.notes, highlight=False, markup=False)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("list", help="table of the registered networks with parameters, paper and year")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style name pattern, e.g. 'resnet*'")
+    p.add_argument("--plot", metavar="FILE.png", help="also plot parameters against MACs for these networks")
+    p.add_argument("--width", type=int, default=None, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("info", help="a network's card and paper notes")
+    add_model_args(p)
+    p.add_argument("--width", type=int, default=None, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_info)
