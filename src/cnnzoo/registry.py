@@ -100,7 +100,6 @@ class _Entry:
     builder: Callable[..., nn.Module]
     model_cls: type[nn.Module]
     card: ModelCard
-    converters: dict[str, Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]] = field(default_factory=dict)
 
     @property
     def options(self) -> list[str]:
@@ -111,6 +110,9 @@ class _Entry:
 
 
 _REGISTRY: dict[str, _Entry] = {}
+# (name, source) -> fn(state_dict) -> state_dict. Kept apart from the entries so a family module may
+# register a converter for a network another module defines, whatever the import order.
+_CONVERTERS: dict[tuple[str, str], Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]] = {}
 _LOADED = False
 
 
@@ -155,7 +157,9 @@ def register_converter(name: str, source: str):
         raise ValueError(f"unknown checkpoint source {source!r}; valid: {', '.join(SOURCES)}")
 
     def decorator(fn):
-        _entry(name).converters[source] = fn
+        if (name, source) in _CONVERTERS:
+            raise RuntimeError(f"a {source} converter for {name!r} is registered twice")
+        _CONVERTERS[(name, source)] = fn
         return fn
 
     return decorator
@@ -243,11 +247,11 @@ def convert_state_dict(name: str, state_dict: Mapping[str, torch.Tensor], source
     entry = _entry(name)
     if source not in SOURCES:
         raise ValueError(f"unknown checkpoint source {source!r}; valid: {', '.join(SOURCES)}")
-    if source not in entry.card.counterparts and source not in entry.converters:
-        have = sorted(set(entry.card.counterparts) | set(entry.converters))
+    fn = _CONVERTERS.get((name, source))
+    if source not in entry.card.counterparts and fn is None:
+        have = sorted(set(entry.card.counterparts) | {s for n, s in _CONVERTERS if n == name})
         raise ValueError(
             f"{name} has no {source} counterpart; its checkpoints convert from: {', '.join(have) or 'none'}"
         )
     sd = dict(state_dict)
-    fn = entry.converters.get(source)
     return fn(sd) if fn else sd
