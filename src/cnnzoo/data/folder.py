@@ -1,0 +1,380 @@
+"""``folder:PATH`` datasets: one subfolder per class, decoded by Pillow in DataLoader workers.
+
+Layout: ``PATH/train/<class>/*`` and ``PATH/val/<class>/*`` when ``train/`` exists (``val/`` optional), else
+``PATH/<class>/*`` with a seeded stratified split holding out ``val_fraction`` of every class. Class folders are
+searched recursively; hidden files are ignored.
+
+Every file is decoded once when the dataset is loaded (JPEGs in Pillow's fast reduced-size draft mode), so
+truncated, corrupt and non-image files are found up front: they are skipped and listed in
+`DataBundle.skipped` (or, with ``strict``, reported together as an error). Images above Pillow's
+decompression-bomb limit are always an error. Grayscale, palette, RGBA/LA, CMYK and 16-bit images are all
+converted to 8-bit RGB (alpha is dropped, as torchvision's default loader does), so ``in_channels`` is 3.
+
+Transforms are plain PIL/NumPy (no torchvision), seeded per sample from (seed, epoch, position in the epoch):
+train = random-resized crop (scale 0.08-1, aspect 3/4-4/3; Szegedy et al. 2015, "Going deeper with
+convolutions", Sec. 6) or resize + random crop with padding, then horizontal flip; eval = resize the shorter
+side to size/0.875 and centre-crop (the 256 -> 224 protocol of Krizhevsky et al. 2012 and He et al. 2016).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import warnings
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .bundle import DataBundle, FolderSplit
+from .loader import _BaseLoader, epoch_seed, rank_slice
+
+log = logging.getLogger("cnnzoo.data")
+
+DEFAULT_IMAGE_SIZE = 224
+EVAL_CROP_PCT = 0.875  # 224 / 256: resize the shorter side to 256, centre-crop 224
+RRC_SCALE = (0.08, 1.0)  # Szegedy et al. 2015, Sec. 6: "patches ... whose size is distributed evenly between 8%
+RRC_RATIO = (3 / 4, 4 / 3)  # and 100% of the image area with aspect ratio constrained to [3/4, 4/3]"
+STATS_SAMPLES = 256  # train images decoded to estimate the normalisation mean/std
+FOLDER_AUGMENT_KEYS = ("random_resized_crop", "random_crop_padding", "hflip")
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB; 16-bit and 32-bit integer images are scaled, not clipped."""
+    if img.mode.startswith("I") or img.mode == "F":
+        arr = np.asarray(img).astype(np.float64)
+        if img.mode.startswith("I;16") or (img.mode == "I" and arr.max(initial=0) > 255):
+            arr = arr / 257.0  # 0..65535 -> 0..255
+        elif img.mode == "F" and arr.max(initial=0) <= 1.0:
+            arr = arr * 255.0
+        img = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")  # Pillow asks for this route for palettes with transparency
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def decode(path: str | Path, draft: tuple[int, int] | None = None) -> Image.Image:
+    """Open and fully decode an image as RGB (``draft``: allow JPEG to decode at a reduced size >= draft)."""
+    with Image.open(path) as img:
+        if draft is not None:
+            img.draft("RGB", draft)
+        img.load()
+        return to_rgb(img)
+
+
+class _Bomb(Exception):
+    pass
+
+
+def _check(path: Path) -> str | None:
+    """None if the file decodes fully, else the reason it cannot be used; raise _Bomb for decompression bombs."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. EXIF warnings; real failures raise
+            decode(path, draft=(64, 64))
+    except Image.DecompressionBombError as e:
+        raise _Bomb(f"{path}: {e}") from e
+    except Image.UnidentifiedImageError:
+        return "not an image file Pillow can read"
+    except (OSError, ValueError, SyntaxError, EOFError) as e:  # truncated/corrupt data surfaces as these
+        return f"corrupt or truncated image ({e})"
+    return None
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(
+        p for p in folder.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+
+
+def _class_dirs(root: Path) -> list[str]:
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def load_folder(
+    path: str | Path, *, strict: bool = False, seed: int = 0, val_fraction: float = 0.1, image_size: int | None = None
+) -> DataBundle:
+    """Scan, verify and split an image folder (see the module docstring); called by `load_dataset`."""
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise ValueError(f"folder dataset {str(root)!r} is not a directory")
+    size = DEFAULT_IMAGE_SIZE if image_size is None else image_size
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    train_root = root / "train" if (root / "train").is_dir() else root
+    val_root = root / "val" if train_root != root and (root / "val").is_dir() else None
+    classes = _class_dirs(train_root)
+    if not classes:
+        raise ValueError(f"no class subfolders in {train_root}; expected {train_root}/<class name>/<image files>")
+    if val_root is not None:
+        extra = sorted(set(_class_dirs(val_root)) - set(classes))
+        if extra:
+            raise ValueError(f"{val_root} has class folders {extra} that {train_root} lacks; classes: {classes}")
+
+    candidates: dict[str, list[tuple[Path, int]]] = {"train": [], "val": []}
+    for split, base in (("train", train_root), ("val", val_root)):
+        if base is None:
+            continue
+        for label, name in enumerate(classes):
+            if (base / name).is_dir():
+                candidates[split] += [(f, label) for f in _files(base / name)]
+    everything = candidates["train"] + candidates["val"]
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # Pillow decodes without the GIL
+        futures = [pool.submit(_safe_check, f) for f, _ in everything]
+        results = [fut.result() for fut in futures]
+    bombs = [r[1] for r in results if r[0] == "bomb"]
+    if bombs:
+        raise ValueError(
+            f"{len(bombs)} image(s) exceed Pillow's decompression-bomb limit (PIL.Image.MAX_IMAGE_PIXELS = "
+            f"{Image.MAX_IMAGE_PIXELS}; refused at twice that) and were not decoded:\n  " + "\n  ".join(bombs)
+            + "\nIf these files are trusted, raise PIL.Image.MAX_IMAGE_PIXELS or shrink the images."
+        )  # fmt: skip
+    skipped = [(str(f), r[1]) for (f, _), r in zip(everything, results, strict=True) if r[0] == "bad"]
+    if skipped and strict:
+        raise ValueError(
+            f"{len(skipped)} unreadable file(s) in {root} (strict mode):\n  "
+            + "\n  ".join(f"{p}: {why}" for p, why in skipped)
+        )
+    if skipped:
+        log.warning("%s: skipped %d unreadable file(s):\n  %s", root, len(skipped),
+                    "\n  ".join(f"{p}: {why}" for p, why in skipped))  # fmt: skip
+    bad = {p for p, _ in skipped}
+    good = {k: [(str(f), lab) for f, lab in v if str(f) not in bad] for k, v in candidates.items()}
+    counts = np.bincount([lab for _, lab in good["train"]], minlength=len(classes))
+    empty = [f"{train_root / classes[i]}" for i in np.flatnonzero(counts == 0)]
+    if empty:
+        raise ValueError(f"class folder(s) with no readable images: {empty}; every class needs at least one image")
+
+    if val_root is not None:
+        train, test = good["train"], good["val"]
+    else:
+        train, test = stratified_split(good["train"], len(classes), val_fraction, seed)
+    bundle = DataBundle(
+        f"folder:{root}", classes, 3, (size, size), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25),
+        FolderSplit(train), FolderSplit(test), kind="folder", skipped=skipped, root=root,
+    )  # fmt: skip
+    bundle.mean, bundle.std = estimate_stats(train, size, seed)
+    return bundle
+
+
+def _safe_check(path: Path) -> tuple[str, str]:
+    try:
+        reason = _check(path)
+    except _Bomb as e:
+        return "bomb", str(e)
+    return ("bad", reason) if reason else ("ok", "")
+
+
+def stratified_split(
+    samples: list[tuple[str, int]], num_classes: int, val_fraction: float, seed: int
+) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """Hold out round(n * val_fraction) of each class (at least 1 when the class has 2+ images), seeded."""
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for c in range(num_classes):
+        items = [s for s in samples if s[1] == c]
+        n_val = round(len(items) * val_fraction)
+        if val_fraction > 0 and len(items) >= 2:
+            n_val = min(max(n_val, 1), len(items) - 1)
+        perm = rng.permutation(len(items))
+        val += [items[i] for i in sorted(perm[:n_val])]
+        train += [items[i] for i in sorted(perm[n_val:])]
+    return train, val
+
+
+# ----------------------------------------------------------------------------------------------- transforms
+
+
+def resize_shorter(img: Image.Image, size: int) -> Image.Image:
+    """Scale so the shorter side is ``size`` (bilinear; Pillow filters when shrinking)."""
+    w, h = img.size
+    scale = size / min(w, h)
+    new = (max(size, round(w * scale)), max(size, round(h * scale)))
+    return img if new == (w, h) else img.resize(new, Image.Resampling.BILINEAR)
+
+
+def center_crop(img: Image.Image, size: int) -> Image.Image:
+    """The central size x size region (the image must be at least that large)."""
+    w, h = img.size
+    left, top = (w - size) // 2, (h - size) // 2
+    return img.crop((left, top, left + size, top + size))
+
+
+def random_resized_crop(img: Image.Image, size: int, rng: random.Random, scale=RRC_SCALE, ratio=RRC_RATIO):
+    """A random region of area fraction in ``scale`` and aspect ratio in ``ratio``, resized to size x size."""
+    w, h = img.size
+    area = w * h
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target = area * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(*log_ratio))
+        cw, ch = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+        if 0 < cw <= w and 0 < ch <= h:
+            left, top = rng.randint(0, w - cw), rng.randint(0, h - ch)
+            break
+    else:  # fall back to the largest central crop within the ratio bounds
+        aspect = w / h
+        if aspect < ratio[0]:
+            cw, ch = w, round(w / ratio[0])
+        elif aspect > ratio[1]:
+            cw, ch = round(h * ratio[1]), h
+        else:
+            cw, ch = w, h
+        left, top = (w - cw) // 2, (h - ch) // 2
+    return img.resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + cw, top + ch))
+
+
+def random_crop(arr: np.ndarray, size: int, padding: int, rng: random.Random) -> np.ndarray:
+    """Zero-pad an (H, W, C) array by ``padding`` and cut a random size x size window."""
+    if padding:
+        arr = np.pad(arr, ((padding, padding), (padding, padding), (0, 0)))
+    h, w = arr.shape[:2]
+    top, left = rng.randint(0, h - size), rng.randint(0, w - size)
+    return arr[top : top + size, left : left + size]
+
+
+class FolderTransform:
+    """Decoded RGB image -> uint8 tensor (3, size, size), with the train or eval pipeline."""
+
+    def __init__(self, size: int, train: bool, augment: dict) -> None:
+        unknown = sorted(set(augment) - set(FOLDER_AUGMENT_KEYS))
+        if unknown:
+            raise ValueError(f"unknown augment option(s) {unknown} for a folder dataset; valid: {list(FOLDER_AUGMENT_KEYS)}")
+        rrc = augment.get("random_resized_crop", False)
+        if rrc is True:
+            rrc = RRC_SCALE
+        if rrc is not False and rrc is not None:
+            if not (isinstance(rrc, list | tuple) and len(rrc) == 2 and 0 < rrc[0] <= rrc[1] <= 1):
+                raise ValueError(f"augment['random_resized_crop'] must be true/false or [min_scale, max_scale] "
+                                 f"with 0 < min <= max <= 1, got {rrc!r}")  # fmt: skip
+            rrc = (float(rrc[0]), float(rrc[1]))
+        padding = augment.get("random_crop_padding", 0) or 0
+        if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
+            raise ValueError(f"augment['random_crop_padding'] must be a non-negative integer, got {padding!r}")
+        flip = augment.get("hflip", False)
+        if not isinstance(flip, bool):
+            raise ValueError(f"augment['hflip'] must be true or false, got {flip!r}")
+        self.size, self.train, self.rrc, self.padding, self.hflip = size, train, rrc or None, padding, flip
+
+    def __call__(self, img: Image.Image, rng: random.Random) -> torch.Tensor:
+        s = self.size
+        if not self.train:
+            arr = np.asarray(center_crop(resize_shorter(img, round(s / EVAL_CROP_PCT)), s))
+        elif self.rrc:
+            arr = np.asarray(random_resized_crop(img, s, rng, scale=self.rrc))
+        elif self.padding:
+            arr = random_crop(np.asarray(resize_shorter(img, s)), s, self.padding, rng)
+        else:
+            arr = np.asarray(center_crop(resize_shorter(img, s), s))
+        if self.train and self.hflip and rng.random() < 0.5:
+            arr = arr[:, ::-1]
+        return torch.from_numpy(np.array(arr, dtype=np.uint8, copy=True)).permute(2, 0, 1).contiguous()  # (3, S, S)
+
+
+def estimate_stats(samples: list[tuple[str, int]], size: int, seed: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean/std (0-1 scale) of up to STATS_SAMPLES seeded train images through the eval transform."""
+    rng = np.random.default_rng(seed)
+    pick = rng.permutation(len(samples))[:STATS_SAMPLES]
+    transform = FolderTransform(size, train=False, augment={})
+    total = np.zeros(3)
+    total_sq = np.zeros(3)
+    for i in pick:
+        x = transform(decode(samples[i][0], draft=(size, size)), random.Random(0)).double() / 255
+        total += x.mean(dim=(1, 2)).numpy()
+        total_sq += (x * x).mean(dim=(1, 2)).numpy()
+    mean = total / len(pick)
+    std = np.sqrt(np.maximum(total_sq / len(pick) - mean * mean, 1e-12))
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+
+# -------------------------------------------------------------------------------------------------- loader
+
+
+class _FolderDataset(torch.utils.data.Dataset):
+    """Items are addressed by (sample index, per-sample seed) so augmentation is reproducible in any worker."""
+
+    def __init__(self, samples: list[tuple[str, int]], transform: FolderTransform) -> None:
+        self.samples, self.transform = samples, transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int]:
+        index, sample_seed = key
+        path, label = self.samples[index]
+        try:
+            img = decode(path, draft=(self.transform.size, self.transform.size))
+        except (OSError, ValueError, SyntaxError, EOFError) as e:
+            raise RuntimeError(f"{path} could not be decoded during training (was it changed after loading?): {e}") from e
+        return self.transform(img, random.Random(sample_seed)), label
+
+
+class _RankBatchSampler:
+    """Yields this rank's share of every global batch as (index, seed) lists; empty shares are not yielded."""
+
+    def __init__(self, loader: FolderLoader) -> None:
+        self.loader = loader
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        lo_ = self.loader
+        base = epoch_seed(lo_.seed, lo_.epoch)
+        order = lo_._order(torch.Generator().manual_seed(base)).tolist()
+        for start, end in lo_._plan:
+            lo, hi = rank_slice(start, end, lo_.rank, lo_.world_size)
+            if hi > lo:
+                # (base, position) -> a distinct integer seeding this sample's own random.Random
+                yield [(order[p], base * (1 << 32) + p) for p in range(lo, hi)]
+
+
+class FolderLoader(_BaseLoader):
+    """DataLoader-backed batches of a folder dataset: workers decode and augment, the device normalises."""
+
+    def __init__(
+        self, bundle: DataBundle, split: FolderSplit, *, batch_size: int, train: bool, device: torch.device,
+        seed: int, rank: int, world_size: int, drop_last: bool, augment: dict, input_size: int | None,
+        num_workers: int,
+    ) -> None:  # fmt: skip
+        super().__init__(len(split), batch_size, train, seed, rank, world_size, drop_last)
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        self.device = device
+        size = input_size or bundle.image_size[0]
+        self.transform = FolderTransform(size, train, augment)
+        self.loader = torch.utils.data.DataLoader(
+            _FolderDataset(split.samples, self.transform),
+            batch_sampler=_RankBatchSampler(self),
+            num_workers=num_workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=num_workers > 0,
+        )
+        mean = torch.tensor(bundle.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        std = torch.tensor(bundle.std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        self._scale, self._shift = 1.0 / (255.0 * std), -mean / std
+        self._size = size
+
+    def close(self) -> None:
+        """Stop the persistent worker processes now (they also stop when the loader is garbage-collected)."""
+        iterator = getattr(self.loader, "_iterator", None)
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
+        self.loader._iterator = None
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        steps = 0
+        for x, y in self.loader:
+            x = x.to(self.device, non_blocking=True).float() * self._scale + self._shift
+            yield x, y.to(self.device, non_blocking=True)
+            steps += 1
+        for _ in range(len(self) - steps):  # this rank's share of a tiny final batch was empty
+            yield (torch.empty(0, 3, self._size, self._size, device=self.device),
+                   torch.empty(0, dtype=torch.int64, device=self.device))  # fmt: skip

@@ -1,0 +1,142 @@
+"""Network in Network. Lin, Chen, Yan, "Network In Network", ICLR 2014 (arXiv 2013).
+https://arxiv.org/abs/1312.4400
+
+Key ideas
+    A linear filter followed by a non-linearity is a weak model of a local patch. An "mlpconv"
+    layer slides a small multilayer perceptron over the input instead: a KxK convolution followed
+    by 1x1 convolutions ("cascaded cross channel parametric pooling"), each with ReLU. The last
+    mlpconv outputs one map per class and global average pooling turns them into the class
+    scores: no fully-connected layers (fewer parameters, less over-fitting, maps that read as
+    class confidence maps).
+
+Which table the code reproduces
+    Section 4.1/4.2 and the authors' CIFAR-10 model (Caffe): three mlpconv layers
+    192-160-96 (5x5), 192-192-192 (5x5), 192-192-10 (3x3), each of the first two followed by a
+    3x3/2 max-pool and dropout 0.5, then global average pooling: 966,986 parameters.
+    ``nin`` is the ImageNet model of the Caffe model zoo (not in the paper's tables): four
+    mlpconv layers 96-96-96 (11x11/4), 256-256-256 (5x5), 384-384-384 (3x3), 1024-1024-1000
+    (3x3), 3x3/2 max-pools after the first three, dropout 0.5 before the last, global average
+    pooling.
+
+Training setup in the paper
+    Caffe, SGD with momentum, mini-batches of 128, lr reduced by 10 when the training error
+    plateaus, weight decay; dropout between mlpconv layers; CIFAR-10 with global contrast
+    normalisation and ZCA whitening (10.41% error, 8.81% with translation + flip augmentation).
+
+This implementation
+    Every conv is followed by ReLU, including the last 1x1 conv that outputs the class maps (as
+    the authors' model does), and the class maps are averaged into logits. ``forward_features``
+    returns the map before that last 1x1 conv (192 channels for CIFAR, 1024 for ImageNet), which
+    is also what ``forward_head(pre_logits=True)`` averages; the last 1x1 conv is the classifier
+    (``head.conv``), rebuilt by ``reset_classifier``. Pools are 3x3/2 in ceil mode (Caffe's
+    rounding: 32 -> 16 -> 8 on CIFAR, 54 -> 27 -> 13 -> 6 at 224). Weights use Kaiming-normal
+    init (the authors' Caffe files use hand-set Gaussians per layer). ``drop_rate`` sets the
+    dropout between mlpconv layers.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..layers import global_pool
+from ..registry import Paper, register_model
+from .base import ZooModel
+
+NINPAPER = Paper("Network In Network", "M. Lin, Q. Chen, S. Yan", 2013, "https://arxiv.org/abs/1312.4400")
+
+# (kernel, stride, padding, widths of the KxK conv and the 1x1 convs, what follows the block).
+# The last block's final width is num_classes: its last 1x1 conv is the classifier.
+CIFAR_BLOCKS = (
+    (5, 1, 2, (192, 160, 96), "pool+drop"),
+    (5, 1, 2, (192, 192, 192), "pool+drop"),
+    (3, 1, 1, (192, 192), ""),
+)
+IMAGENET_BLOCKS = (
+    (11, 4, 0, (96, 96, 96), "pool"),
+    (5, 1, 2, (256, 256, 256), "pool"),
+    (3, 1, 1, (384, 384, 384), "pool+drop"),
+    (3, 1, 1, (1024, 1024), ""),
+)
+
+
+class MlpConv(nn.Sequential):
+    """One mlpconv layer (Fig. 2): a KxK conv then 1x1 convs, each followed by ReLU."""
+
+    def __init__(self, in_channels: int, widths: tuple[int, ...], kernel_size: int, stride: int, padding: int):
+        layers: list[nn.Module] = []
+        for i, w in enumerate(widths):
+            k, s, p = (kernel_size, stride, padding) if i == 0 else (1, 1, 0)
+            layers += [nn.Conv2d(in_channels, w, k, s, p), nn.ReLU(inplace=True)]
+            in_channels = w
+        super().__init__(*layers)
+
+
+class NinHead(nn.Module):
+    """The final 1x1 conv to one map per class, ReLU, global average pooling (Section 3.2)."""
+
+    def __init__(self, in_channels: int, num_classes: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, num_classes, 1)
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if pre_logits:
+            return global_pool(x)  # (B, C, h, w) -> (B, C)
+        return global_pool(self.act(self.conv(x)))  # -> (B, num_classes, h, w) -> (B, num_classes)
+
+
+class NiN(ZooModel):
+    """Network in Network: stacked mlpconv layers and global average pooling over class maps."""
+
+    def __init__(self, blocks: str = "cifar", num_classes: int = 10, in_channels: int = 3, drop_rate: float = 0.5):
+        super().__init__()
+        table = {"cifar": CIFAR_BLOCKS, "imagenet": IMAGENET_BLOCKS}
+        if blocks not in table:
+            raise ValueError(f"unknown NiN blocks {blocks!r}; valid: {', '.join(table)}")
+        if not 0.0 <= drop_rate < 1.0:
+            raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate!r}")
+        self.num_classes, self.in_channels = num_classes, in_channels
+        # the smallest input that leaves a 1x1 map (ceil-mode pools accept a window hanging off the edge)
+        self.min_input_size = 4 if blocks == "cifar" else 39
+        layers: list[nn.Module] = []
+        self.feature_info = []
+        channels, reduction = in_channels, 1
+        for k, stride, pad, widths, after in table[blocks]:
+            layers.append(MlpConv(channels, widths, k, stride, pad))
+            channels, reduction = widths[-1], reduction * stride
+            if "pool" in after:
+                layers.append(nn.MaxPool2d(3, 2, ceil_mode=True))
+                reduction *= 2
+            self.feature_info.append(dict(num_chs=channels, reduction=reduction, module=f"features.{len(layers) - 1}"))
+            if "drop" in after:
+                layers.append(nn.Dropout(drop_rate))
+        self.features = nn.Sequential(*layers)
+        self.num_features = channels
+        self.head = NinHead(channels, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)  # (B, 3, 32, 32) -> (B, 192, 8, 8)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.head = NinHead(self.num_features, num_classes).to(self.head.conv.weight.device)
+
+
+@register_model(NiN, paper=NINPAPER, input_size=(3, 32, 32), dataset="CIFAR-10",
+                deviations=("Kaiming-normal init instead of the authors' hand-set Gaussian per layer",))
+def nin_cifar(**kwargs) -> NiN:
+    """NiN for CIFAR-10: three mlpconv layers and global average pooling (966,986 parameters)."""
+    return NiN(**{"blocks": "cifar", "num_classes": 10, **kwargs})
+
+
+@register_model(NiN, paper=NINPAPER, input_size=(3, 224, 224), dataset="ImageNet",
+                deviations=("the ImageNet network is the Caffe model zoo's NIN-ImageNet, not a table of the paper",
+                            "Kaiming-normal init instead of the authors' hand-set Gaussian per layer"))
+def nin(**kwargs) -> NiN:
+    """NiN for ImageNet (Caffe model zoo): four mlpconv layers, 1000 class maps, global average pooling."""
+    return NiN(**{"blocks": "imagenet", "num_classes": 1000, **kwargs})

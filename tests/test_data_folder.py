@@ -1,0 +1,195 @@
+"""folder:PATH datasets: image-mode conversion, unreadable files, strict mode, bombs, splits, transforms, loader."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cnnzoo.data import load_dataset, make_loader
+from cnnzoo.data.folder import FolderTransform, decode, stratified_split
+
+
+def _rgb(seed: int, size=(24, 20)) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+
+
+def _jpeg_bytes(img: Image.Image) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def make_folder(root: Path, counts: dict[str, int]) -> Path:
+    for name, n in counts.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            _rgb(hash((name, i)) % 1000).save(root / name / f"{i:03d}.png")
+    return root
+
+
+@pytest.fixture
+def mixed(tmp_path) -> Path:
+    """Two classes of images in every awkward mode, plus a truncated JPEG, a text file and a hidden file."""
+    root = tmp_path / "mixed"
+    a, b = root / "cat", root / "dog"
+    a.mkdir(parents=True)
+    b.mkdir()
+    _rgb(1).convert("L").save(a / "gray.png")
+    _rgb(2).convert("P", palette=Image.Palette.ADAPTIVE).save(a / "palette.png", transparency=0)
+    _rgb(3).convert("RGBA").save(a / "rgba.png")
+    _rgb(4).convert("CMYK").save(a / "cmyk.jpg")
+    sixteen = np.full((20, 24), 65535, dtype=np.uint16)
+    sixteen[:, 12:] = 32896  # 32896 / 257 = 128
+    Image.fromarray(sixteen).save(a / "deep.png")
+    (a / "notes.txt").write_text("not an image")
+    (a / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (b / "sub").mkdir()
+    _rgb(5).save(b / "sub" / "nested.jpg")
+    _rgb(6).save(b / "ok.jpg")
+    data = _jpeg_bytes(_rgb(7, size=(64, 64)))
+    (b / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    return root
+
+
+def test_modes_converted_and_unreadable_files_skipped(mixed):
+    bundle = load_dataset(f"folder:{mixed}", image_size=16, val_fraction=0.0)
+    assert bundle.kind == "folder" and bundle.classes == ["cat", "dog"] and bundle.in_channels == 3
+    assert bundle.image_size == (16, 16) and len(bundle.test) == 0
+    names = sorted(Path(p).name for p, _ in bundle.train.samples)
+    assert names == ["cmyk.jpg", "deep.png", "gray.png", "nested.jpg", "ok.jpg", "palette.png", "rgba.png"]
+    reasons = {Path(p).name: why for p, why in bundle.skipped}
+    assert set(reasons) == {"notes.txt", "truncated.jpg"}
+    assert "not an image" in reasons["notes.txt"] and "truncated" in reasons["truncated.jpg"]
+    assert "2 unreadable files skipped" in bundle.summary()
+    for path, _ in bundle.train.samples:
+        img = decode(path)
+        assert img.mode == "RGB" and img.size == (24, 20)
+    deep = np.asarray(decode(mixed / "cat" / "deep.png"))
+    assert deep[0, 0].tolist() == [255, 255, 255] and deep[0, 20].tolist() == [128, 128, 128]  # scaled, not clipped
+    assert all(0 < m < 1 for m in bundle.mean) and all(s > 0 for s in bundle.std)
+
+
+def test_strict_mode_lists_unreadable_files(mixed):
+    with pytest.raises(ValueError, match="2 unreadable file") as err:
+        load_dataset(f"folder:{mixed}", strict=True, image_size=16)
+    assert "notes.txt" in str(err.value) and "truncated.jpg" in str(err.value)
+
+
+def test_empty_class_folder_is_an_error(tmp_path):
+    root = make_folder(tmp_path / "d", {"a": 2, "b": 2})
+    (root / "empty").mkdir()
+    with pytest.raises(ValueError, match="no readable images.*empty"):
+        load_dataset(f"folder:{root}", image_size=8)
+    with pytest.raises(ValueError, match="no class subfolders"):
+        load_dataset(f"folder:{root / 'empty'}")
+    with pytest.raises(ValueError, match="not a directory"):
+        load_dataset(f"folder:{tmp_path / 'missing'}")
+
+
+def test_decompression_bomb_is_a_clear_error(tmp_path, monkeypatch):
+    root = make_folder(tmp_path / "d", {"a": 1, "b": 1})
+    Image.new("RGB", (40, 40)).save(root / "a" / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # 1600 px > 2 * 500: Pillow refuses to decode
+    with pytest.raises(ValueError, match="decompression-bomb limit") as err:
+        load_dataset(f"folder:{root}", image_size=8)
+    assert "big.png" in str(err.value) and "MAX_IMAGE_PIXELS" in str(err.value)
+
+
+def test_stratified_seeded_split(tmp_path):
+    root = make_folder(tmp_path / "d", {"a": 10, "b": 20, "c": 5})
+    one = load_dataset(f"folder:{root}", val_fraction=0.2, seed=1, image_size=8)
+    again = load_dataset(f"folder:{root}", val_fraction=0.2, seed=1, image_size=8)
+    other = load_dataset(f"folder:{root}", val_fraction=0.2, seed=2, image_size=8)
+    assert torch.bincount(one.test.labels).tolist() == [2, 4, 1]
+    assert torch.bincount(one.train.labels).tolist() == [8, 16, 4]
+    assert one.test.samples == again.test.samples and one.test.samples != other.test.samples
+    assert sorted(one.train.samples + one.test.samples) == sorted(other.train.samples + other.test.samples)
+    assert not set(one.train.samples) & set(one.test.samples)
+    # Classes of one image stay in train.
+    train, val = stratified_split([("x", 0), ("y", 1), ("z", 1)], 2, 0.1, 0)
+    assert train == [("x", 0), ("y", 1)] or train == [("x", 0), ("z", 1)]
+    assert len(val) == 1
+
+
+def test_train_val_layout(tmp_path):
+    make_folder(tmp_path / "d" / "train", {"a": 3, "b": 2})
+    make_folder(tmp_path / "d" / "val", {"a": 1, "b": 1})
+    bundle = load_dataset(f"folder:{tmp_path / 'd'}", image_size=8)
+    assert (len(bundle.train), len(bundle.test)) == (5, 2)
+    assert all("/val/" in p for p, _ in bundle.test.samples)
+    make_folder(tmp_path / "d" / "val", {"zebra": 1})
+    with pytest.raises(ValueError, match="zebra"):
+        load_dataset(f"folder:{tmp_path / 'd'}", image_size=8)
+
+
+def test_transforms_eval_centre_crop_and_flip():
+    img = Image.new("RGB", (40, 20))
+    img.paste((255, 0, 0), (0, 0, 20, 20))  # left half red
+    ev = FolderTransform(14, train=False, augment={})
+    out = ev(img, random.Random(0))
+    # Shorter side 20 -> round(14 / 0.875) = 16, width 32; central 14x14 spans the red/black boundary at x=16.
+    assert out.shape == (3, 14, 14) and out.dtype == torch.uint8
+    assert out[0, 7, 0] > 200 and out[0, 7, 13] < 50
+    flip = FolderTransform(14, train=True, augment={"hflip": True})
+    outs = [flip(img, random.Random(s)) for s in range(20)]
+    flipped = [o for o in outs if o[0, 7, 0] < 50]
+    kept = [o for o in outs if o[0, 7, 0] > 200]
+    assert len(flipped) + len(kept) == 20 and 0 < len(flipped) < 20
+    assert all(torch.equal(o, kept[0].flip(-1)) for o in flipped)
+    rrc = FolderTransform(10, train=True, augment={"random_resized_crop": [0.5, 1.0]})
+    assert rrc(img, random.Random(3)).shape == (3, 10, 10)
+    assert torch.equal(rrc(img, random.Random(3)), rrc(img, random.Random(3)))
+    pad = FolderTransform(20, train=True, augment={"random_crop_padding": 4})
+    assert pad(img, random.Random(1)).shape == (3, 20, 20)
+    with pytest.raises(ValueError, match="valid"):
+        FolderTransform(10, train=True, augment={"translate": 2})
+
+
+@pytest.fixture(scope="module")
+def small_folder(tmp_path_factory):
+    root = make_folder(tmp_path_factory.mktemp("f") / "d", {"a": 7, "b": 6, "c": 5})
+    return load_dataset(f"folder:{root}", image_size=12, val_fraction=0.2)
+
+
+def _epoch(loader, epoch):
+    loader.set_epoch(epoch)
+    return list(loader)
+
+
+def test_folder_loader_batches_normalised(small_folder):
+    loader = make_loader(small_folder, "test", batch_size=2, train=False, num_workers=0)
+    batches = _epoch(loader, 0)
+    assert len(batches) == len(loader) == 2 and loader.num_samples == len(small_folder.test) == 3  # 1 per class
+    x, y = batches[0]
+    assert x.dtype == torch.float32 and x.shape == (2, 3, 12, 12) and y.dtype == torch.int64
+    path, label = small_folder.test.samples[0]
+    raw = FolderTransform(12, train=False, augment={})(decode(path), random.Random(0)).float() / 255
+    mean, std = torch.tensor(small_folder.mean).view(3, 1, 1), torch.tensor(small_folder.std).view(3, 1, 1)
+    torch.testing.assert_close(x[0], (raw - mean) / std)
+    assert int(y[0]) == label
+
+
+def test_folder_loader_ddp_slicing_and_epoch_determinism(small_folder):
+    single = make_loader(small_folder, "train", batch_size=4, train=True, seed=5, num_workers=0)
+    ranks = [make_loader(small_folder, "train", batch_size=2, train=True, seed=5, num_workers=0, rank=r,
+                         world_size=2) for r in range(2)]  # fmt: skip
+    a = _epoch(single, 3)
+    per_rank = [_epoch(r, 3) for r in ranks]
+    assert len(a) == len(single) == 15 // 4
+    for step, (x, y) in enumerate(a):
+        assert torch.equal(torch.cat([p[step][0] for p in per_rank]), x)
+        assert torch.equal(torch.cat([p[step][1] for p in per_rank]), y)
+    fresh = make_loader(small_folder, "train", batch_size=4, train=True, seed=5, num_workers=2)
+    b = _epoch(fresh, 3)  # worker processes, restarted loader: same epoch 3
+    assert all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(a, b, strict=True))
+    c = _epoch(fresh, 4)
+    fresh.close()
+    assert not all(torch.equal(x1, x2) for (x1, _), (x2, _) in zip(a, c, strict=True))
