@@ -88,7 +88,7 @@ def server(tmp_path):
             pass
 
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(www)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield www, f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()
@@ -230,7 +230,7 @@ def test_cifar_download_verify_parse(monkeypatch, server, tmp_path, hundred):
 
 def test_cifar_extracted_folder_and_mirror_env(monkeypatch, server, tmp_path, dead_url):
     www, base = server
-    archive, contents = make_cifar_archive(np.random.default_rng(4), hundred=False)
+    archive, _ = make_cifar_archive(np.random.default_rng(4), hundred=False)
     # $CNNZOO_DATA_MIRROR is tried before the (dead) canonical location.
     (www / "cifar10").mkdir()
     (www / "cifar10" / "cifar-10-python.tar.gz").write_bytes(archive)
@@ -252,3 +252,29 @@ def test_cifar_pickle_with_foreign_objects_is_refused(tmp_path):
     (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": ["a"], "x": functools.partial(print)}))
     with pytest.raises(ValueError, match="not a CIFAR python pickle"):
         load_dataset("cifar10", data_dir=tmp_path, download=False)
+
+
+def test_interrupted_download_leaves_no_file(monkeypatch, tmp_path):
+    """The server promises more bytes than it sends and hangs up: nothing may stay in the cache."""
+
+    class Dropping(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            self.wfile.write(b"\x1f\x8b" + b"x" * 1000)
+            self.close_connection = True
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Dropping)
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        monkeypatch.setitem(dl.MIRRORS, "cifar100", [f"http://127.0.0.1:{httpd.server_address[1]}/"])
+        with pytest.raises(DatasetUnavailableError, match="dropped after 1002 of 100000 bytes"):
+            load_dataset("cifar100", data_dir=tmp_path)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]

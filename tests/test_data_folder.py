@@ -193,3 +193,16 @@ def test_folder_loader_ddp_slicing_and_epoch_determinism(small_folder):
     c = _epoch(fresh, 4)
     fresh.close()
     assert not all(torch.equal(x1, x2) for (x1, _), (x2, _) in zip(a, c, strict=True))
+
+
+def test_jpeg_draft_decoding_keeps_eval_crops_faithful(tmp_path):
+    """Eval crops may decode big JPEGs at reduced size (fast); the result must match a full decode closely."""
+    y, x = np.mgrid[0:512, 0:640]
+    smooth = np.stack([x * 255 // 640, y * 255 // 512, (x + y) * 255 // 1152], -1).astype(np.uint8)
+    Image.fromarray(smooth).save(tmp_path / "big.jpg", quality=95)
+    t = FolderTransform(32, train=False, augment={})
+    assert t.draft_size == (37, 37)
+    fast = t(decode(tmp_path / "big.jpg", draft=t.draft_size), random.Random(0)).float()
+    full = t(decode(tmp_path / "big.jpg"), random.Random(0)).float()
+    assert (fast - full).abs().mean() < 3
+    assert FolderTransform(32, train=True, augment={"random_resized_crop": True}).draft_size is None

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from importlib import resources
+
+import numpy as np
 import pytest
 import torch
 
@@ -43,9 +46,6 @@ def test_mnist5k_split_and_stats(mnist5k):
     assert mnist5k.std[0] == pytest.approx(x.std().item(), abs=1e-4)
     assert mnist5k.mean[0] == pytest.approx(0.13, abs=0.02)
     # The file is sorted by class: within class c, train is the first 400 and test the last 100 of the file.
-    import numpy as np
-    from importlib import resources
-
     with np.load(resources.files("cnnzoo.data").joinpath("mnist5k.npz")) as npz:
         raw = torch.from_numpy(npz["images"])
     assert torch.equal(mnist5k.train.images[:400, 0], raw[:400])
@@ -103,11 +103,8 @@ def test_ddp_ranks_concatenate_to_single_process_batch(train, world_size):
     aug = {"random_crop_padding": 2, "translate": 1, "hflip": True} if train else None
     b = 4
     single = _epoch(make_loader(bundle, "train", batch_size=world_size * b, train=train, seed=7, augment=aug), 2)
-    ranks = [
-        _epoch(make_loader(bundle, "train", batch_size=b, train=train, seed=7, augment=aug, rank=r,
-                           world_size=world_size), 2)  # fmt: skip
-        for r in range(world_size)
-    ]
+    kw = {"train": train, "seed": 7, "augment": aug, "world_size": world_size}
+    ranks = [_epoch(make_loader(bundle, "train", batch_size=b, rank=r, **kw), 2) for r in range(world_size)]
     assert all(len(r) == len(single) for r in ranks)
     for step, (xs, ys) in enumerate(single):
         assert torch.equal(torch.cat([r[step][0] for r in ranks]), xs)
@@ -168,3 +165,15 @@ def test_bad_loader_arguments(mnist5k):
         make_loader(mnist5k, "train", batch_size=8, train=True, rank=2, world_size=2)
     with pytest.raises(ValueError, match="fewer than one global batch"):
         make_loader(mnist5k, "test", batch_size=2000, train=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_loader_matches_cpu_loader():
+    bundle = _tiny_bundle()
+    aug = {"random_crop_padding": 2, "hflip": True}
+    cpu = _epoch(make_loader(bundle, "train", batch_size=8, train=True, augment=aug, seed=1), 1)
+    gpu = _epoch(make_loader(bundle, "train", batch_size=8, train=True, augment=aug, seed=1, device="cuda"), 1)
+    for (xc, yc), (xg, yg) in zip(cpu, gpu, strict=True):
+        assert xg.is_cuda and yg.is_cuda
+        torch.testing.assert_close(xg.cpu(), xc)
+        assert torch.equal(yg.cpu(), yc)

@@ -27,7 +27,7 @@ def kernels(model: nn.Module) -> set[tuple[int, int]]:
 # ---- auxiliary classifiers ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name,size,n_aux", [("googlenet", 64, 2), ("googlenet_paper", 64, 2), ("inception_v3", 75, 1)])
+@pytest.mark.parametrize("name,size,n_aux", [("googlenet", 32, 2), ("googlenet_paper", 32, 2), ("inception_v3", 75, 1)])
 def test_aux_outputs_only_in_training(name, size, n_aux):
     torch.manual_seed(0)
     model = cnnzoo.create_model(name, num_classes=5)
@@ -42,7 +42,7 @@ def test_aux_outputs_only_in_training(name, size, n_aux):
     assert isinstance(y, torch.Tensor) and y.shape == (2, 5)
 
 
-@pytest.mark.parametrize("name,size", [("googlenet", 64), ("inception_v3", 75)])
+@pytest.mark.parametrize("name,size", [("googlenet", 32), ("inception_v3", 75)])
 def test_aux_logits_false_returns_plain_logits_in_training(name, size):
     model = cnnzoo.create_model(name, aux_logits=False, num_classes=3).train()
     out = model(torch.randn(2, 3, size, size))
@@ -52,14 +52,14 @@ def test_aux_logits_false_returns_plain_logits_in_training(name, size):
 def test_reset_classifier_resets_aux_heads_too():
     model = cnnzoo.create_model("googlenet").train()
     model.reset_classifier(4)
-    assert all(o.shape == (2, 4) for o in model(torch.randn(2, 3, 64, 64)))
+    assert all(o.shape == (2, 4) for o in model(torch.randn(2, 3, 32, 32)))
 
 
 def test_inception_v3_aux_head_at_paper_size_uses_5x5_over_3_pool():
     """At 299 the aux head sees the 17x17 grid (Fig. 8): its 5x5 conv then reduces a 5x5 map to 1x1."""
     model = meta("inception_v3")
     seen = {}
-    model.AuxLogits.conv1.register_forward_hook(lambda m, i, o: seen.setdefault("shape", tuple(o.shape)))
+    model.AuxLogits.conv1.register_forward_hook(lambda m, i, o: seen.update(shape=tuple(o.shape)))
     model.train()
     model(torch.empty(2, 3, 299, 299, device="meta"))
     assert seen["shape"] == (2, 768, 1, 1)
@@ -93,7 +93,8 @@ def test_googlenet_torchvision_layout_has_batchnorm_no_bias_no_lrn():
     assert not any(isinstance(m, LocalResponseNorm) for m in model.modules())
     assert all(c.bias is None for c in model.modules() if isinstance(c, nn.Conv2d))
     assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == sum(
-        isinstance(m, nn.Conv2d) for m in model.modules())
+        isinstance(m, nn.Conv2d) for m in model.modules()
+    )
     assert (5, 5) not in kernels(model)  # torchvision's 3x3 in the "5x5" branch
 
 
@@ -102,16 +103,23 @@ def test_googlenet_transform_input_renormalises():
     plain = cnnzoo.create_model("googlenet", aux_logits=False).eval()
     moved = cnnzoo.create_model("googlenet", aux_logits=False, transform_input=True).eval()
     moved.load_state_dict(plain.state_dict())
-    x = torch.randn(1, 3, 64, 64)
+    x = torch.randn(1, 3, 32, 32)
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     with torch.no_grad():
         torch.testing.assert_close(moved(x), plain((x * std + mean - 0.5) / 0.5))
-        assert not torch.allclose(moved(x), plain(x))
+        y = plain(x)
+        assert (moved(x) - y).abs().max() > 1e-3 * y.abs().max()  # the option does change the input
 
 
-@pytest.mark.parametrize("opts,match", [({"layout": "caffe"}, "layout"), ({"drop_rate": 1.0}, "drop_rate"),
-                                        ({"transform_input": True, "in_channels": 1}, "transform_input")])
+@pytest.mark.parametrize(
+    "opts,match",
+    [
+        ({"layout": "caffe"}, "layout"),
+        ({"drop_rate": 1.0}, "drop_rate"),
+        ({"transform_input": True, "in_channels": 1}, "transform_input"),
+    ],
+)
 def test_googlenet_bad_options(opts, match):
     with pytest.raises(ValueError, match=match):
         cnnzoo.create_model("googlenet", **opts)
@@ -127,9 +135,11 @@ def test_bn_inception_has_no_5x5_convs_and_batchnorm_everywhere():
     model = meta("bn_inception")
     assert (5, 5) not in kernels(model)
     assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == sum(
-        isinstance(m, nn.Conv2d) for m in model.modules())
-    outs = [getattr(model, f"inception_{n}").out_chs for n in ("3a", "3b", "3c", "4a", "4b", "4c", "4d", "4e", "5a",
-                                                              "5b")]
+        isinstance(m, nn.Conv2d) for m in model.modules()
+    )
+    outs = [
+        getattr(model, f"inception_{n}").out_chs for n in ("3a", "3b", "3c", "4a", "4b", "4c", "4d", "4e", "5a", "5b")
+    ]
     assert tuple(outs) == FIG5_OUTPUTS
 
 
@@ -237,7 +247,6 @@ def test_inception_v4_block_counts():
     assert (n_a, n_b, n_c) == (4, 7, 3)  # Fig. 9
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", ["inception_v4", "inception_resnet_v1", "inception_resnet_v2"])
 def test_paper_size_feature_map_is_8x8(name):
     model = meta(name)

@@ -16,6 +16,7 @@ import io
 import pickle
 import tarfile
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -34,11 +35,11 @@ IDX_FILES = {
     "test_labels": "t10k-labels-idx1-ubyte.gz",
 }
 CIFAR = {
-    "cifar10": dict(archive="cifar-10-python.tar.gz", folder="cifar-10-batches-py", label_key="labels",
-                    train=[f"data_batch_{i}" for i in range(1, 6)], test=["test_batch"], meta="batches.meta",
-                    names_key="label_names"),
-    "cifar100": dict(archive="cifar-100-python.tar.gz", folder="cifar-100-python", label_key="fine_labels",
-                     train=["train"], test=["test"], meta="meta", names_key="fine_label_names"),
+    "cifar10": {"archive": "cifar-10-python.tar.gz", "folder": "cifar-10-batches-py", "label_key": "labels",
+                "train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"], "meta": "batches.meta",
+                "names_key": "label_names"},
+    "cifar100": {"archive": "cifar-100-python.tar.gz", "folder": "cifar-100-python", "label_key": "fine_labels",
+                 "train": ["train"], "test": ["test"], "meta": "meta", "names_key": "fine_label_names"},
 }  # fmt: skip
 
 
@@ -78,7 +79,7 @@ def _idx_split(images: np.ndarray, labels: np.ndarray, what: str) -> TensorSplit
 class _CifarUnpickler(pickle.Unpickler):
     """Unpickler that only builds dicts, lists, strings and NumPy arrays (the CIFAR files need nothing else)."""
 
-    ALLOWED = {
+    ALLOWED: ClassVar[set[tuple[str, str]]] = {
         ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
     }  # fmt: skip
@@ -95,7 +96,7 @@ def _unpickle(data: bytes, source: str) -> dict:
     except Exception as e:  # any decoding failure means a damaged or foreign file
         raise ValueError(f"{source} is not a CIFAR python pickle: {e}") from e
     if not isinstance(obj, dict):
-        raise ValueError(f"{source} is not a CIFAR python pickle (holds {type(obj).__name__}, expected dict)")
+        raise ValueError(f"{source} is not a CIFAR python pickle (holds {type(obj).__name__}, not a dict)")  # noqa: TRY004
     return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
 
 
@@ -155,7 +156,7 @@ def load_builtin(name: str, *, data_dir=None, download: bool = True) -> DataBund
     else:
         train, test, classes = _load_cifar(name, data_dir, download)
     for split, what in ((train, "train"), (test, "test")):
-        if len(split) and int(split.labels.max()) >= len(classes) or len(split) and int(split.labels.min()) < 0:
+        if len(split) and not 0 <= int(split.labels.min()) <= int(split.labels.max()) < len(classes):
             raise ValueError(f"{name} {what} labels fall outside 0..{len(classes) - 1}")
     mean, std = channel_stats(train.images)
     c, h, w = train.images.shape[1:]

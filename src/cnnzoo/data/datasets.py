@@ -79,7 +79,7 @@ def load_dataset(
         DatasetUnavailableError: files missing and not downloadable; the message names each file and directory.
     """
     if not isinstance(spec, str):
-        raise ValueError(f"dataset must be a string, one of {list(DATASETS)} or 'folder:PATH'; got {spec!r}")
+        raise ValueError(f"dataset must be one of {list(DATASETS)} or 'folder:PATH'; got {spec!r}")  # noqa: TRY004
     if spec.startswith("folder:"):
         from .folder import load_folder
 

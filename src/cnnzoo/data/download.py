@@ -12,6 +12,7 @@ then renamed into place, so an interrupted or corrupted download never leaves a 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
 import urllib.error
@@ -88,16 +89,24 @@ def _download(urls: list[str], dest: Path, md5: str) -> None:
         log.info("downloading %s", url)
         try:
             h = hashlib.md5()
+            received = 0
             with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response, open(tmp, "wb") as out:
+                expected = response.headers.get("Content-Length")
                 for chunk in iter(lambda: response.read(1 << 20), b""):
                     h.update(chunk)
                     out.write(chunk)
+                    received += len(chunk)
+            if expected is not None and expected.isdigit() and received != int(expected):
+                failures.append(f"{url}: connection dropped after {received} of {expected} bytes; file rejected")
+                continue
             if h.hexdigest() != md5:
                 failures.append(f"{url}: checksum mismatch (md5 {h.hexdigest()}, expected {md5}); file rejected")
                 continue
             os.replace(tmp, dest)
             return
-        except (urllib.error.URLError, OSError, TimeoutError, ValueError) as e:  # ValueError: malformed URL
+        # URLError/OSError: offline, refused, HTTP errors; HTTPException: connection dropped mid-file;
+        # ValueError: malformed URL.
+        except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException, ValueError) as e:
             failures.append(f"{url}: {getattr(e, 'reason', e)}")
         finally:
             tmp.unlink(missing_ok=True)

@@ -88,7 +88,9 @@ def _check(path: Path) -> str | None:
 
 def _files(folder: Path) -> list[Path]:
     return sorted(
-        p for p in folder.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     )
 
 
@@ -126,9 +128,9 @@ def load_folder(
             if (base / name).is_dir():
                 candidates[split] += [(f, label) for f in _files(base / name)]
     everything = candidates["train"] + candidates["val"]
+    log.info("%s: checking that %d files decode", root, len(everything))
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # Pillow decodes without the GIL
-        futures = [pool.submit(_safe_check, f) for f, _ in everything]
-        results = [fut.result() for fut in futures]
+        results = list(pool.map(_safe_check, [f for f, _ in everything]))
     bombs = [r[1] for r in results if r[0] == "bomb"]
     if bombs:
         raise ValueError(
@@ -177,9 +179,11 @@ def stratified_split(
 ) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
     """Hold out round(n * val_fraction) of each class (at least 1 when the class has 2+ images), seeded."""
     rng = np.random.default_rng(seed)
+    by_class: list[list[tuple[str, int]]] = [[] for _ in range(num_classes)]
+    for s in samples:
+        by_class[s[1]].append(s)
     train, val = [], []
-    for c in range(num_classes):
-        items = [s for s in samples if s[1] == c]
+    for items in by_class:
         n_val = round(len(items) * val_fraction)
         if val_fraction > 0 and len(items) >= 2:
             n_val = min(max(n_val, 1), len(items) - 1)
@@ -246,7 +250,9 @@ class FolderTransform:
     def __init__(self, size: int, train: bool, augment: dict) -> None:
         unknown = sorted(set(augment) - set(FOLDER_AUGMENT_KEYS))
         if unknown:
-            raise ValueError(f"unknown augment option(s) {unknown} for a folder dataset; valid: {list(FOLDER_AUGMENT_KEYS)}")
+            raise ValueError(
+                f"unknown augment option(s) {unknown} for a folder dataset; valid: {list(FOLDER_AUGMENT_KEYS)}"
+            )
         rrc = augment.get("random_resized_crop", False)
         if rrc is True:
             rrc = RRC_SCALE
@@ -260,8 +266,19 @@ class FolderTransform:
             raise ValueError(f"augment['random_crop_padding'] must be a non-negative integer, got {padding!r}")
         flip = augment.get("hflip", False)
         if not isinstance(flip, bool):
-            raise ValueError(f"augment['hflip'] must be true or false, got {flip!r}")
+            raise ValueError(f"augment['hflip'] must be true or false, got {flip!r}")  # noqa: TRY004 (user input)
         self.size, self.train, self.rrc, self.padding, self.hflip = size, train, rrc or None, padding, flip
+
+    @property
+    def draft_size(self) -> tuple[int, int] | None:
+        """Smallest size a JPEG may be decoded at (Pillow's draft mode) without losing detail the crop keeps.
+
+        Random-resized crops can zoom into 8% of the image, so they need the full resolution (None).
+        """
+        if self.train and self.rrc:
+            return None
+        side = self.size if self.train else round(self.size / EVAL_CROP_PCT)
+        return side, side
 
     def __call__(self, img: Image.Image, rng: random.Random) -> torch.Tensor:
         s = self.size
@@ -286,7 +303,7 @@ def estimate_stats(samples: list[tuple[str, int]], size: int, seed: int) -> tupl
     total = np.zeros(3)
     total_sq = np.zeros(3)
     for i in pick:
-        x = transform(decode(samples[i][0], draft=(size, size)), random.Random(0)).double() / 255
+        x = transform(decode(samples[i][0], draft=transform.draft_size), random.Random(0)).double() / 255
         total += x.mean(dim=(1, 2)).numpy()
         total_sq += (x * x).mean(dim=(1, 2)).numpy()
     mean = total / len(pick)
@@ -310,9 +327,11 @@ class _FolderDataset(torch.utils.data.Dataset):
         index, sample_seed = key
         path, label = self.samples[index]
         try:
-            img = decode(path, draft=(self.transform.size, self.transform.size))
+            img = decode(path, draft=self.transform.draft_size)
         except (OSError, ValueError, SyntaxError, EOFError) as e:
-            raise RuntimeError(f"{path} could not be decoded during training (was it changed after loading?): {e}") from e
+            raise RuntimeError(
+                f"{path} could not be decoded during training (was it changed after loading?): {e}"
+            ) from e
         return self.transform(img, random.Random(sample_seed)), label
 
 

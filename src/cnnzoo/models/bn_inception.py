@@ -78,8 +78,9 @@ Conv = partial(ConvNormAct, bias=True)
 class InceptionModule(nn.Module):
     """A Figure 5 Inception module: 1x1 | 1x1 -> 3x3 | 1x1 -> 3x3 -> 3x3 | pool (-> 1x1), concatenated."""
 
-    def __init__(self, in_chs: int, c1: int, c3r: int, c3: int, d3r: int, d3: int, pool: str, proj: int,
-                 attn_layer=None):
+    def __init__(
+        self, in_chs: int, c1: int, c3r: int, c3: int, d3r: int, d3: int, pool: str, proj: int, attn_layer=None
+    ):
         super().__init__()
         stride = 2 if c1 == 0 else 1  # 3c and 4e reduce the grid inside the module
         self.branch1x1 = Conv(in_chs, c1, 1) if c1 else None
@@ -106,7 +107,7 @@ class InceptionModule(nn.Module):
 class BNInception(ZooModel):
     """BN-Inception (BN paper, Figure 5), optionally with an attention block on every module (SE-BN-Inception)."""
 
-    min_input_size = 17
+    min_input_size = 7
 
     def __init__(self, *, num_classes: int = 1000, in_channels: int = 3, drop_rate: float = 0.0, attn_layer=None):
         super().__init__()
@@ -130,11 +131,11 @@ class BNInception(ZooModel):
         self.drop = nn.Dropout(drop_rate)
         self.fc = nn.Linear(1024, num_classes)
         self.feature_info = [
-            dict(num_chs=64, reduction=2, module="stem.0"),
-            dict(num_chs=192, reduction=4, module="stem.3"),
-            dict(num_chs=320, reduction=8, module="inception_3b"),
-            dict(num_chs=608, reduction=16, module="inception_4d"),
-            dict(num_chs=1024, reduction=32, module="inception_5b"),
+            {"num_chs": 64, "reduction": 2, "module": "stem.0"},
+            {"num_chs": 192, "reduction": 4, "module": "stem.3"},
+            {"num_chs": 320, "reduction": 8, "module": "inception_3b"},
+            {"num_chs": 608, "reduction": 16, "module": "inception_4d"},
+            {"num_chs": 1024, "reduction": 32, "module": "inception_5b"},
         ]
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -155,15 +156,25 @@ class BNInception(ZooModel):
         self.fc = nn.Linear(1024, num_classes, device=self.fc.weight.device)
 
 
-@register_model(BNInception, paper=BN_PAPER, input_size=(3, 224, 224), dataset="ImageNet",
-                deviations=("conv biases before BatchNorm, as in the released Caffe model",))
+@register_model(
+    BNInception,
+    paper=BN_PAPER,
+    input_size=(3, 224, 224),
+    dataset="ImageNet",
+    deviations=("conv biases before BatchNorm, as in the released Caffe model",),
+)
 def bn_inception(**kwargs) -> BNInception:
     """BN-Inception (Figure 5 of the Batch Normalization paper)."""
     return BNInception(**kwargs)
 
 
-@register_model(BNInception, paper=SENET, input_size=(3, 224, 224), dataset="ImageNet",
-                deviations=("conv biases before BatchNorm, as in the released Caffe model",))
+@register_model(
+    BNInception,
+    paper=SENET,
+    input_size=(3, 224, 224),
+    dataset="ImageNet",
+    deviations=("conv biases before BatchNorm, as in the released Caffe model",),
+)
 def se_bn_inception(**kwargs) -> BNInception:
     """SE-BN-Inception (SENet Fig. 2): an SE block (r = 16) on every Inception module's output."""
-    return BNInception(**{**dict(attn_layer="se"), **kwargs})
+    return BNInception(**{"attn_layer": "se", **kwargs})

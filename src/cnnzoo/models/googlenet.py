@@ -79,13 +79,16 @@ def _transform_input(x: torch.Tensor) -> torch.Tensor:
 class Inception(nn.Module):
     """The Inception module with dimension reductions (Fig. 2b); children named as torchvision's."""
 
-    def __init__(self, in_chs: int, c1: int, c3r: int, c3: int, c5r: int, c5: int, pool_proj: int, conv,
-                 k5: int, ceil_mode: bool):
+    def __init__(
+        self, in_chs: int, c1: int, c3r: int, c3: int, c5r: int, c5: int, pool_proj: int, conv, k5: int, ceil_mode: bool
+    ):
         super().__init__()
         self.branch1 = conv(in_chs, c1, 1)
         self.branch2 = nn.Sequential(conv(in_chs, c3r, 1), conv(c3r, c3, 3))
         self.branch3 = nn.Sequential(conv(in_chs, c5r, 1), conv(c5r, c5, k5))
-        self.branch4 = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1, ceil_mode=ceil_mode), conv(in_chs, pool_proj, 1))
+        self.branch4 = nn.Sequential(
+            nn.MaxPool2d(3, stride=1, padding=1, ceil_mode=ceil_mode), conv(in_chs, pool_proj, 1)
+        )
         self.out_chs = c1 + c3 + c5 + pool_proj
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -175,11 +178,11 @@ class GoogLeNet(ZooModel):
         self.dropout = nn.Dropout(drop_rate)
         self.fc = nn.Linear(1024, num_classes)
         self.feature_info = [
-            dict(num_chs=64, reduction=2, module="conv1"),
-            dict(num_chs=192, reduction=4, module="conv3"),
-            dict(num_chs=480, reduction=8, module="inception3b"),
-            dict(num_chs=832, reduction=16, module="inception4e"),
-            dict(num_chs=1024, reduction=32, module="inception5b"),
+            {"num_chs": 64, "reduction": 2, "module": "conv1"},
+            {"num_chs": 192, "reduction": 4, "module": "conv3"},
+            {"num_chs": 480, "reduction": 8, "module": "inception3b"},
+            {"num_chs": 832, "reduction": 16, "module": "inception4e"},
+            {"num_chs": 1024, "reduction": 32, "module": "inception5b"},
         ]
         self._init_weights()
 
@@ -238,19 +241,33 @@ class GoogLeNet(ZooModel):
 AUX_WEIGHT = 0.3
 
 
-@register_model(GoogLeNet, paper=GOOGLENET, input_size=(3, 224, 224), dataset="ImageNet",
-                counterparts={"torchvision": "googlenet"}, aux_weight=AUX_WEIGHT,
-                deviations=("BatchNorm after every conv, no conv bias, no LRN (torchvision)",
-                            "3x3 instead of 5x5 conv in the 5x5 branch (torchvision's layout)",
-                            "aux heads pool adaptively to 4x4 instead of 5x5/3 average pooling",
-                            "2x2/2 max pool before 5a; dropout 0.2 instead of 0.4"))
+@register_model(
+    GoogLeNet,
+    paper=GOOGLENET,
+    input_size=(3, 224, 224),
+    dataset="ImageNet",
+    counterparts={"torchvision": "googlenet"},
+    aux_weight=AUX_WEIGHT,
+    deviations=(
+        "BatchNorm after every conv, no conv bias, no LRN (torchvision)",
+        "3x3 instead of 5x5 conv in the 5x5 branch (torchvision's layout)",
+        "aux heads pool adaptively to 4x4 instead of 5x5/3 average pooling",
+        "2x2/2 max pool before 5a; dropout 0.2 instead of 0.4",
+    ),
+)
 def googlenet(**kwargs) -> GoogLeNet:
     """GoogLeNet as torchvision builds it (BatchNorm; loads torchvision's checkpoints)."""
     return GoogLeNet(**kwargs)
 
 
-@register_model(GoogLeNet, paper=GOOGLENET, input_size=(3, 224, 224), dataset="ImageNet", aux_weight=AUX_WEIGHT,
-                deviations=("ceil-mode pooling (Caffe's rounding) reproduces Table 1's output sizes",))
+@register_model(
+    GoogLeNet,
+    paper=GOOGLENET,
+    input_size=(3, 224, 224),
+    dataset="ImageNet",
+    aux_weight=AUX_WEIGHT,
+    deviations=("ceil-mode pooling (Caffe's rounding) reproduces Table 1's output sizes",),
+)
 def googlenet_paper(**kwargs) -> GoogLeNet:
     """GoogLeNet of the paper and its Caffe model (conv biases, LRN, no BatchNorm, 5x5 convs, dropout 0.4)."""
-    return GoogLeNet(**{**dict(norm_layer=None, layout="paper", drop_rate=0.4), **kwargs})
+    return GoogLeNet(**{"norm_layer": None, "layout": "paper", "drop_rate": 0.4, **kwargs})

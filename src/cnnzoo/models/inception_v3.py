@@ -237,11 +237,11 @@ class InceptionV3(ZooModel):
         self.dropout = nn.Dropout(drop_rate)
         self.fc = nn.Linear(2048, num_classes)
         self.feature_info = [
-            dict(num_chs=64, reduction=2, module="Conv2d_2b_3x3"),
-            dict(num_chs=80, reduction=4, module="Conv2d_3b_1x1"),  # 4a's valid 3x3 shrinks small maps
-            dict(num_chs=288, reduction=8, module="Mixed_5d"),
-            dict(num_chs=768, reduction=16, module="Mixed_6e"),
-            dict(num_chs=2048, reduction=32, module="Mixed_7c"),
+            {"num_chs": 64, "reduction": 2, "module": "Conv2d_2b_3x3"},
+            {"num_chs": 80, "reduction": 4, "module": "Conv2d_3b_1x1"},  # 4a's valid 3x3 shrinks small maps
+            {"num_chs": 288, "reduction": 8, "module": "Mixed_5d"},
+            {"num_chs": 768, "reduction": 16, "module": "Mixed_6e"},
+            {"num_chs": 2048, "reduction": 32, "module": "Mixed_7c"},
         ]
         self._init_weights()
 
@@ -289,10 +289,18 @@ class InceptionV3(ZooModel):
         return (x, aux) if aux is not None else x
 
 
-@register_model(InceptionV3, paper=INCEPTION_V3, input_size=(3, 299, 299), dataset="ImageNet",
-                counterparts={"torchvision": "inception_v3"}, aux_weight=0.4,
-                deviations=("label smoothing (section 7) is a training choice, not part of the network",
-                            "aux head pools adaptively to 5x5 for inputs below 299"))
+@register_model(
+    InceptionV3,
+    paper=INCEPTION_V3,
+    input_size=(3, 299, 299),
+    dataset="ImageNet",
+    counterparts={"torchvision": "inception_v3"},
+    aux_weight=0.4,
+    deviations=(
+        "label smoothing (section 7) is a training choice, not part of the network",
+        "aux head pools adaptively to 5x5 for inputs below 299",
+    ),
+)
 def inception_v3(**kwargs) -> InceptionV3:
     """Inception v3 as torchvision builds it (loads torchvision's checkpoints)."""
     return InceptionV3(**kwargs)

@@ -102,8 +102,12 @@ class Mixed4a(nn.Module):
     def __init__(self):
         super().__init__()
         self.branch0 = nn.Sequential(Conv(160, 64, 1), Conv(64, 96, 3))
-        self.branch1 = nn.Sequential(Conv(160, 64, 1), Conv(64, 64, (1, 7), padding=(0, 3)),
-                                     Conv(64, 64, (7, 1), padding=(3, 0)), Conv(64, 96, 3))
+        self.branch1 = nn.Sequential(
+            Conv(160, 64, 1),
+            Conv(64, 64, (1, 7), padding=(0, 3)),
+            Conv(64, 64, (7, 1), padding=(3, 0)),
+            Conv(64, 96, 3),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.branch0(x), self.branch1(x)], 1)  # (B, 160, 73, 73) -> (B, 192, 71, 71)
@@ -155,14 +159,23 @@ class InceptionC(nn.Module):
         # (B, 1536, 8, 8) -> (B, 1536, 8, 8)
         b1 = self.branch1_0(x)
         b2 = self.branch2_2(self.branch2_1(self.branch2_0(x)))
-        return torch.cat([self.branch0(x), self.branch1_1a(b1), self.branch1_1b(b1),
-                          self.branch2_3a(b2), self.branch2_3b(b2), self.branch3(x)], 1)
+        return torch.cat(
+            [
+                self.branch0(x),
+                self.branch1_1a(b1),
+                self.branch1_1b(b1),
+                self.branch2_3a(b2),
+                self.branch2_3b(b2),
+                self.branch3(x),
+            ],
+            1,
+        )
 
 
 class ReductionA(nn.Module):
     """35x35 -> 17x17, Fig. 7: 3x3/2 conv (n) | 1x1 (k) -> 3x3 (l) -> 3x3/2 (m) | 3x3/2 max pool."""
 
-    def __init__(self, in_chs: int, k: int, l: int, m: int, n: int):  # noqa: E741  (the paper's letters)
+    def __init__(self, in_chs: int, k: int, l: int, m: int, n: int):
         super().__init__()
         self.branch0 = Conv(in_chs, n, 3, stride=2)
         self.branch1 = _branch(in_chs, [(k, 1), (l, 3), (m, 3)], last_stride=2)
@@ -227,11 +240,18 @@ class InceptionV4(ZooModel):
         _check_drop(drop_rate)
         self.num_classes, self.in_channels, self.num_features = num_classes, in_channels, 1536
         inc_a = [[(96, 1)], [(64, 1), (96, 3)], [(64, 1), (96, 3), (96, 3)]]  # Fig. 4, + avg pool -> 96
-        inc_b = [[(384, 1)], [(192, 1), (224, (1, 7)), (256, (7, 1))],  # Fig. 5, + avg pool -> 128
-                 [(192, 1), (192, (7, 1)), (224, (1, 7)), (224, (7, 1)), (256, (1, 7))]]
+        inc_b = [
+            [(384, 1)],
+            [(192, 1), (224, (1, 7)), (256, (7, 1))],  # Fig. 5, + avg pool -> 128
+            [(192, 1), (192, (7, 1)), (224, (1, 7)), (224, (7, 1)), (256, (1, 7))],
+        ]
         self.features = nn.Sequential(
-            Conv(in_channels, 32, 3, stride=2), Conv(32, 32, 3), Conv(32, 64, 3, padding=1),  # -> (B, 64, 147, 147)
-            Mixed3a(), Mixed4a(), Mixed5a(),  # -> (B, 384, 35, 35)
+            Conv(in_channels, 32, 3, stride=2),
+            Conv(32, 32, 3),
+            Conv(32, 64, 3, padding=1),  # -> (B, 64, 147, 147)
+            Mixed3a(),
+            Mixed4a(),
+            Mixed5a(),  # -> (B, 384, 35, 35)
             *[Inception(384, inc_a, 96) for _ in range(4)],
             ReductionA(384, k=192, l=224, m=256, n=384),  # -> (B, 1024, 17, 17)
             *[Inception(1024, inc_b, 128) for _ in range(7)],
@@ -242,11 +262,11 @@ class InceptionV4(ZooModel):
         self.head_drop = nn.Dropout(drop_rate)
         self.last_linear = nn.Linear(1536, num_classes)
         self.feature_info = [
-            dict(num_chs=64, reduction=2, module="features.2"),
-            dict(num_chs=160, reduction=4, module="features.3"),
-            dict(num_chs=384, reduction=8, module="features.9"),
-            dict(num_chs=1024, reduction=16, module="features.17"),
-            dict(num_chs=1536, reduction=32, module="features.21"),
+            {"num_chs": 64, "reduction": 2, "module": "features.2"},
+            {"num_chs": 160, "reduction": 4, "module": "features.3"},
+            {"num_chs": 384, "reduction": 8, "module": "features.9"},
+            {"num_chs": 1024, "reduction": 16, "module": "features.17"},
+            {"num_chs": 1536, "reduction": 32, "module": "features.21"},
         ]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -271,8 +291,11 @@ def _scales(residual_scale) -> tuple[tuple[float, float, float], float]:
         return DEFAULT_SCALES, 1.0
     if isinstance(residual_scale, (int, float)) and not isinstance(residual_scale, bool):
         s = (float(residual_scale),) * 3
-    elif isinstance(residual_scale, (tuple, list)) and len(residual_scale) == 3 and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in residual_scale):
+    elif (
+        isinstance(residual_scale, (tuple, list))
+        and len(residual_scale) == 3
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in residual_scale)
+    ):
         s = tuple(float(v) for v in residual_scale)
     else:
         raise ValueError(f"residual_scale must be None, a number or three numbers (A, B, C), got {residual_scale!r}")
@@ -284,8 +307,16 @@ class InceptionResNet(ZooModel):
 
     min_input_size = 75
 
-    def __init__(self, *, num_classes: int = 1000, in_channels: int = 3, drop_rate: float = 0.2, version: int = 2,
-                 residual_scale: float | tuple[float, float, float] | None = None, bottleneck: int = 0):
+    def __init__(
+        self,
+        *,
+        num_classes: int = 1000,
+        in_channels: int = 3,
+        drop_rate: float = 0.2,
+        version: int = 2,
+        residual_scale: float | tuple[float, float, float] | None = None,
+        bottleneck: int = 0,
+    ):
         super().__init__()
         if version not in (1, 2):
             raise ValueError(f"version must be 1 or 2, got {version!r}")
@@ -305,7 +336,7 @@ class InceptionResNet(ZooModel):
             self.conv2d_4b = Conv(192, 256, 3, stride=2)  # -> (B, 256, 35, 35)
             c35 = 256
             a = [[(32, 1)], [(32, 1), (32, 3)], [(32, 1), (32, 3), (32, 3)]]  # Fig. 10
-            red_a = dict(k=192, l=192, m=256, n=384)  # Table 1
+            red_a = {"k": 192, "l": 192, "m": 256, "n": 384}  # Table 1
             b = [[(128, 1)], [(128, 1), (128, (1, 7)), (128, (7, 1))]]  # Fig. 11
             red_b = [[(256, 1), (384, 3)], [(256, 1), (256, 3)], [(256, 1), (256, 3), (256, 3)]]  # Fig. 12
             c = [[(192, 1)], [(192, 1), (192, (1, 3)), (192, (3, 1))]]  # Fig. 13
@@ -315,7 +346,7 @@ class InceptionResNet(ZooModel):
             self.mixed_5b = Inception(192, [[(96, 1)], [(48, 1), (64, 5)], [(64, 1), (96, 3), (96, 3)]], 64)
             c35 = 320
             a = [[(32, 1)], [(32, 1), (32, 3)], [(32, 1), (48, 3), (64, 3)]]  # Fig. 16
-            red_a = dict(k=256, l=256, m=384, n=384)  # Table 1
+            red_a = {"k": 256, "l": 256, "m": 384, "n": 384}  # Table 1
             b = [[(192, 1)], [(128, 1), (160, (1, 7)), (192, (7, 1))]]  # Fig. 17
             red_b = [[(256, 1), (384, 3)], [(256, 1), (288, 3)], [(256, 1), (288, 3), (320, 3)]]  # Fig. 18
             c = [[(192, 1)], [(192, 1), (224, (1, 3)), (256, (3, 1))]]  # Fig. 19
@@ -338,16 +369,19 @@ class InceptionResNet(ZooModel):
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.head_drop = nn.Dropout(drop_rate)
         # Optional fc (no bias) + BatchNorm1d bottleneck before the classifier, as osmr's Inception-ResNet-v1.
-        self.bottleneck = nn.Sequential(nn.Linear(self.num_features, bottleneck, bias=False),
-                                        nn.BatchNorm1d(bottleneck, eps=1e-3)) if bottleneck else nn.Identity()
+        self.bottleneck = (
+            nn.Sequential(nn.Linear(self.num_features, bottleneck, bias=False), nn.BatchNorm1d(bottleneck, eps=1e-3))
+            if bottleneck
+            else nn.Identity()
+        )
         self._hidden = bottleneck or self.num_features
         self.classif = nn.Linear(self._hidden, num_classes)
         self.feature_info = [
-            dict(num_chs=64, reduction=2, module="conv2d_2b"),
-            dict(num_chs=80, reduction=4, module="conv2d_3b"),  # 4a's valid 3x3 shrinks small maps
-            dict(num_chs=c35, reduction=8, module="repeat"),
-            dict(num_chs=c17, reduction=16, module="repeat_1"),
-            dict(num_chs=self.num_features, reduction=32, module="conv2d_7b" if version == 2 else "block8"),
+            {"num_chs": 64, "reduction": 2, "module": "conv2d_2b"},
+            {"num_chs": 80, "reduction": 4, "module": "conv2d_3b"},  # 4a's valid 3x3 shrinks small maps
+            {"num_chs": c35, "reduction": 8, "module": "repeat"},
+            {"num_chs": c17, "reduction": 16, "module": "repeat_1"},
+            {"num_chs": self.num_features, "reduction": 32, "module": "conv2d_7b" if version == 2 else "block8"},
         ]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -371,28 +405,47 @@ class InceptionResNet(ZooModel):
         self.classif = nn.Linear(self._hidden, num_classes, device=self.classif.weight.device)
 
 
-@register_model(InceptionV4, paper=INCEPTION_V4, input_size=(3, 299, 299), dataset="ImageNet",
-                counterparts={"timm": "inception_v4"})
+@register_model(
+    InceptionV4, paper=INCEPTION_V4, input_size=(3, 299, 299), dataset="ImageNet", counterparts={"timm": "inception_v4"}
+)
 def inception_v4(**kwargs) -> InceptionV4:
     """Inception-v4 (Fig. 9; loads timm's TF-slim port)."""
     return InceptionV4(**kwargs)
 
 
-@register_model(InceptionResNet, paper=INCEPTION_V4, input_size=(3, 299, 299), dataset="ImageNet",
-                deviations=("residual scales 0.17 / 0.10 / 0.20 (the paper gives only the range 0.1-0.3)",
-                            "a 6th, final Inception-ResNet-C block without ReLU and unscaled (TF-slim's v2 pattern)",
-                            "fc 512 (no bias) + BatchNorm bottleneck before the classifier (osmr's model, whose "
-                            "23,995,624 parameters are the published count); bottleneck=0 gives Fig. 15's head"))
+@register_model(
+    InceptionResNet,
+    paper=INCEPTION_V4,
+    input_size=(3, 299, 299),
+    dataset="ImageNet",
+    deviations=(
+        "residual scales 0.17 / 0.10 / 0.20 (the paper gives only the range 0.1-0.3)",
+        "a 6th, final Inception-ResNet-C block without ReLU and unscaled (TF-slim's v2 pattern)",
+        (
+            "fc 512 (no bias) + BatchNorm bottleneck before the classifier (osmr's model, whose "
+            "23,995,624 parameters are the published count); bottleneck=0 gives Fig. 15's head"
+        ),
+    ),
+)
 def inception_resnet_v1(**kwargs) -> InceptionResNet:
     """Inception-ResNet-v1, the paper's ImageNet classifier (Figs. 10-15) as osmr/imgclsmob builds it."""
-    return InceptionResNet(**{**dict(version=1, bottleneck=512), **kwargs})
+    return InceptionResNet(**{"version": 1, "bottleneck": 512, **kwargs})
 
 
-@register_model(InceptionResNet, paper=INCEPTION_V4, input_size=(3, 299, 299), dataset="ImageNet",
-                counterparts={"timm": "inception_resnet_v2"},
-                deviations=("TF-slim's model: Inception-v3 stem + mixed_5b instead of Fig. 3's stem, "
-                            "10 / 20 / 10 residual blocks instead of 5 / 10 / 5, a final 1x1 conv to 1536",
-                            "last Inception-ResNet-C block without ReLU and unscaled (TF-slim)"))
+@register_model(
+    InceptionResNet,
+    paper=INCEPTION_V4,
+    input_size=(3, 299, 299),
+    dataset="ImageNet",
+    counterparts={"timm": "inception_resnet_v2"},
+    deviations=(
+        (
+            "TF-slim's model: Inception-v3 stem + mixed_5b instead of Fig. 3's stem, "
+            "10 / 20 / 10 residual blocks instead of 5 / 10 / 5, a final 1x1 conv to 1536"
+        ),
+        "last Inception-ResNet-C block without ReLU and unscaled (TF-slim)",
+    ),
+)
 def inception_resnet_v2(**kwargs) -> InceptionResNet:
     """Inception-ResNet-v2 as released in TF-slim (loads timm's checkpoint)."""
-    return InceptionResNet(**{**dict(version=2), **kwargs})
+    return InceptionResNet(**{"version": 2, **kwargs})

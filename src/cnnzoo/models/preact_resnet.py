@@ -31,7 +31,8 @@ This implementation
     norm, head.fc); ``convert_state_dict("preact_resnet50", sd, "timm")`` (also 101/152) takes a timm
     ``resnetv2_*`` checkpoint, whose only difference is the classifier stored as a 1x1 conv. The
     ImageNet networks follow timm ``resnetv2_50``: 7x7/2 conv and 3x3/2 max-pool stem without BN
-    (the first unit's BN-ReLU pre-activates it), stride in the 3x3 conv ("ResNet v1.5"; 4.11 GMACs for ResNet-50 against 3.88 with the stride in the first 1x1), 1x1 projection
+    (the first unit's BN-ReLU pre-activates it), stride in the 3x3 conv ("ResNet v1.5"; 4.11 GMACs
+    for ResNet-50 against 3.88 with the stride in the first 1x1), 1x1 projection
     shortcuts (option B) taking the pre-activated input where the shape changes. The shortcut of the
     network's first unit also takes the pre-activated input, as section 4.1 says. Options: attn_layer
     (after the branch's last conv, before the sum), drop_path_rate (stochastic depth on the branch,
