@@ -1,0 +1,475 @@
+"""The training loop: one `Trainer` for a single process and for every rank under torchrun.
+
+    >>> from cnnzoo.train import Trainer, default_config
+    >>> result = Trainer(default_config("lenet5", "mnist5k")).fit()
+    >>> result.test.top1
+
+What makes a resumed run bit-identical to an uninterrupted one (on CPU): the data order and augmentation of
+epoch e come only from (seed, e) (see `cnnzoo.data.loader`); the learning rate is a pure function of the
+global step (`LRSchedule`); the checkpoint holds the weights, the optimizer, the schedule, the loss scaler,
+the global RNG state (dropout) and the position inside the epoch; a resumed epoch replays the loader and
+skips the batches already done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import torch
+import yaml
+from torch import nn
+
+from .. import __version__
+from ..data import load_dataset, make_loader
+from ..evaluate.metrics import EvalResult, evaluate, plot_confusion, plot_curves
+from ..registry import create_model, get_card
+from . import distributed as dist_utils
+from .checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from .config import Config, config_from_dict, config_to_dict
+from .losses import ClassificationLoss
+from .optim import LRSchedule, build_optimizer
+from .progress import make_progress
+
+__all__ = ["Trainer", "FitResult", "TrainingInterrupted", "TrainingDiverged", "resolve_device", "unwrap"]
+
+
+class TrainingInterrupted(RuntimeError):
+    """Ctrl-C or SIGTERM: a checkpoint was saved; the message says how to resume."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class FitResult:
+    """What `Trainer.fit` returns."""
+
+    run_dir: Path
+    test: EvalResult
+    history: list[dict]
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" -> this rank's GPU when there is one, else the CPU; anything else as torch reads it."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", dist_utils.local_rank())
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as e:
+        raise ValueError(f"train.device {name!r} is not a device (auto, cpu, cuda, cuda:1, mps...): {e}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"train.device {name!r}: no CUDA GPU is available here; use cpu or auto")
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", dist_utils.local_rank())
+    return dev
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module inside DistributedDataParallel and/or torch.compile wrappers."""
+    while True:
+        if isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def default_run_dir(model: str) -> Path:
+    """./runs/NAME-YYYYmmdd-HHMMSS, with a suffix if that exists already."""
+    base = Path("runs") / f"{model}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
+
+METRIC_FIELDS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "test_top5", "lr", "epoch_time_s",
+                 "images_per_s")
+
+
+class Trainer:
+    """Train ``cfg.model.name`` on ``cfg.data.name`` as the config says, writing everything to a run directory.
+
+    Args:
+        cfg: the resolved config (ignored when resuming: the run directory's config.yaml is used).
+        resume: a run directory to continue from its last checkpoint.
+        command: the command line recorded in run.json (default: sys.argv).
+        callbacks: ``fn(trainer, epoch, batch)`` called after every optimizer step (batch is 0-based);
+            a callback may call `request_stop`.
+        verbose: print progress (rank 0 only in any case).
+    """
+
+    def __init__(self, cfg: Config | None = None, *, resume: str | Path | None = None, command: list[str] | None = None,
+                 callbacks: list[Callable] | None = None, overrides: Callable[[Config], Config] | None = None,
+                 verbose: bool = True) -> None:
+        if resume is not None:
+            resume = Path(resume)
+            cfg_path = resume / "config.yaml"
+            if not cfg_path.is_file():
+                raise FileNotFoundError(f"{resume} is not a cnnzoo run directory (no config.yaml in it)")
+            cfg = config_from_dict(yaml.safe_load(cfg_path.read_text()), str(cfg_path))
+            cfg.train.run_dir = str(resume)
+            if overrides is not None:
+                cfg = overrides(cfg)
+        if cfg is None:
+            raise ValueError("Trainer needs a config or a run directory to resume")
+        self.cfg = cfg.validate()
+        self.resume_dir = resume
+        self.command = list(sys.argv if command is None else command)
+        self.callbacks = list(callbacks or [])
+        self._stop_signal: int | None = None
+        self.device = resolve_device(cfg.train.device)
+        self.distributed = dist_utils.setup(str(self.device))
+        self.rank, self.world = dist_utils.rank(), dist_utils.world_size()
+        self.is_main = self.rank == 0
+        self.verbose = verbose and self.is_main
+        self._build()
+
+    # ------------------------------------------------------------------ setup
+    def _build(self) -> None:
+        cfg = self.cfg
+        torch.manual_seed(cfg.train.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
+        self.bundle = load_dataset(cfg.data.name, data_dir=cfg.data.data_dir, download=cfg.data.download,
+                                   seed=cfg.train.seed)
+        card = get_card(cfg.model.name)
+        self.card = card
+        model = create_model(cfg.model.name, num_classes=self.bundle.num_classes,
+                             in_channels=self.bundle.in_channels, weights=cfg.model.weights, **cfg.model.options)
+        self.input_size = cfg.data.input_size
+        native = self.bundle.image_size[0]
+        if self.input_size is None and getattr(model, "min_input_size", 1) > native:
+            self.input_size = card.input_size[-1]  # e.g. a 224-pixel network on 32-pixel CIFAR: upsample
+        model.to(self.device)
+        if cfg.model.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        net: nn.Module = model
+        if self.distributed:
+            if cfg.model.sync_bn:
+                net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+                self.model = net
+            net = nn.parallel.DistributedDataParallel(
+                net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if cfg.model.compile:
+            net = torch.compile(net)
+        self.net = net
+
+        common = dict(device=self.device, seed=cfg.train.seed, rank=self.rank, world_size=self.world,
+                      input_size=self.input_size, num_workers=cfg.data.num_workers)
+        self.train_loader = make_loader(self.bundle, "train", batch_size=cfg.data.batch_size, train=True,
+                                        augment=cfg.data.augment, **common)
+        self.test_loader = make_loader(self.bundle, "test", batch_size=cfg.data.eval_batch_size, train=False,
+                                       **common)
+        steps = len(self.train_loader)
+        if cfg.train.limit_batches is not None:
+            steps = min(steps, cfg.train.limit_batches)
+        self.steps_per_epoch = steps
+        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.schedule = LRSchedule(cfg.schedule, cfg.optim.lr, steps, cfg.train.epochs)
+        self.loss_fn = ClassificationLoss(cfg.train.label_smoothing, card.aux_weight)
+        amp = cfg.train.amp
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp == "fp16")
+
+        # position and history
+        self.epoch, self.batch, self.global_step = 0, 0, 0
+        self.sums = [0.0, 0.0, 0]  # train loss sum, correct, count of the current epoch
+        self.history: list[dict] = []
+        self.best_acc = -1.0
+        if self.resume_dir is not None:
+            self.run_dir = self.resume_dir
+            self._restore()
+        else:
+            run_dir = Path(cfg.train.run_dir) if cfg.train.run_dir else default_run_dir(cfg.model.name)
+            self.run_dir = Path(dist_utils.broadcast_object(str(run_dir)))
+            if self.is_main:
+                self._start_run_dir()
+        self.ckpt_dir = self.run_dir / "checkpoints"
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _start_run_dir(self) -> None:
+        d = self.run_dir
+        if (d / "checkpoints" / "last.json").exists():
+            raise ValueError(f"run directory {d} already holds a run; resume it with `cnnzoo train --resume {d}` "
+                             "or choose another --run-dir")
+        d.mkdir(parents=True, exist_ok=True)
+        atomic_write(d / "config.yaml", yaml.safe_dump(config_to_dict(self.cfg), sort_keys=False).encode())
+        info = {
+            "cnnzoo_version": __version__,
+            "torch_version": torch.__version__,
+            "git_commit": _git_commit(),
+            "command": shlex.join(self.command),
+            "started": datetime.now().isoformat(timespec="seconds"),
+            "device": str(self.device),
+            "world_size": self.world,
+            "dataset": self.bundle.name,
+            "classes": list(self.bundle.classes),
+            "num_params": sum(p.numel() for p in self.model.parameters()),
+            "input_size": self.input_size,
+        }
+        atomic_write(d / "run.json", json.dumps(info, indent=1).encode())
+
+    # ------------------------------------------------------------------ checkpoints
+    def weights_metadata(self) -> dict:
+        """What a checkpoint's safetensors metadata holds: enough to rebuild the model and its preprocessing."""
+        b = self.bundle
+        return {"format": "cnnzoo", "cnnzoo_version": __version__, "model": self.cfg.model.name,
+                "options": self.cfg.model.options, "num_classes": b.num_classes, "in_channels": b.in_channels,
+                "classes": list(b.classes), "mean": list(b.mean), "std": list(b.std), "dataset": b.name,
+                "image_size": list(b.image_size), "input_size": self.input_size, "epoch": self.epoch,
+                "batch": self.batch, "global_step": self.global_step}
+
+    def _state(self) -> dict:
+        state = {
+            "epoch": self.epoch, "batch": self.batch, "global_step": self.global_step,
+            "sums": list(self.sums), "history": self.history, "best_acc": self.best_acc,
+            "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict(), "rng_cpu": torch.get_rng_state(),
+            "config": config_to_dict(self.cfg),
+        }
+        if torch.cuda.is_available():
+            state["rng_cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def save(self, kind: str = "last") -> None:
+        """Write checkpoint ``kind`` ("last" with full state, "best" weights only) on rank 0."""
+        if not self.is_main:
+            return
+        tag = f"e{self.epoch:04d}-b{self.batch:06d}"
+        save_checkpoint(self.ckpt_dir, kind, tag, unwrap(self.model).state_dict(), self.weights_metadata(),
+                        self._state() if kind == "last" else None)
+
+    def _restore(self) -> None:
+        sd, _meta, state = load_checkpoint(self.run_dir / "checkpoints", "last")
+        if not state:
+            raise FileNotFoundError(f"{self.run_dir}: the last checkpoint has no training state to resume from")
+        unwrap(self.model).load_state_dict(sd)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng_cpu"])
+        if "rng_cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        self.epoch, self.batch, self.global_step = state["epoch"], state["batch"], state["global_step"]
+        self.sums = list(state["sums"])
+        self.history = list(state["history"])
+        self.best_acc = float(state["best_acc"])
+
+    # ------------------------------------------------------------------ signals
+    def request_stop(self, signum: int = signal.SIGINT) -> None:
+        """Stop after the current step, saving a checkpoint (what Ctrl-C and SIGTERM do)."""
+        self._stop_signal = signum
+
+    @contextlib.contextmanager
+    def _signals(self):
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        old = {}
+
+        def handler(signum, frame):
+            if self._stop_signal is not None:  # second Ctrl-C: stop now
+                signal.signal(signum, old[signum])
+                raise KeyboardInterrupt
+            self.request_stop(signum)
+
+        for s in (signal.SIGINT, signal.SIGTERM):
+            old[s] = signal.signal(s, handler)
+        try:
+            yield
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    # ------------------------------------------------------------------ loop
+    def fit(self) -> FitResult:
+        """Train to ``train.epochs``; evaluate, save and plot after every epoch; return the final test metrics."""
+        cfg = self.cfg
+        progress = make_progress(self.verbose)
+        try:
+            with self._signals(), progress:
+                while self.epoch < cfg.train.epochs:
+                    self._train_epoch(progress)
+                    self._end_epoch()
+        finally:
+            self.train_loader.close()
+        final = self._final_eval()
+        if self.distributed:
+            dist_utils.teardown()
+        return FitResult(self.run_dir, final, self.history)
+
+    def _flags(self, loss: torch.Tensor) -> tuple[bool, bool]:
+        """(stop requested, loss not finite), agreed across ranks."""
+        bad = not torch.isfinite(loss.detach()).item()
+        stop = self._stop_signal is not None
+        if self.distributed:
+            t = torch.tensor([float(stop), float(bad)], device=self.device)
+            dist_utils.all_reduce_sum(t)
+            stop, bad = bool(t[0] > 0), bool(t[1] > 0)
+            if stop and self._stop_signal is None:
+                self._stop_signal = signal.SIGTERM
+        return stop, bad
+
+    def _train_epoch(self, progress) -> None:
+        cfg = self.cfg
+        loader = self.train_loader
+        loader.set_epoch(self.epoch)
+        self.net.train()
+        start_batch = self.batch
+        if start_batch == 0:
+            self.sums = [0.0, 0.0, 0]
+        task = progress.start_epoch(self.epoch, cfg.train.epochs, self.steps_per_epoch, start_batch)
+        t0, seen = time.perf_counter(), 0
+        for i, (images, labels) in enumerate(loader):
+            if i >= self.steps_per_epoch:
+                break
+            if i < start_batch:  # resumed mid-epoch: the loader replays the epoch; skip what was done
+                continue
+            if cfg.model.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            lr = self.schedule.apply(self.optimizer, self.global_step)
+            with self.autocast():
+                output = self.net(images)
+            loss, logits = self.loss_fn(output, labels)
+            stop, bad = self._flags(loss)
+            if bad:
+                self._diverged(loss, i)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if cfg.optim.grad_clip is not None:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.global_step += 1
+            self.batch = i + 1
+            n = labels.numel()
+            seen += n
+            self.sums[0] += loss.item() * n
+            self.sums[1] += (logits.detach().argmax(1) == labels).sum().item()
+            self.sums[2] += n
+            elapsed = time.perf_counter() - t0
+            progress.update(task, self.batch, loss=self.sums[0] / self.sums[2], acc=self.sums[1] / self.sums[2],
+                            ips=seen * self.world / max(elapsed, 1e-9), lr=lr)
+            for cb in self.callbacks:
+                cb(self, self.epoch, i)
+            stop = stop or self._stop_signal is not None
+            if stop:
+                self._interrupted()
+        self._epoch_time = time.perf_counter() - t0
+        self._epoch_seen = seen * self.world
+        self._last_lr = self.optimizer.param_groups[0]["lr"]
+
+    def _diverged(self, loss: torch.Tensor, batch: int) -> None:
+        last = "no checkpoint was written yet"
+        if (self.ckpt_dir / "last.json").exists():
+            last = f"the last good checkpoint (epoch {self.epoch}, batch {self.batch}) is kept in {self.ckpt_dir}"
+        value = loss.detach().float().item() if loss.numel() == 1 else float("nan")
+        raise TrainingDiverged(
+            f"loss is {value} at epoch {self.epoch + 1} step {batch + 1} (global step {self.global_step + 1}); "
+            f"stopped, {last}. Try a lower optim.lr (now {self.cfg.optim.lr}), optim.grad_clip or train.amp=off.")
+
+    def _interrupted(self) -> None:
+        signum = self._stop_signal or signal.SIGINT
+        if self.batch >= self.steps_per_epoch:  # the epoch's steps are done: finish it cleanly first
+            self._end_epoch(save_last=False)
+        self.save("last")
+        name = signal.Signals(signum).name
+        raise TrainingInterrupted(
+            f"{name}: stopped at epoch {self.epoch + (1 if self.batch else 0)} step {self.batch}; "
+            f"checkpoint saved in {self.ckpt_dir}. Resume with: cnnzoo train --resume {self.run_dir}", signum)
+
+    def _end_epoch(self, save_last: bool = True) -> None:
+        test = evaluate(self.net, self.test_loader, self.bundle.num_classes, self.bundle.classes,
+                        autocast=self.autocast(), channels_last=self.cfg.model.channels_last)
+        self.schedule.end_epoch(test.loss)
+        loss_sum, correct, count = self.sums
+        row = {"epoch": self.epoch + 1, "train_loss": loss_sum / max(count, 1), "train_acc": correct / max(count, 1),
+               "test_loss": test.loss, "test_acc": test.top1, "test_top5": test.top5,
+               "lr": getattr(self, "_last_lr", self.cfg.optim.lr), "epoch_time_s": getattr(self, "_epoch_time", 0.0),
+               "images_per_s": getattr(self, "_epoch_seen", 0) / max(getattr(self, "_epoch_time", 0.0), 1e-9)}
+        self.history.append(row)
+        if self.verbose:
+            print(f"epoch {row['epoch']}/{self.cfg.train.epochs}  train loss {row['train_loss']:.4f} "
+                  f"acc {100 * row['train_acc']:.2f}%  |  test loss {test.loss:.4f} top-1 {100 * test.top1:.2f}% "
+                  f"top-5 {100 * test.top5:.2f}%  |  lr {row['lr']:.3g}  {row['epoch_time_s']:.1f} s "
+                  f"({row['images_per_s']:.0f} img/s)", flush=True)
+        self.epoch += 1
+        self.batch = 0
+        self.sums = [0.0, 0.0, 0]
+        if self.is_main:
+            self._write_metrics()
+            if test.top1 > self.best_acc:
+                self.best_acc = test.top1
+                self.save("best")
+            if save_last and (self.epoch % self.cfg.train.save_every == 0 or self.epoch == self.cfg.train.epochs):
+                self.save("last")
+
+    def _write_metrics(self) -> None:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=METRIC_FIELDS)
+        w.writeheader()
+        for row in self.history:
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        atomic_write(self.run_dir / "metrics.csv", buf.getvalue().encode())
+        atomic_write(self.run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.history).encode())
+        try:
+            plot_curves(self.history, self.run_dir / "curves.png")
+        except Exception as e:  # noqa: BLE001  (a plotting failure must never lose a training run)
+            print(f"warning: could not draw curves.png: {e}", file=sys.stderr)
+
+    def _final_eval(self) -> EvalResult:
+        test = evaluate(self.net, self.test_loader, self.bundle.num_classes, self.bundle.classes,
+                        autocast=self.autocast(), channels_last=self.cfg.model.channels_last)
+        if self.is_main:
+            atomic_write(self.run_dir / "eval.json", json.dumps(test.to_dict(), indent=1).encode())
+            try:
+                plot_confusion(test, self.run_dir / "confusion_matrix.png")
+            except Exception as e:  # noqa: BLE001
+                print(f"warning: could not draw confusion_matrix.png: {e}", file=sys.stderr)
+        return test
+
+
+def nonfinite(x: float) -> bool:
+    return math.isnan(x) or math.isinf(x)
+
+
+os.environ.setdefault("PYTHONUNBUFFERED", "1")
