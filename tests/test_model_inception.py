@@ -56,13 +56,13 @@ def test_reset_classifier_resets_aux_heads_too():
 
 
 def test_inception_v3_aux_head_at_paper_size_uses_5x5_over_3_pool():
-    """At 299 the aux head sees the 17x17 grid (Fig. 8): its 5x5 conv then reduces a 5x5 map to 1x1."""
-    model = meta("inception_v3")
+    """At 299 the aux head sees the 17x17 grid (Fig. 8): 5x5/3 pooling leaves 5x5, which its 5x5 conv takes to 1x1."""
+    aux = meta("inception_v3").AuxLogits
     seen = {}
-    model.AuxLogits.conv1.register_forward_hook(lambda m, i, o: seen.update(shape=tuple(o.shape)))
-    model.train()
-    model(torch.empty(2, 3, 299, 299, device="meta"))
-    assert seen["shape"] == (2, 768, 1, 1)
+    aux.conv0.register_forward_hook(lambda m, i, o: seen.update(pooled=tuple(o.shape)))
+    aux.conv1.register_forward_hook(lambda m, i, o: seen.update(conv=tuple(o.shape)))
+    assert aux(torch.empty(2, 768, 17, 17, device="meta")).shape == (2, 1000)
+    assert seen == {"pooled": (2, 128, 5, 5), "conv": (2, 768, 1, 1)}
 
 
 @pytest.mark.parametrize("name,weight", [("googlenet", 0.3), ("googlenet_paper", 0.3), ("inception_v3", 0.4)])
@@ -251,3 +251,9 @@ def test_inception_v4_block_counts():
 def test_paper_size_feature_map_is_8x8(name):
     model = meta(name)
     assert model.forward_features(torch.empty(1, 3, 299, 299, device="meta")).shape[-2:] == (8, 8)
+
+
+def test_inception_v3_notes_record_label_smoothing_and_aux_weight_source():
+    notes = cnnzoo.get_card("inception_v3").notes
+    assert "label smoothing" in notes.lower()
+    assert "train_image_classifier.py" in notes  # where the 0.4 comes from

@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+import torch.distributed as dist
 
-from ..train import distributed as dist_utils
 
 __all__ = ["EvalResult", "evaluate", "plot_curves", "plot_confusion"]
 
@@ -63,8 +63,9 @@ def evaluate(model: nn.Module, loader, num_classes: int, classes: list[str] | No
         counts[1] += (topk[:, 0] == labels).sum()
         counts[2] += (topk == labels[:, None]).any(1).sum()
         confusion += torch.bincount(labels * num_classes + topk[:, 0], minlength=num_classes * num_classes)
-    for t in (loss_sum, counts, confusion):
-        dist_utils.all_reduce_sum(t)
+    if dist.is_available() and dist.is_initialized():  # sums over the ranks' shards of the test set
+        for t in (loss_sum, counts, confusion):
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
     model.train(was_training)
     n = max(1.0, counts[0].item())
     return EvalResult(loss=loss_sum.item() / n, top1=counts[1].item() / n, top5=counts[2].item() / n,

@@ -105,7 +105,13 @@ class InceptionModule(nn.Module):
 
 
 class BNInception(ZooModel):
-    """BN-Inception (BN paper, Figure 5), optionally with an attention block on every module (SE-BN-Inception)."""
+    """BN-Inception (BN paper, Figure 5), optionally with an attention block on every module (SE-BN-Inception).
+
+    Args:
+        drop_rate: dropout before the classifier (0: section 4.2.1 removes dropout).
+        attn_layer: None, "se" (or another name of ``cnnzoo.layers.ATTN_LAYERS``, or a class taking
+            channels) applied to each Inception module's concatenated output.
+    """
 
     min_input_size = 7
 

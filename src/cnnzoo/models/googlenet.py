@@ -25,7 +25,8 @@ This implementation
     adaptively to 4x4, dropout 0.2 before the classifier, and, as in torchvision, a 3x3 conv in the
     "5x5" branch (a slip in torchvision kept for checkpoint compatibility). ``transform_input``
     re-normalises ImageNet-normalised inputs to the [-1, 1] range Google's weights expect.
-    ``googlenet_paper`` is the network of the paper and its Caffe release: conv biases, no BatchNorm,
+    ``googlenet_paper`` (``layout="paper", norm_layer=None, drop_rate=0.4``) is the network of the
+    paper and its Caffe release: conv biases, no BatchNorm,
     LRN after the stem's first pool and after its 3x3 conv, real 5x5 convs, aux heads with the
     paper's 5x5/3 average pool, and 40% dropout. Both take ``aux_logits`` (default True): in
     training mode forward returns ``(main, aux1, aux2)``, in eval mode only the main logits.
@@ -117,7 +118,16 @@ class InceptionAux(nn.Module):
 
 
 class GoogLeNet(ZooModel):
-    """GoogLeNet (Table 1) in torchvision's layout, with or without BatchNorm."""
+    """GoogLeNet (Table 1) in torchvision's layout, with or without BatchNorm.
+
+    Args:
+        aux_logits: build the two auxiliary classifiers (on 4a and 4d); used in training mode only.
+        transform_input: re-normalise ImageNet mean/std inputs to Google's (x - 0.5) / 0.5.
+        drop_rate: dropout before the classifier (torchvision 0.2, the paper 0.4).
+        norm_layer: "batchnorm" (eps 1e-3, no conv bias), another norm, or None (conv biases).
+        layout: "torchvision" (3x3 "5x5" branch, 2x2 pool before 5a, adaptive aux pooling) or "paper"
+            (5x5 branch, 3x3 pool, LRN in the stem, 5x5/3 aux pooling).
+    """
 
     min_input_size = 15
 

@@ -26,9 +26,11 @@ This implementation
     torchvision's Inception v3, state-dict compatible with its checkpoints (BatchNorm eps 1e-3, no
     conv bias, dropout 0.5 before the classifier). ``aux_logits`` (default True) keeps the aux head:
     in training mode forward returns ``(main, aux)``, in eval mode the main logits. The paper weights
-    the aux loss without stating the value; the card's ``aux_weight`` 0.4 is torchvision's reference
-    training script (``references/classification/train.py``: ``loss = main + 0.4 * aux``), the value
-    TF-slim's Inception v3 training also used. ``transform_input`` re-normalises ImageNet-normalised
+    adds the aux loss without stating its weight; the card's ``aux_weight`` 0.4 is the weight of
+    Google's own training code for this network (TF-slim, ``research/slim/train_image_classifier.py``
+    in tensorflow/models: the "AuxLogits" cross-entropy gets ``weights=0.4``; torchvision's weights
+    are a port of those). Label smoothing 0.1 (section 7) belongs to the loss, not the network: use
+    it in training to reproduce the paper. ``transform_input`` re-normalises ImageNet-normalised
     inputs to Google's [-1, 1] range. Below 299 pixels the aux head's 5x5/3 pool would leave too small
     a map for its 5x5 conv, so it pools adaptively to 5x5 there (identical at 299).
 """
@@ -193,7 +195,13 @@ class InceptionAux(nn.Module):
 
 
 class InceptionV3(ZooModel):
-    """Inception v3 (Table 1) in torchvision's layout."""
+    """Inception v3 (Table 1) in torchvision's layout.
+
+    Args:
+        aux_logits: build the auxiliary classifier on Mixed_6e; used in training mode only.
+        transform_input: re-normalise ImageNet mean/std inputs to Google's (x - 0.5) / 0.5.
+        drop_rate: dropout before the classifier (torchvision's 0.5).
+    """
 
     min_input_size = 75
 
@@ -295,9 +303,9 @@ class InceptionV3(ZooModel):
     input_size=(3, 299, 299),
     dataset="ImageNet",
     counterparts={"torchvision": "inception_v3"},
-    aux_weight=0.4,
+    aux_weight=0.4,  # TF-slim train_image_classifier.py; the paper gives no value (see the notes)
     deviations=(
-        "label smoothing (section 7) is a training choice, not part of the network",
+        "label smoothing 0.1 (section 7) is left to the training loss",
         "aux head pools adaptively to 5x5 for inputs below 299",
     ),
 )

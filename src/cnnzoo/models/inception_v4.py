@@ -303,7 +303,16 @@ def _scales(residual_scale) -> tuple[tuple[float, float, float], float]:
 
 
 class InceptionResNet(ZooModel):
-    """Inception-ResNet v1 (Fig. 15 with Figs. 10-14) or v2 (TF-slim's model of Figs. 16-19), timm's names."""
+    """Inception-ResNet v1 (Fig. 15 with Figs. 10-14) or v2 (TF-slim's model of Figs. 16-19), timm's names.
+
+    Args:
+        drop_rate: dropout before the classifier (Fig. 15: keep 0.8).
+        version: 1 or 2.
+        residual_scale: section 3.3's scale of the residual branch: None (0.17 / 0.10 / 0.20 and 1.0 on the
+            final un-activated block, TF-slim), one number for every block, or (A, B, C) per block type
+            (C's also used for the final block).
+        bottleneck: units of an fc + BatchNorm layer before the classifier; 0 for none.
+    """
 
     min_input_size = 75
 

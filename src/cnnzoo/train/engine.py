@@ -17,8 +17,6 @@ import contextlib
 import csv
 import io
 import json
-import math
-import os
 import shlex
 import signal
 import subprocess
@@ -323,7 +321,7 @@ class Trainer:
     def fit(self) -> FitResult:
         """Train to ``train.epochs``; evaluate, save and plot after every epoch; return the final test metrics."""
         cfg = self.cfg
-        progress = make_progress(self.verbose)
+        progress = make_progress(self.verbose, cfg.train.log_every)
         try:
             with self._signals(), progress:
                 while self.epoch < cfg.train.epochs:
@@ -387,6 +385,7 @@ class Trainer:
             self.sums[1] += (logits.detach().argmax(1) == labels).sum().item()
             self.sums[2] += n
             elapsed = time.perf_counter() - t0
+            self._epoch_time, self._epoch_seen = elapsed, seen * self.world
             progress.update(task, self.batch, loss=self.sums[0] / self.sums[2], acc=self.sums[1] / self.sums[2],
                             ips=seen * self.world / max(elapsed, 1e-9), lr=lr)
             for cb in self.callbacks:
@@ -394,8 +393,6 @@ class Trainer:
             stop = stop or self._stop_signal is not None
             if stop:
                 self._interrupted()
-        self._epoch_time = time.perf_counter() - t0
-        self._epoch_seen = seen * self.world
         self._last_lr = self.optimizer.param_groups[0]["lr"]
 
     def _diverged(self, loss: torch.Tensor, batch: int) -> None:
@@ -467,9 +464,3 @@ class Trainer:
                 print(f"warning: could not draw confusion_matrix.png: {e}", file=sys.stderr)
         return test
 
-
-def nonfinite(x: float) -> bool:
-    return math.isnan(x) or math.isinf(x)
-
-
-os.environ.setdefault("PYTHONUNBUFFERED", "1")

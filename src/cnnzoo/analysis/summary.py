@@ -1,0 +1,369 @@
+"""Where a network's parameters and compute go, and how far each layer sees: a per-layer summary.
+
+:func:`summarize` runs one forward pass (on the meta device by default, so VGG or SENet-154 cost
+no memory and no arithmetic) under a ``TorchDispatchMode`` that sees every aten op. For each op it
+
+- counts multiply-accumulates with ``torch.utils.flop_counter``'s own formulas (convolutions with
+  groups and dilation, ``mm``/``addmm``/``bmm``/``baddbmm`` for linear layers and attention matmuls,
+  scaled-dot-product attention), halved: MACs = FLOPs / 2, so the totals equal
+  ``FlopCounterMode``'s by construction and follow torchvision's convention (conv + linear + matmul;
+  BatchNorm, pooling and activations are not counted);
+- charges them to the innermost module running, so functional ``F.conv2d`` calls inside a
+  module's ``forward`` count for that module;
+- propagates receptive fields tensor by tensor (:mod:`cnnzoo.analysis.receptive`), so branches,
+  residual sums, concatenations and attention are handled by the same rules.
+
+Forward hooks on every module record each call's input and output shapes and its output's field.
+Rows are the leaf modules (plus any non-leaf module whose own ``forward`` runs counted ops);
+``depth`` folds them into the modules ``depth`` levels down (a ResNet at depth 1: stem, layer1..4, head).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from dataclasses import field as dc_field
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+from torch.utils.flop_counter import flop_registry
+from torch.utils.weak import WeakIdKeyDictionary
+
+from .receptive import Field, propagate
+
+__all__ = ["LayerRecord", "Summary", "summarize"]
+
+
+@dataclass
+class LayerRecord:
+    """One row of the summary: a layer (or, when folded, a block)."""
+
+    name: str
+    type: str
+    input_shape: tuple[int, ...] | None
+    output_shape: tuple[int, ...] | None
+    params: int
+    macs: int
+    rf: tuple[int, int] | None
+    jump: tuple[int, int] | None
+    kernel: tuple[int, ...] | None = None
+    stride: tuple[int, ...] | None = None
+    padding: tuple[int, ...] | str | None = None
+    dilation: tuple[int, ...] | None = None
+    groups: int | None = None
+    depth: int = 0
+
+
+@dataclass
+class Summary:
+    """Per-layer records and totals of one network at one input size (batch 1).
+
+    Attributes:
+        layers: the rows.
+        input_size: (C, H, W).
+        total_params / trainable_params: every distinct parameter / those with requires_grad.
+        macs: multiply-accumulates of conv, linear and matmul ops; ``flops`` = 2 x macs.
+        activation_bytes: bytes to hold every leaf layer's output at batch 1 (torchsummary's
+            "forward pass size"; an upper bound on what inference keeps alive at once).
+        param_bytes: bytes of the parameters.
+    """
+
+    layers: list[LayerRecord]
+    input_size: tuple[int, int, int]
+    total_params: int
+    trainable_params: int
+    macs: int
+    activation_bytes: int
+    param_bytes: int
+    model_name: str = ""
+
+    @property
+    def flops(self) -> int:
+        """Floating-point operations = 2 x MACs (a multiply and an add each)."""
+        return 2 * self.macs
+
+    def totals(self) -> dict:
+        """The totals, each labelled with its unit."""
+        return {
+            "total_params": self.total_params,
+            "trainable_params": self.trainable_params,
+            "macs": self.macs,
+            "flops (2 x macs)": self.flops,
+            "activation_memory_bytes (batch 1)": self.activation_bytes,
+            "param_memory_bytes": self.param_bytes,
+        }
+
+    def to_dict(self) -> dict:
+        return {
+            "model": self.model_name,
+            "input_size": list(self.input_size),
+            "layers": [asdict(r) for r in self.layers],
+            "totals": self.totals(),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1)
+
+    def find(self, name: str) -> LayerRecord:
+        """The row named ``name`` (ValueError listing a few names if there is none)."""
+        for r in self.layers:
+            if r.name == name:
+                return r
+        raise ValueError(f"no layer {name!r}; layers include: {', '.join(r.name for r in self.layers[:12])}, ...")
+
+
+@dataclass
+class _Call:
+    name: str
+    module: nn.Module
+    input_shape: tuple[int, ...] | None = None
+    output_shape: tuple[int, ...] | None = None
+    field: Field | None = None
+    macs: int = 0  # counted ops run directly in this module's forward (not in its children)
+    out_numel: int = 0
+    out_bytes: int = 0
+    children: list = dc_field(default_factory=list)
+
+
+def _first_tensor(x):
+    for leaf in tree_flatten(x)[0]:
+        if isinstance(leaf, torch.Tensor):
+            return leaf
+    return None
+
+
+class _Tracer(TorchDispatchMode):
+    """Counts MACs per innermost module and propagates receptive fields per tensor."""
+
+    def __init__(self):
+        super().__init__()
+        self.fields: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        self.stack: list[_Call] = []
+        self.macs = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        packet = func._overloadpacket
+        if packet in flop_registry:
+            # FlopCounterMode's formula, so the totals agree with it exactly; FLOPs = 2 x MACs.
+            macs = flop_registry[packet](*args, **kwargs, out_val=out) // 2
+            self.macs += macs
+            if self.stack:
+                self.stack[-1].macs += macs
+        in_fields = [self.fields[t] for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor) and t in self.fields]
+        if in_fields:
+            first_out = _first_tensor(out)
+            if first_out is not None:
+                f = propagate(func, args, kwargs, in_fields, first_out)
+                if f is not None:
+                    for t in tree_flatten(out)[0]:
+                        if isinstance(t, torch.Tensor) and t.is_floating_point():
+                            self.fields[t] = f
+        return out
+
+
+def _attr(module: nn.Module, name: str):
+    v = getattr(module, name, None)
+    if v is None or isinstance(v, torch.Tensor):
+        return None
+    if isinstance(v, str):
+        return v
+    if isinstance(v, (list, tuple)):
+        return tuple(int(x) for x in v)
+    return (int(v),)
+
+
+def summarize(
+    model: nn.Module,
+    input_size: Sequence[int],
+    *,
+    depth: int | None = None,
+    device: str | torch.device = "meta",
+    dtype: torch.dtype = torch.float32,
+) -> Summary:
+    """Trace one forward pass of ``model`` at batch 1 and return its per-layer summary.
+
+    Args:
+        model: any ``nn.Module`` taking one image tensor (its parameters must be on ``device``,
+            or on the meta device when ``device="meta"``: build it under ``with torch.device("meta")``).
+        input_size: (C, H, W), or (H, W) for one channel... give all three to be clear.
+        depth: fold rows into the modules this many levels down (1: top-level children); None: every layer.
+        device: where the traced forward runs; "meta" costs nothing.
+        dtype: element type of the input (and the byte sizes reported).
+
+    Raises:
+        ValueError: for an input size that is not positive integers, or a depth below 0.
+    """
+    input_size = tuple(input_size)
+    if len(input_size) != 3 or not all(isinstance(d, int) and d > 0 for d in input_size):
+        raise ValueError(f"input_size must be (C, H, W) with positive integers, got {input_size!r}")
+    if depth is not None and (not isinstance(depth, int) or depth < 0):
+        raise ValueError(f"depth must be a non-negative integer or None, got {depth!r}")
+    names = {m: n for n, m in model.named_modules(remove_duplicate=False)}
+    tracer = _Tracer()
+    calls: list[_Call] = []
+    seen: dict[str, int] = {}
+
+    def pre_hook(module, inputs):
+        name = names.get(module, type(module).__name__)
+        n = seen.get(name, 0)
+        seen[name] = n + 1
+        call = _Call(name if n == 0 else f"{name}({n + 1})", module)
+        t = _first_tensor(inputs)
+        call.input_shape = tuple(t.shape) if t is not None else None
+        if tracer.stack:
+            tracer.stack[-1].children.append(call)
+        tracer.stack.append(call)
+        calls.append(call)
+
+    def post_hook(module, inputs, output):
+        call = tracer.stack.pop()
+        t = _first_tensor(output)
+        if t is not None:
+            call.output_shape = tuple(t.shape)
+            call.field = tracer.fields.get(t)
+            call.out_numel = t.numel()
+            call.out_bytes = t.numel() * t.element_size()
+
+    handles = []
+    for m in model.modules():
+        handles.append(m.register_forward_pre_hook(pre_hook))
+        handles.append(m.register_forward_hook(post_hook, always_call=True))
+    was_training = model.training
+    model.eval()
+    try:
+        x = torch.zeros((1, *input_size), device=device, dtype=dtype)
+        with torch.no_grad(), tracer:
+            tracer.fields[x] = Field((1, 1), (1, 1), (input_size[1], input_size[2]))
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+
+    params = {id(p): p for p in model.parameters()}
+    total = sum(p.numel() for p in params.values())
+    trainable = sum(p.numel() for p in params.values() if p.requires_grad)
+    param_bytes = sum(p.numel() * p.element_size() for p in params.values())
+
+    counted: set[int] = set()  # a module called twice (a shared ReLU) holds its parameters once
+
+    def own_params(call: _Call, recurse: bool) -> int:
+        if id(call.module) in counted:
+            return 0
+        counted.add(id(call.module))
+        return sum(p.numel() for p in call.module.parameters(recurse=recurse))
+
+    rows: list[LayerRecord] = []
+    for call in calls:
+        leaf = not any(True for _ in call.module.children())
+        if not leaf and not call.macs:
+            continue
+        rows.append(_record(call, own_params(call, recurse=leaf), call.macs, leaf))
+    activation = sum(c.out_bytes for c in calls if not any(True for _ in c.module.children()))
+    summary = Summary(
+        layers=rows,
+        input_size=input_size,
+        total_params=total,
+        trainable_params=trainable,
+        macs=tracer.macs,
+        activation_bytes=activation,
+        param_bytes=param_bytes,
+        model_name=getattr(model, "pretrained_cfg", {}).get("name", type(model).__name__)
+        if isinstance(getattr(model, "pretrained_cfg", None), dict) else type(model).__name__,
+    )
+    if depth is not None:
+        summary.layers = _fold(calls, rows, depth)
+    return summary
+
+
+def _record(call: _Call, params: int, macs: int, leaf: bool) -> LayerRecord:
+    m = call.module
+    name = call.name or "(model)"
+    typ = type(m).__name__ + ("" if leaf else " (own ops)")
+    f = call.field
+    return LayerRecord(
+        name=name,
+        type=typ,
+        input_shape=call.input_shape,
+        output_shape=call.output_shape,
+        params=params,
+        macs=macs,
+        rf=f.rf if f else None,
+        jump=f.jump if f else None,
+        kernel=_attr(m, "kernel_size"),
+        stride=_attr(m, "stride"),
+        padding=_attr(m, "padding"),
+        dilation=_attr(m, "dilation"),
+        groups=getattr(m, "groups", None) if isinstance(getattr(m, "groups", None), int) else None,
+        depth=0 if not call.name else call.name.count(".") + 1,
+    )
+
+
+def _prefix(name: str, depth: int) -> str:
+    return ".".join(name.split(".")[:depth])
+
+
+def _fold(calls: list[_Call], rows: list[LayerRecord], depth: int) -> list[LayerRecord]:
+    """Fold rows into the modules ``depth`` levels down; top-level layers around the blocks become stem/head."""
+    if depth == 0:
+        return [_group("(model)", "model", rows, calls[0] if calls else None)]
+    by_name = {c.name: c for c in calls}
+    groups: list[tuple[str, list[LayerRecord]]] = []
+    for r in rows:
+        key = _prefix(r.name, depth) if r.name != "(model)" else r.name
+        if groups and groups[-1][0] == key:
+            groups[-1][1].append(r)
+        else:
+            groups.append((key, [r]))
+    folded = [_group(key, None, rs, by_name.get(key)) for key, rs in groups]
+    # Single top-level layers before the first block form the stem, those after the last the head
+    # (a ResNet's conv1/bn1/relu/maxpool and avgpool/fc), when the network has blocks at all.
+    blocks = [i for i, r in enumerate(folded) if r.type != "layer" and "." not in r.name and r.name != "(model)"
+              and by_name.get(r.name) is not None and any(True for _ in by_name[r.name].module.children())]
+    if not blocks:
+        return folded
+    first, last = blocks[0], blocks[-1]
+    out = []
+    if first > 0:
+        out.append(_merge("stem", folded[:first]))
+    out.extend(folded[first:last + 1])
+    if last + 1 < len(folded):
+        out.append(_merge("head", folded[last + 1:]))
+    return out
+
+
+def _group(key: str, typ: str | None, rs: list[LayerRecord], call: _Call | None) -> LayerRecord:
+    if len(rs) == 1 and rs[0].name == key:
+        r = rs[0]
+        return LayerRecord(**{**asdict(r), "type": r.type})
+    f = call.field if call is not None else None
+    return LayerRecord(
+        name=key,
+        type=typ or (type(call.module).__name__ if call is not None else "block"),
+        input_shape=call.input_shape if call is not None else rs[0].input_shape,
+        output_shape=call.output_shape if call is not None else rs[-1].output_shape,
+        params=sum(r.params for r in rs),
+        macs=sum(r.macs for r in rs),
+        rf=f.rf if f else max((r.rf for r in rs if r.rf), default=None),
+        jump=f.jump if f else rs[-1].jump,
+        depth=key.count(".") + 1,
+    )
+
+
+def _merge(name: str, rs: list[LayerRecord]) -> LayerRecord:
+    return LayerRecord(
+        name=name,
+        type="+".join(dict.fromkeys(r.type for r in rs)) if len(rs) <= 4 else f"{len(rs)} layers",
+        input_shape=rs[0].input_shape,
+        output_shape=rs[-1].output_shape,
+        params=sum(r.params for r in rs),
+        macs=sum(r.macs for r in rs),
+        rf=rs[-1].rf,
+        jump=rs[-1].jump,
+        depth=1,
+    )
