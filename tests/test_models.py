@@ -14,7 +14,8 @@ NAMES = cnnzoo.list_models()
 # runs under `-m slow`; the default run checks them at a reduced size.
 HEAVY = {
     "vgg19", "vgg19_bn", "vgg16", "vgg16_bn", "senet154", "resnet152", "wide_resnet101_2", "resnext101_32x8d",
-    "resnext101_64x4d", "resnest200e", "resnest269e", "densenet264", "inception_resnet_v2", "inception_v4",
+    "resnext101_64x4d", "resnest200e", "resnest269e", "densenet161", "densenet201", "densenet264",
+    "inception_resnet_v2", "inception_v4",
     "preact_resnet152", "resnet1202_cifar", "preact_resnet1001_cifar",
 }
 

@@ -20,20 +20,20 @@ from collections.abc import Sequence
 import torch
 
 __all__ = [
-    "conv_output_size",
-    "receptive_field",
-    "receptive_field_backward",
-    "im2col",
     "col2im",
     "conv2d_im2col",
     "conv2d_im2col_backward",
-    "conv_params",
     "conv_macs",
-    "stacked_conv_params",
+    "conv_output_size",
+    "conv_params",
     "depthwise_separable_macs",
     "depthwise_separable_ratio",
-    "mobilenet_macs",
+    "im2col",
     "inception_module_macs",
+    "mobilenet_macs",
+    "receptive_field",
+    "receptive_field_backward",
+    "stacked_conv_params",
 ]
 
 
@@ -250,4 +250,3 @@ def inception_module_macs(
     if pool_proj is not None:
         total += conv_macs(h, w, c_in, pool_proj, 1)
     return total
-

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .summary import Summary
 
-__all__ = ["plot_summary", "plot_zoo"]
+__all__ = ["plot_summary", "plot_zoo", "summary_figure", "zoo_figure"]
 
 
 def _pyplot():
@@ -33,8 +33,16 @@ def plot_summary(summary: Summary, path: str | Path, title: str | None = None) -
     Rows with neither parameters nor MACs (ReLU, pooling) are left out of the bar panels but kept
     in the receptive-field curve, which is drawn on every row that has a spatial field.
     """
-    plt = _pyplot()
     path = _check_path(path)
+    fig = summary_figure(summary, title)
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return path
+
+
+def summary_figure(summary: Summary, title: str | None = None):
+    """The matplotlib figure :func:`plot_summary` saves."""
+    plt = _pyplot()
     rows = [r for r in summary.layers if r.params or r.macs]
     names = [r.name for r in rows]
     fig_h = max(6.0, 0.18 * len(rows) + 3)
@@ -67,9 +75,7 @@ def plot_summary(summary: Summary, path: str | Path, title: str | None = None) -
     c, h, w = summary.input_size
     fig.suptitle(title or f"{summary.model_name} at {c}x{h}x{w}: where the parameters and MACs are")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def plot_zoo(names: Sequence[str], path: str | Path) -> Path:
@@ -79,7 +85,6 @@ def plot_zoo(names: Sequence[str], path: str | Path) -> Path:
     from ..registry import create_model, get_card
     from .summary import summarize
 
-    plt = _pyplot()
     path = _check_path(path)
     if not names:
         raise ValueError("no networks to plot")
@@ -89,6 +94,15 @@ def plot_zoo(names: Sequence[str], path: str | Path) -> Path:
             model = create_model(name)
         s = summarize(model, get_card(name).input_size)
         points.append((name, s.total_params, s.macs))
+    fig = zoo_figure(points)
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return path
+
+
+def zoo_figure(points: Sequence[tuple[str, int, int]]):
+    """Labelled log-log scatter of (name, parameters, MACs): the figure :func:`plot_zoo` saves."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(11, 8))
     ax.scatter([p / 1e6 for _, p, _ in points], [m / 1e9 for _, _, m in points], color="tab:blue")
     for name, p, m in points:
@@ -100,6 +114,4 @@ def plot_zoo(names: Sequence[str], path: str | Path) -> Path:
     ax.set_title(f"cnnzoo: parameters against compute ({len(points)} networks)")
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig

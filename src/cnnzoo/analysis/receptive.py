@@ -123,4 +123,3 @@ def propagate(func, args, kwargs, inputs: list[Field], out: torch.Tensor) -> Fie
     rf = tuple(max(v) for v in zip(*(f.rf for f in wholes)))
     jump = tuple(max(v) for v in zip(*(f.jump for f in wholes)))
     return Field(rf, jump, None)
-

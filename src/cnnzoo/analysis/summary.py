@@ -107,6 +107,19 @@ class Summary:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1)
 
+    def fold(self, depth: int) -> Summary:
+        """The same summary with its rows folded ``depth`` module levels down (see :func:`summarize`)."""
+        if not isinstance(depth, int) or depth < 0:
+            raise ValueError(f"depth must be a non-negative integer, got {depth!r}")
+        calls = getattr(self, "_calls", None)
+        if calls is None:
+            raise ValueError("fold() needs a summary made by summarize()")
+        out = Summary(
+            **{**{k: getattr(self, k) for k in self.__dataclass_fields__}, "layers": _fold(calls, self._rows, depth)}
+        )
+        out._calls, out._rows = calls, self._rows
+        return out
+
     def find(self, name: str) -> LayerRecord:
         """The row named ``name`` (ValueError listing a few names if there is none)."""
         for r in self.layers:
@@ -154,7 +167,9 @@ class _Tracer(TorchDispatchMode):
             self.macs += macs
             if self.stack:
                 self.stack[-1].macs += macs
-        in_fields = [self.fields[t] for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor) and t in self.fields]
+        in_fields = [
+            self.fields[t] for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor) and t in self.fields
+        ]
         if in_fields:
             first_out = _first_tensor(out)
             if first_out is not None:
@@ -264,6 +279,37 @@ def summarize(
         if not leaf and not call.macs:
             continue
         rows.append(_record(call, own_params(call, recurse=leaf), call.macs, leaf))
+    # Parameters held directly by a non-leaf module (a final norm's weight kept on a block, say)
+    # and modules the forward never ran (aux heads in eval mode) get rows too, so the rows add up.
+    for call in calls:
+        if any(True for _ in call.module.children()):
+            own = own_params(call, recurse=False)
+            if own:
+                rows.append(_record(call, own, 0, False))
+    covered = {
+        id(p)
+        for c in calls
+        if id(c.module) in counted
+        for p in c.module.parameters(recurse=not any(True for _ in c.module.children()))
+    }
+    called = {id(c.module) for c in calls}
+    for name, m in model.named_modules():  # pre-order: the top-most module never run comes first
+        ps = list(m.parameters())
+        if id(m) not in called and ps and not any(id(p) in covered for p in ps):
+            covered.update(id(p) for p in ps)
+            rows.append(
+                LayerRecord(
+                    name=name,
+                    type=f"{type(m).__name__} (not run)",
+                    input_shape=None,
+                    output_shape=None,
+                    params=sum(p.numel() for p in ps),
+                    macs=0,
+                    rf=None,
+                    jump=None,
+                    depth=name.count(".") + 1,
+                )
+            )
     activation = sum(c.out_bytes for c in calls if not any(True for _ in c.module.children()))
     summary = Summary(
         layers=rows,
@@ -274,8 +320,10 @@ def summarize(
         activation_bytes=activation,
         param_bytes=param_bytes,
         model_name=getattr(model, "pretrained_cfg", {}).get("name", type(model).__name__)
-        if isinstance(getattr(model, "pretrained_cfg", None), dict) else type(model).__name__,
+        if isinstance(getattr(model, "pretrained_cfg", None), dict)
+        else type(model).__name__,
     )
+    summary._calls, summary._rows = calls, rows
     if depth is not None:
         summary.layers = _fold(calls, rows, depth)
     return summary
@@ -313,6 +361,8 @@ def _fold(calls: list[_Call], rows: list[LayerRecord], depth: int) -> list[Layer
     if depth == 0:
         return [_group("(model)", "model", rows, calls[0] if calls else None)]
     by_name = {c.name: c for c in calls}
+    not_run = [r for r in rows if r.type.endswith("(not run)")]
+    rows = [r for r in rows if r not in not_run]
     groups: list[tuple[str, list[LayerRecord]]] = []
     for r in rows:
         key = _prefix(r.name, depth) if r.name != "(model)" else r.name
@@ -323,18 +373,25 @@ def _fold(calls: list[_Call], rows: list[LayerRecord], depth: int) -> list[Layer
     folded = [_group(key, None, rs, by_name.get(key)) for key, rs in groups]
     # Single top-level layers before the first block form the stem, those after the last the head
     # (a ResNet's conv1/bn1/relu/maxpool and avgpool/fc), when the network has blocks at all.
-    blocks = [i for i, r in enumerate(folded) if r.type != "layer" and "." not in r.name and r.name != "(model)"
-              and by_name.get(r.name) is not None and any(True for _ in by_name[r.name].module.children())]
+    blocks = [
+        i
+        for i, r in enumerate(folded)
+        if r.type != "layer"
+        and "." not in r.name
+        and r.name != "(model)"
+        and by_name.get(r.name) is not None
+        and any(True for _ in by_name[r.name].module.children())
+    ]
     if not blocks:
-        return folded
+        return folded + not_run
     first, last = blocks[0], blocks[-1]
     out = []
     if first > 0:
         out.append(_merge("stem", folded[:first]))
-    out.extend(folded[first:last + 1])
+    out.extend(folded[first : last + 1])
     if last + 1 < len(folded):
-        out.append(_merge("head", folded[last + 1:]))
-    return out
+        out.append(_merge("head", folded[last + 1 :]))
+    return out + not_run
 
 
 def _group(key: str, typ: str | None, rs: list[LayerRecord], call: _Call | None) -> LayerRecord:

@@ -16,8 +16,21 @@ from ..registry import create_model, get_card
 from .common import add_model_args, parse_options
 
 FORMATS = ("table", "markdown", "csv", "json")
-COLUMNS = ("layer", "type", "kernel", "stride", "pad", "dil", "groups", "input", "output", "params", "MACs",
-           "RF", "jump")
+COLUMNS = (
+    "layer",
+    "type",
+    "kernel",
+    "stride",
+    "pad",
+    "dil",
+    "groups",
+    "input",
+    "output",
+    "params",
+    "MACs",
+    "RF",
+    "jump",
+)
 
 
 def _shape(s) -> str:
@@ -34,18 +47,34 @@ def _pair(v) -> str:
 
 def _cells(r: LayerRecord) -> list[str]:
     return [
-        r.name, r.type, _pair(r.kernel), _pair(r.stride), _pair(r.padding),
-        _pair(r.dilation), "" if r.groups in (None, 1) else str(r.groups), _shape(r.input_shape),
-        _shape(r.output_shape), f"{r.params:,}", f"{r.macs:,}", _pair(r.rf) if r.rf else "-",
+        r.name,
+        r.type,
+        _pair(r.kernel),
+        _pair(r.stride),
+        _pair(r.padding),
+        _pair(r.dilation),
+        "" if r.groups in (None, 1) else str(r.groups),
+        _shape(r.input_shape),
+        _shape(r.output_shape),
+        f"{r.params:,}",
+        f"{r.macs:,}",
+        _pair(r.rf) if r.rf else "-",
         _pair(r.jump) if r.jump else "-",
     ]
+
+
+def _si(n: int) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3f} {unit}"
+    return str(n)
 
 
 def _totals_lines(s: Summary) -> list[str]:
     return [
         f"total parameters: {s.total_params:,} (trainable {s.trainable_params:,})",
-        f"MACs (multiply-accumulates, conv + linear + matmul): {s.macs:,} = {s.macs / 1e9:.3f} G",
-        f"FLOPs (= 2 x MACs): {s.flops:,} = {s.flops / 1e9:.3f} G",
+        f"MACs (multiply-accumulates, conv + linear + matmul): {s.macs:,} = {_si(s.macs)}",
+        f"FLOPs (= 2 x MACs): {s.flops:,} = {_si(s.flops)}",
         f"activation memory at batch 1 (every layer's output): {s.activation_bytes / 2**20:.2f} MiB",
         f"parameter memory: {s.param_bytes / 2**20:.2f} MiB",
     ]
@@ -115,9 +144,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(rows, indent=1))
         return 0
-    cols = [("name", "name"), ("input", "input"), ("params", "total_params"), ("trainable", "trainable_params"),
-            ("GMACs", "macs"), ("GFLOPs (2xMACs)", "flops (2 x macs)"),
-            ("activations MiB", "activation_memory_bytes (batch 1)"), ("params MiB", "param_memory_bytes")]
+    cols = [
+        ("name", "name"),
+        ("input", "input"),
+        ("params", "total_params"),
+        ("trainable", "trainable_params"),
+        ("GMACs", "macs"),
+        ("GFLOPs (2xMACs)", "flops (2 x macs)"),
+        ("activations MiB", "activation_memory_bytes (batch 1)"),
+        ("params MiB", "param_memory_bytes"),
+    ]
 
     def cell(key, v):
         if key in ("macs", "flops (2 x macs)"):
@@ -131,8 +167,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         lines = [sep.join(h for h, _ in cols)]
         if args.format == "markdown":
             lines.append("|" + "---|" * len(cols))
-        lines += [sep.join(cell(k, r[k]).replace(",", "") if args.format == "csv" else cell(k, r[k])
-                           for _, k in cols) for r in rows]
+        lines += [
+            sep.join(cell(k, r[k]).replace(",", "") if args.format == "csv" else cell(k, r[k]) for _, k in cols)
+            for r in rows
+        ]
         print("\n".join(lines))
         return 0
     table = Table(title="networks side by side, at their paper input sizes (batch 1)")
@@ -147,8 +185,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("summary", help="per-layer shapes, parameters, MACs and receptive fields of a network")
     add_model_args(p)
-    p.add_argument("--depth", type=int, default=None,
-                   help="fold rows into blocks this many module levels down (1: stem, stages, head)")
+    p.add_argument(
+        "--depth",
+        type=int,
+        default=None,
+        help="fold rows into blocks this many module levels down (1: stem, stages, head)",
+    )
     p.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
     p.add_argument("--plot", metavar="FILE.png", help="also draw parameters, MACs and receptive field per row")
     p.add_argument("--width", type=int, default=None, help=argparse.SUPPRESS)

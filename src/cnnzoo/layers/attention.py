@@ -31,8 +31,16 @@ from torch import nn
 
 from .activations import get_act
 
-__all__ = ["SEModule", "ChannelAttention", "SpatialAttention", "CBAM", "ECAModule", "eca_kernel_size", "get_attn",
-           "ATTN_LAYERS"]
+__all__ = [
+    "ATTN_LAYERS",
+    "CBAM",
+    "ChannelAttention",
+    "ECAModule",
+    "SEModule",
+    "SpatialAttention",
+    "eca_kernel_size",
+    "get_attn",
+]
 
 
 class SEModule(nn.Module):
@@ -41,8 +49,9 @@ class SEModule(nn.Module):
     Children ``fc1``, ``fc2`` as timm names them.
     """
 
-    def __init__(self, channels: int, reduction: int = 16, act_layer="relu", gate_layer="sigmoid",
-                 min_channels: int = 1):
+    def __init__(
+        self, channels: int, reduction: int = 16, act_layer="relu", gate_layer="sigmoid", min_channels: int = 1
+    ):
         super().__init__()
         hidden = max(channels // reduction, min_channels)
         self.fc1 = nn.Conv2d(channels, hidden, 1)

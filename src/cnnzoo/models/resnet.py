@@ -30,9 +30,10 @@ Training setup in the paper
 This implementation
     Key names and the layout are torchvision's (conv1, bn1, layer1..layer4 with conv1/bn1/...,
     downsample.0/1, fc), so torchvision checkpoints load directly. Like torchvision, the default
-    bottleneck puts the stride-2 on its 3x3 conv ("ResNet v1.5"): ~0.5% better top-1, 4.1
-    instead of 3.8 GMACs for ResNet-50. ``stride_in_1x1=True`` is the paper's v1 (stride on the
-    first 1x1 conv; the same parameters; 3.86 GMACs for ResNet-50, the value of Table 1).
+    bottleneck puts the stride-2 on its 3x3 conv ("ResNet v1.5"; ~0.5% better top-1 per NVIDIA's
+    DeepLearningExamples notes), 4.09 instead of 3.86 GMACs for ResNet-50. ``stride_in_1x1=True``
+    is the paper's v1 (stride on the first 1x1 conv; the same parameters; 3.86 GMACs, Table 1's
+    "3.8 x 10^9 FLOPs").
 
     Options: ``shortcut`` "A" (parameter-free identity, stride-2 subsampling, zero-filled new
     channels), "B" (default), "C", or "none" (the plain networks of Fig. 4; ``plain18``/
@@ -78,19 +79,39 @@ from ..layers import DropPath, drop_path_rates, get_act, get_attn, get_norm
 from ..registry import Paper, register_model
 from .base import ZooModel
 
-__all__ = ["BasicBlock", "Bottleneck", "ShortcutA", "make_shortcut", "ResNet", "SHORTCUTS"]
+__all__ = ["SHORTCUTS", "BasicBlock", "Bottleneck", "ResNet", "ShortcutA", "make_shortcut"]
 
-RESNET = Paper("Deep Residual Learning for Image Recognition", "K. He, X. Zhang, S. Ren, J. Sun", 2015,
-               "https://arxiv.org/abs/1512.03385")
+RESNET = Paper(
+    "Deep Residual Learning for Image Recognition",
+    "K. He, X. Zhang, S. Ren, J. Sun",
+    2015,
+    "https://arxiv.org/abs/1512.03385",
+)
 WRN = Paper("Wide Residual Networks", "S. Zagoruyko, N. Komodakis", 2016, "https://arxiv.org/abs/1605.07146")
-RESNEXT = Paper("Aggregated Residual Transformations for Deep Neural Networks",
-                "S. Xie, R. Girshick, P. Dollar, Z. Tu, K. He", 2017, "https://arxiv.org/abs/1611.05431")
-SENET = Paper("Squeeze-and-Excitation Networks", "J. Hu, L. Shen, S. Albanie, G. Sun, E. Wu", 2018,
-              "https://arxiv.org/abs/1709.01507")
-CBAM = Paper("CBAM: Convolutional Block Attention Module", "S. Woo, J. Park, J.-Y. Lee, I. S. Kweon", 2018,
-             "https://arxiv.org/abs/1807.06521")
-ECA = Paper("ECA-Net: Efficient Channel Attention for Deep Convolutional Neural Networks",
-            "Q. Wang, B. Wu, P. Zhu, P. Li, W. Zuo, Q. Hu", 2020, "https://arxiv.org/abs/1910.03151")
+RESNEXT = Paper(
+    "Aggregated Residual Transformations for Deep Neural Networks",
+    "S. Xie, R. Girshick, P. Dollar, Z. Tu, K. He",
+    2017,
+    "https://arxiv.org/abs/1611.05431",
+)
+SENET = Paper(
+    "Squeeze-and-Excitation Networks",
+    "J. Hu, L. Shen, S. Albanie, G. Sun, E. Wu",
+    2018,
+    "https://arxiv.org/abs/1709.01507",
+)
+CBAM = Paper(
+    "CBAM: Convolutional Block Attention Module",
+    "S. Woo, J. Park, J.-Y. Lee, I. S. Kweon",
+    2018,
+    "https://arxiv.org/abs/1807.06521",
+)
+ECA = Paper(
+    "ECA-Net: Efficient Channel Attention for Deep Convolutional Neural Networks",
+    "Q. Wang, B. Wu, P. Zhu, P. Li, W. Zuo, Q. Hu",
+    2020,
+    "https://arxiv.org/abs/1910.03151",
+)
 
 #: Shortcut options (paper Sec. 3.3): A zero-pad identity, B project where the shape changes, C project
 #: everywhere; "none" removes the shortcut (the plain nets of Fig. 4).
@@ -116,8 +137,9 @@ class ShortcutA(nn.Module):
         return f"{self.in_channels}->{self.out_channels}, stride={self.stride}"
 
 
-def make_shortcut(in_channels: int, out_channels: int, stride: int = 1, shortcut: str = "B",
-                  norm_layer="batchnorm") -> nn.Module | None:
+def make_shortcut(
+    in_channels: int, out_channels: int, stride: int = 1, shortcut: str = "B", norm_layer="batchnorm"
+) -> nn.Module | None:
     """The shortcut of a residual block: None for a plain identity, a module where one is needed.
 
     Returns ``nn.Sequential(conv1x1, norm)`` (torchvision's ``downsample.0/1``) for projections,
@@ -131,8 +153,9 @@ def make_shortcut(in_channels: int, out_channels: int, stride: int = 1, shortcut
         return None
     if shortcut == "A":
         return ShortcutA(in_channels, out_channels, stride)
-    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
-                         get_norm(norm_layer, out_channels))
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), get_norm(norm_layer, out_channels)
+    )
 
 
 class _ResidualBlock(nn.Module):
@@ -141,8 +164,17 @@ class _ResidualBlock(nn.Module):
     expansion = 1
     out_channels: int
 
-    def _init_tail(self, in_channels: int, stride: int, shortcut: str, downsample: nn.Module | None | str,
-                   attn_layer, drop_path: float, norm_layer, act_layer) -> None:
+    def _init_tail(
+        self,
+        in_channels: int,
+        stride: int,
+        shortcut: str,
+        downsample: nn.Module | None | str,
+        attn_layer,
+        drop_path: float,
+        norm_layer,
+        act_layer,
+    ) -> None:
         if shortcut not in SHORTCUTS:
             raise ValueError(f"unknown shortcut {shortcut!r}; valid: {', '.join(map(repr, SHORTCUTS))}")
         attn = get_attn(attn_layer)
@@ -187,9 +219,21 @@ class BasicBlock(_ResidualBlock):
 
     expansion = 1
 
-    def __init__(self, in_channels: int, channels: int, stride: int = 1, *, shortcut: str = "B",
-                 downsample: nn.Module | None | str = "auto", groups: int = 1, base_width: int = 64,
-                 attn_layer=None, drop_path: float = 0.0, norm_layer="batchnorm", act_layer="relu"):
+    def __init__(
+        self,
+        in_channels: int,
+        channels: int,
+        stride: int = 1,
+        *,
+        shortcut: str = "B",
+        downsample: nn.Module | None | str = "auto",
+        groups: int = 1,
+        base_width: int = 64,
+        attn_layer=None,
+        drop_path: float = 0.0,
+        norm_layer="batchnorm",
+        act_layer="relu",
+    ):
         super().__init__()
         if groups != 1 or base_width != 64:
             raise ValueError(f"BasicBlock supports only groups=1, base_width=64, got {groups}, {base_width}")
@@ -222,10 +266,22 @@ class Bottleneck(_ResidualBlock):
 
     expansion = 4
 
-    def __init__(self, in_channels: int, channels: int, stride: int = 1, *, shortcut: str = "B",
-                 downsample: nn.Module | None | str = "auto", groups: int = 1, base_width: int = 64,
-                 stride_in_1x1: bool = False, attn_layer=None, drop_path: float = 0.0, norm_layer="batchnorm",
-                 act_layer="relu"):
+    def __init__(
+        self,
+        in_channels: int,
+        channels: int,
+        stride: int = 1,
+        *,
+        shortcut: str = "B",
+        downsample: nn.Module | None | str = "auto",
+        groups: int = 1,
+        base_width: int = 64,
+        stride_in_1x1: bool = False,
+        attn_layer=None,
+        drop_path: float = 0.0,
+        norm_layer="batchnorm",
+        act_layer="relu",
+    ):
         super().__init__()
         width = int(channels * (base_width / 64.0)) * groups
         self.out_channels = channels * self.expansion
@@ -274,11 +330,25 @@ class ResNet(ZooModel):
     # A 1x1 input survives every stride-2 layer (padding keeps each output at >= 1 pixel).
     min_input_size = 1
 
-    def __init__(self, block: str = "bottleneck", layers: tuple[int, ...] = (3, 4, 6, 3), *,
-                 num_classes: int = 1000, in_channels: int = 3, groups: int = 1, width_per_group: int = 64,
-                 stride_in_1x1: bool = False, shortcut: str = "B", zero_init_residual: bool = False,
-                 attn_layer: str | Callable[[int], nn.Module] | None = None, drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.0, stem_pool: str = "pad", norm_layer="batchnorm", act_layer="relu"):
+    def __init__(
+        self,
+        block: str = "bottleneck",
+        layers: tuple[int, ...] = (3, 4, 6, 3),
+        *,
+        num_classes: int = 1000,
+        in_channels: int = 3,
+        groups: int = 1,
+        width_per_group: int = 64,
+        stride_in_1x1: bool = False,
+        shortcut: str = "B",
+        zero_init_residual: bool = False,
+        attn_layer: str | Callable[[int], nn.Module] | None = None,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        stem_pool: str = "pad",
+        norm_layer="batchnorm",
+        act_layer="relu",
+    ):
         super().__init__()
         if stem_pool not in STEM_POOLS:
             raise ValueError(f"unknown stem_pool {stem_pool!r}; valid: {', '.join(map(repr, STEM_POOLS))}")
@@ -309,7 +379,7 @@ class ResNet(ZooModel):
             self.min_input_size = 5
 
         rates = iter(drop_path_rates(drop_path_rate, sum(layers)))
-        opts = dict(shortcut=shortcut, attn_layer=attn_layer, norm_layer=norm_layer, act_layer=act_layer)
+        opts = {"shortcut": shortcut, "attn_layer": attn_layer, "norm_layer": norm_layer, "act_layer": act_layer}
         if block == "bottleneck":
             opts.update(groups=groups, base_width=width_per_group, stride_in_1x1=stride_in_1x1)
         c_in, self.feature_info = 64, []
@@ -321,7 +391,7 @@ class ResNet(ZooModel):
                 blocks.append(block_cls(c_in, channels, stride if j == 0 else 1, drop_path=next(rates), **opts))
                 c_in = blocks[-1].out_channels
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
-            self.feature_info.append(dict(num_chs=c_in, reduction=4 * 2**i, module=f"layer{i + 1}"))
+            self.feature_info.append({"num_chs": c_in, "reduction": 4 * 2**i, "module": f"layer{i + 1}"})
         self.num_features = c_in
         self.drop = nn.Dropout(drop_rate)
         self.fc = nn.Linear(c_in, num_classes) if num_classes > 0 else nn.Identity()
@@ -429,22 +499,25 @@ def resnext50_32x4d(**kwargs) -> ResNet:
     return _resnet("bottleneck", (3, 4, 6, 3), {"groups": 32, "width_per_group": 4}, kwargs)
 
 
-@register_model(ResNet, paper=RESNEXT, input_size=(3, 224, 224), counterparts={TV: "resnext101_32x8d"},
-                deviations=_V15)
+@register_model(ResNet, paper=RESNEXT, input_size=(3, 224, 224), counterparts={TV: "resnext101_32x8d"}, deviations=_V15)
 def resnext101_32x8d(**kwargs) -> ResNet:
     """ResNeXt-101 32x8d (grouped-conv form)."""
     return _resnet("bottleneck", (3, 4, 23, 3), {"groups": 32, "width_per_group": 8}, kwargs)
 
 
-@register_model(ResNet, paper=RESNEXT, input_size=(3, 224, 224), counterparts={TV: "resnext101_64x4d"},
-                deviations=_V15)
+@register_model(ResNet, paper=RESNEXT, input_size=(3, 224, 224), counterparts={TV: "resnext101_64x4d"}, deviations=_V15)
 def resnext101_64x4d(**kwargs) -> ResNet:
     """ResNeXt-101 64x4d (grouped-conv form)."""
     return _resnet("bottleneck", (3, 4, 23, 3), {"groups": 64, "width_per_group": 4}, kwargs)
 
 
-@register_model(ResNet, paper=SENET, input_size=(3, 224, 224), counterparts={"timm": "seresnet50"},
-                deviations=("timm's native seresnet50 is the v1.5 variant: load it with stride_in_1x1=False",))
+@register_model(
+    ResNet,
+    paper=SENET,
+    input_size=(3, 224, 224),
+    counterparts={"timm": "seresnet50"},
+    deviations=("timm's native seresnet50 is the v1.5 variant: load it with stride_in_1x1=False",),
+)
 def seresnet50(**kwargs) -> ResNet:
     """SE-ResNet-50 (Hu et al.): v1 stride as the released Caffe model, SE r=16 before the addition."""
     return _resnet("bottleneck", (3, 4, 6, 3), {"attn_layer": "se", "stride_in_1x1": True}, kwargs)
@@ -456,16 +529,26 @@ def seresnext50_32x4d(**kwargs) -> ResNet:
     return _resnet("bottleneck", (3, 4, 6, 3), {"groups": 32, "width_per_group": 4, "attn_layer": "se"}, kwargs)
 
 
-@register_model(ResNet, paper=CBAM, input_size=(3, 224, 224),
-                deviations=("spatial attention without the BN the authors' code adds (paper eq. 3)",
-                            "stride on the first 1x1 (v1, the paper's 3.864 GFLOPs); the authors' code uses v1.5"))
+@register_model(
+    ResNet,
+    paper=CBAM,
+    input_size=(3, 224, 224),
+    deviations=(
+        "spatial attention without the BN the authors' code adds (paper eq. 3)",
+        "stride on the first 1x1 (v1, the paper's 3.864 GFLOPs); the authors' code uses v1.5",
+    ),
+)
 def cbam_resnet50(**kwargs) -> ResNet:
     """CBAM-ResNet-50 (Woo et al.): channel (r=16) then 7x7 spatial attention on every bottleneck."""
     return _resnet("bottleneck", (3, 4, 6, 3), {"attn_layer": "cbam", "stride_in_1x1": True}, kwargs)
 
 
-@register_model(ResNet, paper=ECA, input_size=(3, 224, 224),
-                deviations=("adaptive kernel sizes 5,5,5,7 (eq. 12) where the released model used 3,5,5,7",))
+@register_model(
+    ResNet,
+    paper=ECA,
+    input_size=(3, 224, 224),
+    deviations=("adaptive kernel sizes 5,5,5,7 (eq. 12) where the released model used 3,5,5,7",),
+)
 def eca_resnet50(**kwargs) -> ResNet:
     """ECA-ResNet-50 (Wang et al.): adaptive-size 1-D channel conv on every bottleneck, v1 stride."""
     return _resnet("bottleneck", (3, 4, 6, 3), {"attn_layer": "eca", "stride_in_1x1": True}, kwargs)
