@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -31,8 +32,6 @@ import time
 def _rss_kib() -> int:
     with open("/proc/self/statm") as f:
         pages = int(f.read().split()[1])
-    import os
-
     return pages * os.sysconf("SC_PAGE_SIZE") // 1024
 
 
@@ -65,7 +64,7 @@ def measure(memory_efficient: bool, batch_size: int, size: int, device: str) -> 
         peak = torch.cuda.max_memory_allocated()
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return dict(memory_efficient=memory_efficient, peak_mib=(peak - base) / 2**20, seconds=time.perf_counter() - t0)
+    return {"memory_efficient": memory_efficient, "peak_mib": (peak - base) / 2**20, "seconds": time.perf_counter() - t0}
 
 
 def main() -> None:
@@ -93,7 +92,7 @@ def main() -> None:
     print(f"densenet121, batch {args.batch_size}, {args.size}x{args.size}, {device}, one forward+backward ({what})")
     print(f"{'memory_efficient':>17} {'peak MiB':>10} {'step s':>8}")
     for r in rows:
-        print(f"{str(r['memory_efficient']):>17} {r['peak_mib']:>10.0f} {r['seconds']:>8.1f}")
+        print(f"{r['memory_efficient']!s:>17} {r['peak_mib']:>10.0f} {r['seconds']:>8.1f}")
     print(f"saving: {1 - rows[1]['peak_mib'] / rows[0]['peak_mib']:.0%} of the default's peak")
 
 

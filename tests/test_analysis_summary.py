@@ -321,3 +321,24 @@ def test_alexnet_paper_reproduces_the_layer_table_of_the_notes():
     # MACs: the notes' 105M (conv1, with the bias term), 149M, 112M, 74M
     macs = [r.macs for r in rows if r.type == "Conv2d"]
     assert [round(m / 1e6) for m in macs[2:]] == [150, 112, 75] and round(macs[0] / 1e6) == 105
+
+
+def test_resnet_at_depth_1_shows_stem_stages_and_head():
+    s = _summary("resnet50").fold(1)  # torchvision layout: conv1, bn1, relu, maxpool, layer1..4, avgpool, fc
+    assert [r.name for r in s.layers] == ["stem", "layer1", "layer2", "layer3", "layer4", "head"]
+    assert s.layers[0].output_shape == (1, 64, 56, 56) and s.layers[-1].output_shape == (1, 1000)
+    assert sum(r.params for r in s.layers) == s.total_params
+
+
+def test_where_alexnet_and_googlenet_keep_their_parameters():
+    alexnet = _summary("alexnet")
+    fc = sum(r.params for r in alexnet.layers if r.type == "Linear")
+    assert fc / alexnet.total_params > 0.9  # the three fully-connected layers hold most of AlexNet
+    googlenet = (
+        summarize(_build("googlenet", aux_logits=False), (3, 224, 224))
+        if "googlenet" in cnnzoo.list_models()
+        else pytest.skip("googlenet is not registered yet")
+    )
+    fc = sum(r.params for r in googlenet.layers if r.type == "Linear")
+    assert fc / googlenet.total_params < 0.2  # one 1024 -> 1000 layer after global average pooling
+    assert googlenet.total_params * 9 < alexnet.total_params  # "12 times fewer" than AlexNet's 60M (Sec. 1)

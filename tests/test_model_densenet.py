@@ -136,12 +136,12 @@ def test_drop_rate_applies_in_training_only():
 
 
 @pytest.mark.parametrize("opts,match", [
-    (dict(compression=0.0), "compression"),
-    (dict(compression=1.5), "compression"),
-    (dict(bn_size=-1), "bn_size"),
-    (dict(block_config=()), "block_config"),
-    (dict(stem="tiny"), "stem"),
-    (dict(drop_rate=1.0), "drop_rate"),
+    ({"compression": 0.0}, "compression"),
+    ({"compression": 1.5}, "compression"),
+    ({"bn_size": -1}, "bn_size"),
+    ({"block_config": ()}, "block_config"),
+    ({"stem": "tiny"}, "stem"),
+    ({"drop_rate": 1.0}, "drop_rate"),
 ])
 def test_bad_options_are_clear_errors(opts, match):
     with pytest.raises(ValueError, match=match):

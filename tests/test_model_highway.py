@@ -80,23 +80,11 @@ def test_fc_net_shapes_and_other_input_sizes():
         torch.testing.assert_close(model(big), model(x))
 
 
-def test_fresh_deep_highway_net_keeps_the_signal():
-    # a 100-layer net at init: with the carry bias the hidden vector changes little per layer
-    torch.manual_seed(0)
-    model = cnnzoo.create_model("highway_fc_mnist", depth=100).eval()
-    x = torch.rand(4, 1, 28, 28)
-    with torch.no_grad():
-        h0 = model.stem(x)
-        h = model.layers(h0)
-    assert torch.isfinite(h).all()
-    assert 0.1 < h.norm() / h0.norm() < 10
-
-
 @pytest.mark.parametrize("name,opts,match", [
-    ("highway_fc_mnist", dict(depth=0), "depth"),
-    ("highway_fc_mnist", dict(drop_rate=1.5), "drop_rate"),
-    ("highway_conv_cifar", dict(widths=(8, 16)), "widths"),
-    ("highway_conv_cifar", dict(layers=-1), "layers"),
+    ("highway_fc_mnist", {"depth": 0}, "depth"),
+    ("highway_fc_mnist", {"drop_rate": 1.5}, "drop_rate"),
+    ("highway_conv_cifar", {"widths": (8, 16)}, "widths"),
+    ("highway_conv_cifar", {"layers": -1}, "layers"),
 ])
 def test_bad_options_are_clear_errors(name, opts, match):
     with pytest.raises(ValueError, match=match):

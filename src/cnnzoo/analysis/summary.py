@@ -205,7 +205,7 @@ def summarize(
     Args:
         model: any ``nn.Module`` taking one image tensor (its parameters must be on ``device``,
             or on the meta device when ``device="meta"``: build it under ``with torch.device("meta")``).
-        input_size: (C, H, W), or (H, W) for one channel... give all three to be clear.
+        input_size: (C, H, W) of one image.
         depth: fold rows into the modules this many levels down (1: top-level children); None: every layer.
         device: where the traced forward runs; "meta" costs nothing.
         dtype: element type of the input (and the byte sizes reported).
@@ -275,17 +275,13 @@ def summarize(
 
     rows: list[LayerRecord] = []
     for call in calls:
+        # A non-leaf module gets a row of its own only for what its own forward holds or runs
+        # (a BatchNormAct's weight, an attention block's matmuls, an F.conv2d in its forward).
         leaf = not any(True for _ in call.module.children())
-        if not leaf and not call.macs:
-            continue
-        rows.append(_record(call, own_params(call, recurse=leaf), call.macs, leaf))
-    # Parameters held directly by a non-leaf module (a final norm's weight kept on a block, say)
-    # and modules the forward never ran (aux heads in eval mode) get rows too, so the rows add up.
-    for call in calls:
-        if any(True for _ in call.module.children()):
-            own = own_params(call, recurse=False)
-            if own:
-                rows.append(_record(call, own, 0, False))
+        params = own_params(call, recurse=leaf)
+        if leaf or params or call.macs:
+            rows.append(_record(call, params, call.macs, leaf))
+    # Modules the forward never ran (aux heads in eval mode) get rows too, so the rows add up.
     covered = {
         id(p)
         for c in calls
@@ -319,9 +315,7 @@ def summarize(
         macs=tracer.macs,
         activation_bytes=activation,
         param_bytes=param_bytes,
-        model_name=getattr(model, "pretrained_cfg", {}).get("name", type(model).__name__)
-        if isinstance(getattr(model, "pretrained_cfg", None), dict)
-        else type(model).__name__,
+        model_name=_model_name(model),
     )
     summary._calls, summary._rows = calls, rows
     if depth is not None:
@@ -329,10 +323,15 @@ def summarize(
     return summary
 
 
+def _model_name(model: nn.Module) -> str:
+    cfg = getattr(model, "pretrained_cfg", None)  # set by cnnzoo.create_model
+    return cfg["name"] if isinstance(cfg, dict) and "name" in cfg else type(model).__name__
+
+
 def _record(call: _Call, params: int, macs: int, leaf: bool) -> LayerRecord:
     m = call.module
     name = call.name or "(model)"
-    typ = type(m).__name__ + ("" if leaf else " (own ops)")
+    typ = type(m).__name__ + ("" if leaf else " (own ops)" if macs else " (own params)")
     f = call.field
     return LayerRecord(
         name=name,

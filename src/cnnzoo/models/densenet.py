@@ -177,7 +177,7 @@ class DenseNet(ZooModel):
                       ("norm0", nn.BatchNorm2d(num_init_features)), ("relu0", nn.ReLU(inplace=True)),
                       ("pool0", nn.MaxPool2d(3, 2, 1))]
             reduction = 4
-            self.feature_info = [dict(num_chs=num_init_features, reduction=2, module="features.relu0")]
+            self.feature_info = [{"num_chs": num_init_features, "reduction": 2, "module": "features.relu0"}]
         else:  # Section 3: CIFAR nets start with one 3x3 conv (16 maps, or 2k for BC) on the 32x32 image
             layers = [("conv0", nn.Conv2d(in_channels, num_init_features, 3, 1, 1, bias=False))]
             reduction = 1
@@ -190,12 +190,12 @@ class DenseNet(ZooModel):
             ch = block.out_channels
             last = i == len(block_config) - 1
             if not last:
-                self.feature_info.append(dict(num_chs=ch, reduction=reduction, module=f"features.denseblock{i + 1}"))
+                self.feature_info.append({"num_chs": ch, "reduction": reduction, "module": f"features.denseblock{i + 1}"})
                 out = int(ch * compression)  # floor(theta * m), Section 3 "Compression"
                 self.features.add_module(f"transition{i + 1}", Transition(ch, out))
                 ch, reduction = out, reduction * 2
         self.features.add_module("norm5", nn.BatchNorm2d(ch))
-        self.feature_info.append(dict(num_chs=ch, reduction=reduction, module="features.norm5"))
+        self.feature_info.append({"num_chs": ch, "reduction": reduction, "module": "features.norm5"})
         self.num_features = ch
         self.classifier = nn.Linear(ch, num_classes)
         for m in self.modules():  # torchvision's init
@@ -238,7 +238,7 @@ def _from_torchvision(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _imagenet(k: int, blocks: tuple[int, ...], init: int, kwargs: dict) -> DenseNet:
-    return DenseNet(**{**dict(growth_rate=k, block_config=blocks, num_init_features=init), **kwargs})
+    return DenseNet(**{"growth_rate": k, "block_config": blocks, "num_init_features": init, **kwargs})
 
 
 @register_model(DenseNet, paper=DENSENET, input_size=(3, 224, 224), counterparts={"torchvision": "densenet121"})
@@ -280,12 +280,12 @@ def _cifar(depth: int, k: int, bc: bool, kwargs: dict) -> DenseNet:
     # Section 3: 3 blocks; depth L counts the first conv, 2 transitions and the fc (hence L - 4), and a
     # bottleneck layer holds 2 convs (hence /6 for BC, /3 for plain layers).
     n = (depth - 4) // (6 if bc else 3)
-    opts = dict(growth_rate=k, block_config=(n, n, n), num_init_features=2 * k if bc else 16,
-                bn_size=4 if bc else 0, compression=0.5 if bc else 1.0, stem="cifar", num_classes=10)
+    opts = {"growth_rate": k, "block_config": (n, n, n), "num_init_features": 2 * k if bc else 16,
+                "bn_size": 4 if bc else 0, "compression": 0.5 if bc else 1.0, "stem": "cifar", "num_classes": 10}
     return DenseNet(**{**opts, **kwargs})
 
 
-_CIFAR = dict(paper=DENSENET, input_size=(3, 32, 32), dataset="CIFAR-10")
+_CIFAR = {"paper": DENSENET, "input_size": (3, 32, 32), "dataset": "CIFAR-10"}
 
 
 @register_model(DenseNet, **_CIFAR)

@@ -20,11 +20,12 @@ Which table the code reproduces
     ``highway_conv_cifar`` is a convolutional highway net of that kind (see below).
 
 Training setup in the paper
-    MNIST (Section 3.1): SGD with momentum, 400 epochs, mini-batches of 64, hyperparameters
-    (learning rate, momentum, learning-rate decay, activation ReLU or tanh, and for highway nets the
-    initial gate bias) found by random search per depth. CIFAR (Section 3.2): SGD with momentum,
-    global contrast normalisation / ZCA-free standard augmentation (crops, flips), learning rate
-    decayed in steps.
+    MNIST (Section 3.1): SGD with momentum; for every depth the learning rate, momentum,
+    learning-rate decay, the activation (ReLU or tanh) and, for highway nets, the initial gate bias
+    were chosen by random search, and the best run per depth is plotted (Fig. 1). CIFAR (Section
+    3.2): SGD with momentum and the usual crop/flip augmentation. (Recalled from the paper; the
+    stored copy available while writing this held only its opening, so exact epoch counts are not
+    given here.)
 
 This implementation
     ``HighwayFC``: flatten -> Linear(784, hidden) + act (the plain first layer) -> (depth - 1)
@@ -124,7 +125,7 @@ class HighwayFC(ZooModel):
         self.layers = nn.Sequential(*[highway_linear(hidden_size, gate_bias, act_layer) for _ in range(depth - 1)])
         self.drop = nn.Dropout(drop_rate)
         self.fc = nn.Linear(hidden_size, num_classes)
-        self.feature_info = [dict(num_chs=hidden_size, reduction=1, module="layers")]
+        self.feature_info = [{"num_chs": hidden_size, "reduction": 1, "module": "layers"}]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-2:] != (self.input_size, self.input_size):  # deviation: other sizes are pooled to 28x28
@@ -159,7 +160,7 @@ class HighwayConv(ZooModel):
                 mods += [nn.MaxPool2d(2), nn.Conv2d(prev, w, 3, padding=1), get_act(act_layer)]
             mods += [highway_conv(w, gate_bias, act_layer) for _ in range(layers)]
             self.add_module(f"stage{i + 1}", nn.Sequential(*mods))
-            self.feature_info.append(dict(num_chs=w, reduction=2**i, module=f"stage{i + 1}"))
+            self.feature_info.append({"num_chs": w, "reduction": 2**i, "module": f"stage{i + 1}"})
             prev = w
         for m in [*self.stem, self.stage2[1], self.stage3[1]]:
             if isinstance(m, nn.Conv2d):
@@ -190,8 +191,8 @@ def highway_fc_mnist(**kwargs) -> HighwayFC:
 
 
 @register_model(HighwayConv, paper=HIGHWAY, input_size=(3, 32, 32), dataset="CIFAR-10",
-                deviations=("stage layout reconstructed (Fitnet-style 3 stages); the supplementary's exact "
-                            "Table 1 architectures were not checked",))
+                deviations=(("stage layout reconstructed (Fitnet-style 3 stages); the supplementary's exact "
+                            "Table 1 architectures were not checked"),))
 def highway_conv_cifar(**kwargs) -> HighwayConv:
     """Convolutional highway net for CIFAR-10 (Section 3.2; reconstructed 3-stage layout)."""
     return HighwayConv(**kwargs)

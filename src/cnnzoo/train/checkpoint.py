@@ -133,3 +133,75 @@ def weights_metadata(path: str | Path) -> dict[str, Any]:
 def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(state_dict, metadata) of a safetensors file."""
     return load_file(str(path)), weights_metadata(path)
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A weights file from a run directory (its best checkpoint, else its last) or a file path."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("checkpoints/best.safetensors", "checkpoints/last.safetensors", "best.safetensors",
+                     "last.safetensors"):
+            if (path / name).is_file():
+                return path / name
+        raise FileNotFoundError(f"{path} holds no checkpoint (looked for checkpoints/best.safetensors and "
+                                "checkpoints/last.safetensors)")
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist (give a run directory or a weights file)")
+    return path
+
+
+def load_trained(path: str | Path, *, model_name: str | None = None, device: torch.device | str = "cpu"):
+    """(model in eval mode on ``device``, metadata) from a run directory or a weights file.
+
+    cnnzoo checkpoints carry the network name, options, classes and normalisation in their metadata. Other
+    files (torchvision, timm, plain state dicts) need ``model_name`` and get ImageNet-style metadata guesses.
+    """
+    from ..registry import create_model
+    from ..weights import detect_source, read_state_dict
+
+    file = resolve_checkpoint(path)
+    meta = weights_metadata(file) if file.suffix == ".safetensors" else {}
+    name = meta.get("model") or model_name
+    if name is None:
+        raise ValueError(f"{file} has no cnnzoo metadata naming its network; pass --model NAME")
+    sd = read_state_dict(file)
+    if meta.get("format") == "cnnzoo":
+        model = create_model(name, num_classes=meta["num_classes"], in_channels=meta["in_channels"],
+                             **meta.get("options", {}))
+        model.load_state_dict(sd, strict=True)
+    else:
+        head = [v for k, v in sd.items() if v.ndim == 2][-1:]  # the last matrix is the classifier
+        kwargs = {"num_classes": int(head[0].shape[0])} if head else {}
+        model = create_model(name, **kwargs)
+        _, sd = detect_source(model, name, sd)
+        model.load_state_dict(sd, strict=True)
+        meta = {"model": name, "num_classes": model.num_classes, "in_channels": model.in_channels}
+    return model.to(device).eval(), meta
+
+
+def preprocess_image(path: str | Path, meta: dict, device: torch.device | str = "cpu") -> torch.Tensor:
+    """An image file as the (1, C, H, W) normalised batch the checkpoint's network was trained on."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    from ..registry import get_card
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image {str(path)!r} does not exist")
+    c = int(meta.get("in_channels", 3))
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L" if c == 1 else "RGB")
+            size = meta.get("input_size") or (meta.get("image_size") or [None])[0]
+            if size is None:
+                size = get_card(meta["model"]).input_size[-1]
+            im = im.resize((int(size), int(size)), Image.BILINEAR)
+            arr = np.asarray(im, dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"{path} is not an image PIL can read: {e}") from None
+    x = torch.from_numpy(arr).view(int(size), int(size), c).permute(2, 0, 1)[None]
+    # ImageNet statistics for foreign checkpoints (torchvision's normalisation)
+    mean = torch.tensor(meta.get("mean") or [0.485, 0.456, 0.406][:c]).view(1, c, 1, 1)
+    std = torch.tensor(meta.get("std") or [0.229, 0.224, 0.225][:c]).view(1, c, 1, 1)
+    return ((x - mean) / std).to(device)

@@ -231,7 +231,10 @@ def _set(cfg: Config, section: str, key: str, value: Any, where: str) -> None:
     hints = _hints(type(obj))
     if key not in hints:
         raise ValueError(f"{where}: unknown key {section}.{key}; valid keys of {section}: {', '.join(hints)}")
-    setattr(obj, key, _coerce(f"{section}.{key}", value, hints[key]))
+    try:
+        setattr(obj, key, _coerce(f"{section}.{key}", value, hints[key]))
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
 
 
 def config_from_dict(data: dict, where: str = "config") -> Config:

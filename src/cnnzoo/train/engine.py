@@ -385,7 +385,7 @@ class Trainer:
             self.sums[1] += (logits.detach().argmax(1) == labels).sum().item()
             self.sums[2] += n
             elapsed = time.perf_counter() - t0
-            self._epoch_time, self._epoch_seen = elapsed, seen * self.world
+            self._epoch_time, self._epoch_seen, self._last_lr = elapsed, seen * self.world, lr
             progress.update(task, self.batch, loss=self.sums[0] / self.sums[2], acc=self.sums[1] / self.sums[2],
                             ips=seen * self.world / max(elapsed, 1e-9), lr=lr)
             for cb in self.callbacks:
@@ -393,7 +393,6 @@ class Trainer:
             stop = stop or self._stop_signal is not None
             if stop:
                 self._interrupted()
-        self._last_lr = self.optimizer.param_groups[0]["lr"]
 
     def _diverged(self, loss: torch.Tensor, batch: int) -> None:
         last = "no checkpoint was written yet"
@@ -410,8 +409,9 @@ class Trainer:
             self._end_epoch(save_last=False)
         self.save("last")
         name = signal.Signals(signum).name
+        where = f"at epoch {self.epoch + 1} step {self.batch}" if self.batch else f"after epoch {self.epoch}"
         raise TrainingInterrupted(
-            f"{name}: stopped at epoch {self.epoch + (1 if self.batch else 0)} step {self.batch}; "
+            f"{name}: stopped {where}; "
             f"checkpoint saved in {self.ckpt_dir}. Resume with: cnnzoo train --resume {self.run_dir}", signum)
 
     def _end_epoch(self, save_last: bool = True) -> None:

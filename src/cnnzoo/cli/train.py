@@ -1,0 +1,215 @@
+"""`cnnzoo train`, `cnnzoo eval`, `cnnzoo predict`: parse, call `cnnzoo.train` / `cnnzoo.evaluate`, print."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .common import parse_options
+
+EPILOG_TRAIN = """\
+examples:
+  cnnzoo train lenet5                                 # mnist5k, its default recipe, ./runs/lenet5-<time>
+  cnnzoo train resnet20 --data cifar10 --epochs 180 --set optim.lr=0.1
+  cnnzoo train lenet5 --recipe my.yaml --set schedule.name=cosine --set train.amp=bf16
+  cnnzoo train --resume runs/lenet5-20240101-120000
+  torchrun --nproc_per_node=2 -m cnnzoo train resnet20 --data cifar10
+config sections and keys: model, data, optim, schedule, train (see the README's Training section)."""
+
+
+def _flag_overrides(args: argparse.Namespace) -> list[str]:
+    """The dedicated flags as --set pairs (applied before the explicit --set ones)."""
+    table = [("epochs", "train.epochs"), ("batch_size", "data.batch_size"), ("optimizer", "optim.name"),
+             ("lr", "optim.lr"), ("momentum", "optim.momentum"), ("nesterov", "optim.nesterov"),
+             ("weight_decay", "optim.weight_decay"), ("schedule", "schedule.name"),
+             ("warmup_epochs", "schedule.warmup_epochs"), ("label_smoothing", "train.label_smoothing"),
+             ("amp", "train.amp"), ("channels_last", "model.channels_last"), ("compile", "model.compile"),
+             ("device", "train.device"), ("seed", "train.seed"), ("run_dir", "train.run_dir"),
+             ("weights", "model.weights"), ("sync_bn", "model.sync_bn"), ("limit_batches", "train.limit_batches"),
+             ("data_dir", "data.data_dir")]
+    out = []
+    for attr, key in table:
+        value = getattr(args, attr, None)
+        if value is not None:
+            out.append(f"{key}={json.dumps(value)}")
+    if args.no_download:
+        out.append("data.download=false")
+    return out
+
+
+def build_config(args: argparse.Namespace):
+    """The resolved config: dataset recipe <- --recipe <- flags <- -o options <- --set."""
+    from ..train.config import apply_overrides, default_config, load_recipe
+
+    cfg = default_config(args.name, args.data or "mnist5k")
+    if args.recipe:
+        cfg = load_recipe(args.recipe, cfg)
+        if args.data:
+            cfg.data.name = args.data
+        cfg.model.name = args.name
+    cfg.model.options.update(parse_options(args.options))
+    return apply_overrides(cfg, _flag_overrides(args) + list(args.set or []))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ..train import Trainer, TrainingDiverged, TrainingInterrupted
+    from ..train.config import apply_overrides
+
+    if args.resume:
+        if args.name or args.recipe or args.data:
+            raise ValueError("--resume continues a run with its own config.yaml; give only the run directory "
+                             "(and optionally --epochs or --set to extend it)")
+        extra = _flag_overrides(args) + list(args.set or [])
+        trainer = Trainer(resume=args.resume, overrides=(lambda c: apply_overrides(c, extra)) if extra else None,
+                          verbose=not args.quiet)
+    else:
+        if not args.name:
+            raise ValueError("give a network NAME to train (see `cnnzoo list`) or --resume RUN_DIR")
+        trainer = Trainer(build_config(args), verbose=not args.quiet)
+    if trainer.is_main:
+        what = "resuming" if args.resume else "training"
+        print(f"{what} {trainer.cfg.model.name} on {trainer.bundle.name} ({len(trainer.bundle.train)} train / "
+              f"{len(trainer.bundle.test)} test images) on {trainer.device}"
+              f"{f' x {trainer.world} processes' if trainer.world > 1 else ''}; run directory: {trainer.run_dir}",
+              flush=True)
+    try:
+        result = trainer.fit()
+    except TrainingInterrupted as e:
+        print(str(e), file=sys.stderr if not trainer.is_main else sys.stdout, flush=True)
+        return 128 + int(e.signum)
+    except TrainingDiverged as e:
+        print(f"cnnzoo train: {e}", file=sys.stderr, flush=True)
+        return 1
+    if trainer.is_main:
+        print(f"test accuracy: {100 * result.test.top1:.2f}% (top-5 {100 * result.test.top5:.2f}%, "
+              f"loss {result.test.loss:.4f}) on {result.test.count} test images; run directory: {result.run_dir}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..data import load_dataset, make_loader
+    from ..evaluate import evaluate
+    from ..train.checkpoint import load_trained
+
+    device = torch.device(args.device)
+    model, meta = load_trained(args.checkpoint, model_name=args.model, device=device)
+    dataset = args.data or meta.get("dataset")
+    if not dataset:
+        raise ValueError(f"{args.checkpoint} does not say which dataset it was trained on; pass --data")
+    bundle = load_dataset(dataset, data_dir=args.data_dir, download=not args.no_download)
+    if bundle.num_classes != model.num_classes:
+        raise ValueError(f"{dataset} has {bundle.num_classes} classes but the checkpoint's network has "
+                         f"{model.num_classes} outputs")
+    loader = make_loader(bundle, "test", batch_size=args.batch_size, train=False, device=device,
+                         input_size=meta.get("input_size"))
+    result = evaluate(model, loader, bundle.num_classes, bundle.classes)
+    loader.close()
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=1))
+        return 0
+    print(f"{meta.get('model', args.model)} on {bundle.name} test split ({result.count} images)")
+    print(f"loss {result.loss:.4f}  top-1 {100 * result.top1:.2f}%  top-5 {100 * result.top5:.2f}%")
+    print("per-class accuracy:")
+    for name, acc in result.per_class.items():
+        print(f"  {name:>12}  {100 * acc:6.2f}%")
+    n = len(bundle.classes)
+    if n <= 20:
+        width = max(5, max(len(c) for c in bundle.classes) + 1)
+        print("confusion matrix (rows: true class, columns: predicted):")
+        print(" " * width + "".join(f"{c[:width - 1]:>{width}}" for c in bundle.classes))
+        for c, row in zip(bundle.classes, result.confusion.tolist()):
+            print(f"{c[:width - 1]:>{width}}" + "".join(f"{v:>{width}}" for v in row))
+    if args.plot:
+        from ..evaluate import plot_confusion
+
+        plot_confusion(result, args.plot)
+        print(f"confusion matrix plot: {args.plot}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..train.checkpoint import load_trained, preprocess_image
+
+    device = torch.device(args.device)
+    model, meta = load_trained(args.checkpoint, model_name=args.model, device=device)
+    classes = meta.get("classes") or [str(i) for i in range(model.num_classes)]
+    k = min(args.top_k, len(classes))
+    if k < 1:
+        raise ValueError(f"--top-k must be at least 1, got {args.top_k}")
+    for path in args.images:
+        x = preprocess_image(path, meta, device)
+        with torch.no_grad():
+            probs = model(x).float().softmax(1)[0]
+        top = probs.topk(k)
+        print(path)
+        for p, i in zip(top.values.tolist(), top.indices.tolist()):
+            print(f"  {classes[i]:>12}  {100 * p:6.2f}%")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a network on a dataset, or resume a run",
+                       description="Train a registered network. Config = the dataset's default recipe, then "
+                                   "--recipe, then the flags, then --set SECTION.KEY=VALUE.",
+                       epilog=EPILOG_TRAIN, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("name", nargs="?", help="registered network name (see `cnnzoo list`)")
+    p.add_argument("--data", help="mnist5k (built in, default), mnist, fashion-mnist, cifar10, cifar100, folder:PATH")
+    p.add_argument("--recipe", metavar="FILE.yaml", help="a YAML recipe with sections model/data/optim/schedule/train")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override one config key (repeatable)")
+    p.add_argument("-o", "--option", dest="options", action="append", metavar="KEY=VALUE",
+                   help="network option (repeatable), as in `cnnzoo info NAME`")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    g = p.add_argument_group("common settings (shortcuts for --set)")
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--batch-size", type=int, help="per process")
+    g.add_argument("--optimizer", choices=("sgd", "adam", "adamw", "rmsprop"))
+    g.add_argument("--lr", type=float)
+    g.add_argument("--momentum", type=float)
+    g.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None)
+    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--schedule", choices=("none", "step", "multistep", "plateau", "cosine", "onecycle"))
+    g.add_argument("--warmup-epochs", type=float)
+    g.add_argument("--label-smoothing", type=float)
+    g.add_argument("--amp", choices=("off", "bf16", "fp16"), help="mixed precision (fp16 uses loss scaling)")
+    g.add_argument("--channels-last", action="store_true", default=None)
+    g.add_argument("--compile", action="store_true", default=None, help="torch.compile the network")
+    g.add_argument("--sync-bn", action="store_true", default=None, help="SyncBatchNorm under torchrun")
+    g.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, mps")
+    g.add_argument("--seed", type=int)
+    g.add_argument("--run-dir", help="default: ./runs/NAME-YYYYmmdd-HHMMSS")
+    g.add_argument("--weights", metavar="PATH", help="start from a checkpoint (cnnzoo, torchvision or timm) or "
+                                                     "'torchvision'")
+    g.add_argument("--limit-batches", type=int, help="at most this many batches per epoch (smoke tests)")
+    g.add_argument("--data-dir", help="where downloaded datasets live (default $CNNZOO_DATA or ~/.cache/cnnzoo)")
+    g.add_argument("--no-download", action="store_true", help="never fetch datasets")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="evaluate a run or checkpoint: loss, top-1/5, per-class accuracy, confusion")
+    e.add_argument("checkpoint", metavar="RUN_DIR|CHECKPOINT")
+    e.add_argument("--data", help="dataset (default: the one the checkpoint was trained on)")
+    e.add_argument("--model", help="network name, for checkpoints without cnnzoo metadata (torchvision/timm files)")
+    e.add_argument("--batch-size", type=int, default=500)
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--data-dir")
+    e.add_argument("--no-download", action="store_true")
+    e.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    e.add_argument("--plot", metavar="PNG", help="also save the confusion matrix as a PNG")
+    e.set_defaults(func=cmd_eval)
+
+    r = sub.add_parser("predict", help="top-k classes of images, with probabilities")
+    r.add_argument("checkpoint", metavar="RUN_DIR|CHECKPOINT")
+    r.add_argument("images", nargs="+", metavar="IMAGE")
+    r.add_argument("-k", "--top-k", type=int, default=5)
+    r.add_argument("--model", help="network name, for checkpoints without cnnzoo metadata")
+    r.add_argument("--device", default="cpu")
+    r.set_defaults(func=cmd_predict)
+
+
+__all__ = ["register", "build_config", "Path"]
