@@ -56,3 +56,13 @@ def test_train_rejects_unknown_config_key(capsys):
     code = main(["train", "lenet5", "--set", "optim.lrr=0.1", "--no-download", "--quiet"])
     assert code == 2
     assert "lrr" in capsys.readouterr().err
+
+
+def test_default_lenet5_recipe_reaches_98_percent(tmp_path, capsys):
+    """The README's promise: `cnnzoo demo` (= `cnnzoo train lenet5` on mnist5k, defaults) passes 98.0%."""
+    assert main(["demo", "--run-dir", str(tmp_path / "demo"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    line = [ln for ln in out.splitlines() if ln.startswith("test accuracy:")][-1]
+    accuracy = float(line.split()[2].rstrip("%"))
+    assert accuracy >= 98.0, line
+    assert (tmp_path / "demo" / "confusion_matrix.png").exists()
