@@ -11,15 +11,25 @@ import torch
 from safetensors.torch import load_file
 
 
+DUMP = Path(__file__).parent / "helpers" / "ddp_rank_dump.py"
+
+
 def _train(run_dir: Path, batch_size: int, nproc: int) -> dict[str, torch.Tensor]:
-    args = ["-m", "cnnzoo", "train", "lenet5", "--epochs", "1", "--limit-batches", "8", "--batch-size",
+    dump_dir = run_dir.with_name(run_dir.name + "-ranks")
+    dump_dir.mkdir(parents=True)
+    args = [str(DUMP), str(dump_dir), "train", "lenet5", "--epochs", "1", "--limit-batches", "8", "--batch-size",
             str(batch_size), "--run-dir", str(run_dir), "--quiet", "--seed", "3", "--device", "cpu"]
     if nproc > 1:
         args = ["-m", "torch.distributed.run", f"--nproc_per_node={nproc}", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    return load_file(run_dir / "checkpoints" / "last.safetensors")
+    ranks = [load_file(dump_dir / f"rank{r}.safetensors") for r in range(nproc)]
+    for other in ranks[1:]:  # every rank ends with exactly the same weights
+        assert all(torch.equal(ranks[0][k], other[k]) for k in ranks[0])
+    saved = load_file(run_dir / "checkpoints" / "last.safetensors")
+    assert all(torch.equal(saved[k], ranks[0][k]) for k in saved)
+    return saved
 
 
 def test_two_process_gloo_run_matches_single_process_global_batch(tmp_path):
