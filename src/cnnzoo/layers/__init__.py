@@ -5,6 +5,7 @@ from .attention import ATTN_LAYERS, SEModule, get_attn
 from .conv import ConvNormAct
 from .drop import DropPath, drop_path, drop_path_rates
 from .head import ClassifierHead, global_pool
+from .init import init_conv_bn
 from .norm import LocalResponseNorm, get_norm
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "get_attn",
     "get_norm",
     "global_pool",
+    "init_conv_bn",
 ]

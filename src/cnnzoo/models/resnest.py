@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import DropPath, drop_path_rates, global_pool
+from ..layers import DropPath, drop_path_rates, global_pool, init_conv_bn
 from ..registry import Paper, register_model
 from .base import ZooModel
 
@@ -148,12 +148,7 @@ class ResNeSt(ZooModel):
         self.num_features = inplanes
         self.drop = nn.Dropout(drop_rate)
         self.fc = nn.Linear(inplanes, num_classes)  # named as in timm, so its checkpoints load directly
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_conv_bn(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.act1(self.bn1(self.conv1(x))))  # (B, 3, H, W) -> (B, 2s, H/4, W/4)

@@ -75,7 +75,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import DropPath, drop_path_rates, get_act, get_attn, get_norm
+from ..layers import DropPath, drop_path_rates, get_act, get_attn, get_norm, init_conv_bn
 from ..registry import Paper, register_model
 from .base import ZooModel
 
@@ -398,12 +398,7 @@ class ResNet(ZooModel):
         self._init_weights(zero_init_residual)
 
     def _init_weights(self, zero_init_residual: bool) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):  # He et al. 2015 (fan-out), as torchvision
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_conv_bn(self)  # He et al. 2015 (fan-out), as torchvision
         if zero_init_residual:  # Goyal et al. 2017, Sec. 5.1
             for m in self.modules():
                 if isinstance(m, _ResidualBlock) and m.residual:

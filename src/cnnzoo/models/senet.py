@@ -40,7 +40,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..layers import ClassifierHead, DropPath, SEModule, drop_path_rates
+from ..layers import ClassifierHead, DropPath, SEModule, drop_path_rates, init_conv_bn
 from ..registry import Paper, register_converter, register_model
 from .base import ZooModel
 
@@ -114,12 +114,7 @@ class SENet(ZooModel):
             self.feature_info.append(dict(num_chs=inplanes, reduction=4 * 2 ** (i - 1), module=f"layer{i}"))
         self.num_features = inplanes
         self.head = ClassifierHead(inplanes, num_classes, drop_rate=drop_rate)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_conv_bn(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layer0(x)  # (B, 3, H, W) -> (B, 128, H/4, W/4)
