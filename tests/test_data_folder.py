@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 from PIL import Image
 
 from cnnzoo.data import load_dataset, make_loader
-from cnnzoo.data.folder import FolderTransform, decode, stratified_split
+from cnnzoo.data.folder import FolderTransform, decode, folder_index, stratified_split
 
 
 def _rgb(seed: int, size=(24, 20)) -> Image.Image:
@@ -94,13 +95,75 @@ def test_empty_class_folder_is_an_error(tmp_path):
         load_dataset(f"folder:{tmp_path / 'missing'}")
 
 
-def test_decompression_bomb_is_a_clear_error(tmp_path, monkeypatch):
-    root = make_folder(tmp_path / "d", {"a": 1, "b": 1})
+def test_decompression_bombs_are_never_decoded(tmp_path, monkeypatch):
+    root = make_folder(tmp_path / "d", {"a": 2, "b": 2})
     Image.new("RGB", (40, 40)).save(root / "a" / "big.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # 1600 px > 2 * 500: Pillow refuses to decode
     with pytest.raises(ValueError, match="decompression-bomb limit") as err:
-        load_dataset(f"folder:{root}", image_size=8)
+        load_dataset(f"folder:{root}", image_size=8, strict=True)
     assert "big.png" in str(err.value) and "MAX_IMAGE_PIXELS" in str(err.value)
+    bundle = load_dataset(f"folder:{root}", image_size=8, val_fraction=0.0)  # lazily: skipped, named, not decoded
+    reasons = {Path(p).name: why for p, why in bundle.skipped}
+    assert "decompression bomb" in reasons["big.png"]
+    assert "big.png" not in {Path(p).name for p, _ in bundle.train.samples}
+
+
+def test_a_file_that_becomes_unreadable_during_training_is_skipped_and_logged(tmp_path, caplog):
+    root = make_folder(tmp_path / "d", {"a": 4, "b": 4})
+    bundle = load_dataset(f"folder:{root}", image_size=8, val_fraction=0.0)
+    victim = bundle.train.samples[2][0]
+    Path(victim).write_bytes(b"no longer an image")
+    loader = make_loader(bundle, "train", batch_size=8, train=False, num_workers=0)
+    loader.set_epoch(0)
+    with caplog.at_level("WARNING", logger="cnnzoo.data"):
+        (x, y), = list(loader)
+    assert x.shape == (8, 3, 8, 8) and "skipping unreadable image" in caplog.text and victim in caplog.text
+    # the next sample of the split stands in for it, the same every epoch
+    assert torch.equal(x[2], x[3]) and int(y[2]) == int(y[3])
+
+
+def test_one_class_is_not_a_classification_dataset(tmp_path):
+    root = make_folder(tmp_path / "d", {"only": 3})
+    with pytest.raises(ValueError, match="1 class folder.*at least 2"):
+        load_dataset(f"folder:{root}", image_size=8)
+
+
+def test_the_index_is_cached_and_refreshed_when_files_change(tmp_path):
+    root = make_folder(tmp_path / "d", {"a": 3, "b": 3})
+    first = folder_index(root)
+    assert not first["cached"] and (root / ".cnnzoo-index.json").is_file()
+    again = folder_index(root)
+    assert again["cached"] and again["train"] == first["train"]
+    time.sleep(0.01)
+    _rgb(99).save(root / "b" / "new.png")
+    changed = folder_index(root)
+    assert not changed["cached"] and len(changed["train"]) == 7
+    hidden = [rel for rel, _ in changed["train"] if Path(rel).name.startswith(".")]
+    assert hidden == []  # the index file itself is hidden and never a sample
+
+
+def test_a_10000_image_folder_starts_training_in_seconds(tmp_path, capsys):
+    """Issue 15: nothing is decoded up front; the second start reuses the cached listing."""
+    from cnnzoo.cli.main import main
+
+    digits = np.load(Path(__import__("cnnzoo.data").data.__path__[0]) / "mnist5k.npz")["images"]
+    root = tmp_path / "big"
+    for c in range(10):
+        (root / str(c)).mkdir(parents=True)
+    for i in range(10_000):
+        Image.fromarray(digits[i % 5000]).save(root / str(i % 10) / f"{i:05d}.png", compress_level=0)
+    for attempt in range(2):
+        t0 = time.perf_counter()
+        bundle = load_dataset(f"folder:{root}", image_size=28)
+        load_s = time.perf_counter() - t0
+        assert len(bundle.train) + len(bundle.test) == 10_000
+        assert folder_index(root)["cached"]
+        assert load_s < 10, f"load took {load_s:.1f} s (attempt {attempt})"
+    run = tmp_path / "run"
+    t0 = time.perf_counter()
+    assert main(["train", "lenet5", "--data", f"folder:{root}", "--epochs", "1", "--limit-batches", "2",
+                 "--set", "data.input_size=32", "--set", "data.num_workers=0", "--run-dir", str(run), "-q"]) == 0
+    assert time.perf_counter() - t0 < 60  # 1,000 test images are evaluated: the start itself takes seconds
 
 
 def test_stratified_seeded_split(tmp_path):

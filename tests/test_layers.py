@@ -23,8 +23,16 @@ def lrn_by_formula(a: torch.Tensor, n=5, k=2.0, alpha=1e-4, beta=0.75) -> torch.
 def test_lrn_matches_the_paper_formula(n):
     a = torch.randn(2, 9, 4, 5, dtype=torch.float64) * 30  # large activations make the sum matter
     lrn = LocalResponseNorm(size=n)
+    assert lrn.size == n
     assert torch.allclose(lrn(a), lrn_by_formula(a, n=n), rtol=1e-10, atol=1e-12)
-    assert (lrn.k, lrn.alpha, lrn.beta, lrn.size) == (2.0, 1e-4, 0.75, 5) or n != 5
+
+
+def test_lrn_defaults_are_alexnets_constants():
+    """Section 3.3: "k = 2, n = 5, alpha = 10^-4, and beta = 0.75", the values a user gets without arguments."""
+    lrn = LocalResponseNorm()
+    assert (lrn.k, lrn.alpha, lrn.beta, lrn.size) == (2.0, 1e-4, 0.75, 5)
+    a = torch.randn(2, 9, 4, 5, dtype=torch.float64) * 30
+    assert torch.allclose(lrn(a), lrn_by_formula(a, n=5, k=2.0, alpha=1e-4, beta=0.75), rtol=1e-10, atol=1e-12)
 
 
 def test_lrn_differs_from_torch_alpha_convention():

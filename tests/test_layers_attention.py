@@ -20,9 +20,16 @@ def test_cbam_channel_attention_shares_one_mlp_over_avg_and_max():
     ca = ChannelAttention(32, reduction=16)
     assert ca.fc1.in_channels == 32 and ca.fc1.out_channels == 2 and ca.fc2.out_channels == 32
     x = torch.randn(2, 32, 5, 5)
-    avg, mx = x.mean((2, 3), keepdim=True), x.amax((2, 3), keepdim=True)
-    expected = x * torch.sigmoid(ca.mlp(avg) + ca.mlp(mx))  # eq. 2: the same MLP on both descriptors
-    assert torch.allclose(ca(x), expected, atol=1e-6)
+    # eq. 2: M_c = sigmoid(W1 relu(W0 F_avg + b0) + b1 + W1 relu(W0 F_max + b0) + b1), the same W0, W1 for both
+    w0, b0 = ca.fc1.weight.view(2, 32), ca.fc1.bias  # (C/r, C)
+    w1, b1 = ca.fc2.weight.view(32, 2), ca.fc2.bias  # (C, C/r)
+    f_avg, f_max = x.sum((2, 3)) / 25, x.flatten(2).max(2).values  # (B, C)
+
+    def mlp(f):
+        return torch.relu(f @ w0.T + b0) @ w1.T + b1
+
+    gate = 1 / (1 + torch.exp(-(mlp(f_avg) + mlp(f_max))))
+    assert torch.allclose(ca(x), x * gate[:, :, None, None], atol=1e-6)
     # The max descriptor matters: raising one pixel and lowering another keeps the average but changes the gate.
     for fc in (ca.fc1, ca.fc2):
         torch.nn.init.constant_(fc.weight, 0.1)

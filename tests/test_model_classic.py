@@ -96,10 +96,14 @@ def test_lenet5_paper_rbf_centres_are_fixed_pm1_and_logits_are_negative_distance
     # an F6 output equal to class 7's code is classified as 7, with distance 0
     out = m.rbf(centres[7:8])
     assert out.argmax().item() == 7 and out[0, 7].item() == 0.0
-    # training does not move the centres
+    # training does not move the centres: a real optimizer step over everything the model exposes for training
     m.train()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    opt = torch.optim.SGD(m.parameters(), lr=1.0)
     F.cross_entropy(m(torch.randn(4, 1, 32, 32)), torch.arange(4)).backward()
-    torch.testing.assert_close(m.rbf.centres, centres)
+    opt.step()
+    assert not torch.equal(m.f6.weight, before["f6.weight"])  # the step did train the layer feeding the RBF
+    assert torch.equal(m.rbf.centres, before["rbf.centres"])
 
 
 def test_lenet5_paper_reset_classifier_and_28x28_padding():
@@ -127,10 +131,60 @@ def test_alexnet_paper_layer_shapes_at_227():
     after_conv_or_pool = [s for t, s in feats if t in ("Conv2d", "MaxPool2d")]
     assert after_conv_or_pool == ALEXNET_PAPER_MAPS
     assert [s for t, s in head if t == "Linear"] == [(4096,), (4096,), (1000,)]
-    # dropout 0.5 right before fc6 and fc7, not before fc8
+    # Section 4.2 (and Caffe's fc6-relu6-drop6-fc7-relu7-drop7-fc8): dropout 0.5 on fc6's and fc7's outputs
     kinds = [type(mod).__name__ for mod in m.classifier]
-    assert kinds == ["Dropout", "Linear", "ReLU", "Dropout", "Linear", "ReLU", "Linear"]
+    assert kinds == ["Linear", "ReLU", "Dropout", "Linear", "ReLU", "Dropout", "Linear"]
     assert all(d.p == 0.5 for d in m.classifier if isinstance(d, nn.Dropout))
+
+
+def _fc_inputs_and_outputs(name: str, x: torch.Tensor, train: bool) -> tuple[torch.Tensor, list, list]:
+    """pool5 (flattened), and the inputs and outputs of the three fc layers in one forward pass."""
+    m = build(name, num_classes=10).train(train)
+    ins, outs = [], []
+
+    def record(mod, args, out) -> None:  # clone: the in-place ReLU after each fc overwrites its output
+        ins.append(args[0].detach().clone())
+        outs.append(out.detach().clone())
+
+    for fc in [mod for mod in m.modules() if isinstance(mod, nn.Linear)]:
+        fc.register_forward_hook(record)
+    with torch.no_grad():
+        pool5 = torch.flatten(m.avgpool(m.features(x)), 1)  # no dropout in the features
+        m(x)
+    return pool5, ins, outs
+
+
+def _dropped_fraction(seen: torch.Tensor, kept: torch.Tensor) -> float:
+    """Check that ``seen`` is inverted dropout (p=0.5) of ``kept``: each unit 0 or 2x; return the share zeroed."""
+    live = kept > 0
+    zeroed = seen[live] == 0
+    torch.testing.assert_close(seen[live][~zeroed], 2 * kept[live][~zeroed])
+    assert (seen[~live] == 0).all()
+    return zeroed.float().mean().item()
+
+
+def test_alexnet_paper_drops_out_the_outputs_of_fc6_and_fc7():
+    """Section 4.2: dropout "in the first two fully-connected layers" sets the output of each hidden
+    neuron to zero with probability 0.5 (Caffe: drop6 after relu6, drop7 after relu7). fc6 sees pool5
+    untouched; fc7 and fc8 see the dropped-out ReLU outputs of fc6 and fc7. At eval, no dropout anywhere."""
+    x = torch.randn(2, 3, 67, 67)
+    pool5, ins, outs = _fc_inputs_and_outputs("alexnet_paper", x, train=True)
+    torch.testing.assert_close(ins[0], pool5, rtol=0, atol=0)  # nothing before fc6
+    assert 0.4 < _dropped_fraction(ins[1], outs[0].relu()) < 0.6  # fc6's output, about half dropped
+    assert 0.4 < _dropped_fraction(ins[2], outs[1].relu()) < 0.6  # fc7's output, about half dropped
+    pool5, ins, outs = _fc_inputs_and_outputs("alexnet_paper", x, train=False)
+    torch.testing.assert_close(ins[0], pool5, rtol=0, atol=0)
+    torch.testing.assert_close(ins[1], outs[0].relu(), rtol=0, atol=0)
+    torch.testing.assert_close(ins[2], outs[1].relu(), rtol=0, atol=0)
+
+
+def test_alexnet_keeps_torchvision_dropout_before_fc6_and_fc7():
+    """torchvision's layout: Dropout-fc6-ReLU-Dropout-fc7-ReLU-fc8, so fc8 sees fc7's output undropped."""
+    x = torch.randn(2, 3, 63, 63)
+    pool5, ins, outs = _fc_inputs_and_outputs("alexnet", x, train=True)
+    assert 0.4 < _dropped_fraction(ins[0], pool5) < 0.6
+    assert 0.4 < _dropped_fraction(ins[1], outs[0].relu()) < 0.6
+    torch.testing.assert_close(ins[2], outs[1].relu(), rtol=0, atol=0)
 
 
 def test_alexnet_paper_lrn_follows_relu_of_conv1_and_conv2_only():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -94,10 +96,11 @@ def test_projection_reads_the_pre_activated_input():
 
 
 def test_zero_init_last_makes_every_unit_start_as_its_shortcut():
+    """The default is the paper's He init everywhere; zero_init_last=True (timm's option) zeroes each last conv."""
     model = cnnzoo.create_model("preact_resnet164_cifar", layers=(2, 2, 2))
-    assert all(not u.conv3.weight.any() for u in model.modules() if isinstance(u, PreActBottleneck))
-    model = cnnzoo.create_model("preact_resnet164_cifar", layers=(2, 2, 2), zero_init_last=False)
     assert all(u.conv3.weight.all() for u in model.modules() if isinstance(u, PreActBottleneck))
+    model = cnnzoo.create_model("preact_resnet164_cifar", layers=(2, 2, 2), zero_init_last=True)
+    assert all(not u.conv3.weight.any() for u in model.modules() if isinstance(u, PreActBottleneck))
 
 
 def test_network_ends_with_bn_relu():
@@ -207,24 +210,57 @@ def test_attention_in_every_unit(name, opts, attn):
         assert model(torch.randn(1, 3, 32, 32)).shape == (1, model.num_classes)
 
 
+def _bn(prefix: str, c: int) -> dict[str, tuple[int, ...]]:
+    return {f"{prefix}.{k}": (c,) for k in ("weight", "bias", "running_mean", "running_var")} | {
+        f"{prefix}.num_batches_tracked": ()}
+
+
+def timm_resnetv2_layout(layers: tuple[int, ...], num_classes: int = 1000) -> dict[str, tuple[int, ...]]:
+    """The keys and shapes of a timm ``resnetv2_50/101/152`` checkpoint, written from timm's ResNetV2 naming.
+
+    timm (resnetv2.py): ``stem.conv`` (7x7, no norm: pre-activation); ``stages.i.blocks.j`` are
+    PreActBottlenecks ``norm1, conv1 (1x1), norm2, conv2 (3x3), norm3, conv3 (1x1)`` with the bottleneck at a
+    quarter of the stage width (256, 512, 1024, 2048); the first block of every stage, the first stage's included,
+    has a ``downsample.conv`` (1x1, its norm an Identity under pre-activation); a final ``norm``; the classifier
+    ``head.fc`` is a 1x1 conv with bias. Norms are BatchNormAct2d: BatchNorm2d's five entries.
+    """
+    shapes: dict[str, tuple[int, ...]] = {"stem.conv.weight": (64, 3, 7, 7)}
+    cin = 64
+    for i, (depth, out) in enumerate(zip(layers, (256, 512, 1024, 2048))):
+        mid = out // 4
+        for j in range(depth):
+            p = f"stages.{i}.blocks.{j}."
+            if j == 0:
+                shapes[p + "downsample.conv.weight"] = (out, cin, 1, 1)
+            shapes |= _bn(p + "norm1", cin) | _bn(p + "norm2", mid) | _bn(p + "norm3", mid)
+            shapes |= {p + "conv1.weight": (mid, cin, 1, 1), p + "conv2.weight": (mid, mid, 3, 3),
+                       p + "conv3.weight": (out, mid, 1, 1)}
+            cin = out
+    return shapes | _bn("norm", 2048) | {"head.fc.weight": (num_classes, 2048, 1, 1), "head.fc.bias": (num_classes,)}
+
+
 def test_timm_resnetv2_checkpoint_converts():
-    """timm resnetv2_50 keys (read from timm's resnetv2.py; no layout fixture exists) load after conversion."""
-    model = cnnzoo.create_model("preact_resnet50", layers=(1, 1, 1, 1))
-    sd = model.state_dict()
-    for key in (
-        "stem.conv.weight",
-        "stages.1.blocks.0.downsample.conv.weight",
-        "stages.0.blocks.0.norm1.running_var",
-        "stages.3.blocks.0.conv3.weight",
-        "norm.weight",
-        "norm.running_mean",
-        "head.fc.bias",
-    ):
-        assert key in sd, key
-    timm_sd = {**sd, "head.fc.weight": sd["head.fc.weight"][:, :, None, None].clone()}  # timm's 1x1-conv head
-    converted = cnnzoo.convert_state_dict("preact_resnet50", timm_sd, "timm")
-    other = cnnzoo.create_model("preact_resnet50", layers=(1, 1, 1, 1))
-    other.load_state_dict(converted, strict=True)
-    assert torch.equal(other.head.fc.weight, model.head.fc.weight)
+    """A checkpoint in timm's resnetv2_50 layout loads strictly, every tensor where timm keeps it."""
+    def learnable(layout):
+        return sum(math.prod(s) for k, s in layout.items() if not k.endswith(("running_mean", "running_var", "_tracked")))
+
+    full = learnable(timm_resnetv2_layout((3, 4, 6, 3)))
+    assert round(full / 1e6, 2) == 25.55 and n_params("preact_resnet50") == full  # timm's param_count: 25.55M
+    layers = (2, 1, 1, 1)  # a shallower stack keeps the test fast; every kind of key is there
+    layout = timm_resnetv2_layout(layers)
+    g = torch.Generator().manual_seed(0)
+    timm_sd = {k: torch.randint(0, 5, s, generator=g) if k.endswith("num_batches_tracked") else torch.randn(s, generator=g)
+               for k, s in layout.items()}
+    converted = cnnzoo.convert_state_dict("preact_resnet50", dict(timm_sd), "timm", layers=layers)
+    model = cnnzoo.create_model("preact_resnet50", layers=layers)
+    model.load_state_dict(converted, strict=True)
+    assert sum(p.numel() for p in model.parameters()) == learnable(layout)
+    ours = model.state_dict()
+    for key, value in timm_sd.items():
+        expected = value.flatten(1) if key == "head.fc.weight" else value  # the 1x1-conv classifier as a Linear
+        assert torch.equal(ours[key], expected), key
+    # the tensors sit in the modules timm's names say, e.g. the stride-2 3x3 of stage 2's first unit
+    assert torch.equal(model.stages[1].blocks[0].conv2.weight, timm_sd["stages.1.blocks.0.conv2.weight"])
+    assert model.stages[1].blocks[0].conv2.stride == (2, 2)
     with pytest.raises(ValueError, match="no timm counterpart"):
-        cnnzoo.convert_state_dict("preact_resnet164_cifar", sd, "timm")
+        cnnzoo.convert_state_dict("preact_resnet164_cifar", timm_sd, "timm")

@@ -94,11 +94,67 @@ def test_every_shortcut_option_runs_on_odd_sizes(shortcut):
 
 @pytest.mark.parametrize("name,zeroed", [("resnet20_cifar", True), ("plain20_cifar", False)])
 def test_zero_init_last_only_where_there_is_a_shortcut(name, zeroed):
-    """Residual blocks start as their shortcut; a plain net must not (its output would be constant)."""
+    """The default is the paper's init (every BN gamma 1); zero_init_last=True zeroes the last BN of residual
+    blocks only (a plain net's output would be constant)."""
     blocks = [m for m in cnnzoo.create_model(name).modules() if isinstance(m, BasicBlock)]
+    assert all(b.bn2.weight.eq(1).all() for b in blocks)
+    blocks = [m for m in cnnzoo.create_model(name, zero_init_last=True).modules() if isinstance(m, BasicBlock)]
     assert all((not b.bn2.weight.any()) == zeroed for b in blocks)
-    blocks = [m for m in cnnzoo.create_model(name, zero_init_last=False).modules() if isinstance(m, BasicBlock)]
-    assert all(b.bn2.weight.all() for b in blocks)
+
+
+@pytest.mark.parametrize("name,opts", [("resnet20_cifar", {}), ("resnext29_8x64d_cifar", {"base_width": 4}),
+                                       ("wide_resnet16_8_cifar", {"widen_factor": 1}), ("preact_resnet110_cifar", {}),
+                                       ("preact_resnet18", {})])
+def test_residual_families_default_to_the_papers_initialisation(name, opts):
+    """He et al. / Xie et al. / Zagoruyko & Komodakis initialise every conv with He's normal and every BN to
+    (1, 0): no branch starts at zero."""
+    model = cnnzoo.create_model(name, **opts)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            assert m.weight.eq(1).all() and m.bias.eq(0).all()
+        elif isinstance(m, nn.Conv2d):
+            assert m.weight.count_nonzero() == m.weight.numel()
+
+
+def test_untrained_network_evaluates_as_it_trains_and_first_batch_sets_the_statistics():
+    """FreshBatchNorm2d: no statistics yet -> eval mode normalises with the batch's own (what train mode does);
+    the first training batch then sets the running statistics exactly (momentum 1), later ones move 10%."""
+    torch.manual_seed(0)
+    model = cnnzoo.create_model("resnet20_cifar")
+    x = torch.randn(8, 3, 16, 16)
+    with torch.no_grad():
+        eval_out = model.eval()(x)
+        train_out = model.train()(x)  # the first training batch
+    torch.testing.assert_close(eval_out, train_out)
+    stem_in = model.conv1(x).detach()
+    torch.testing.assert_close(model.bn1.running_mean, stem_in.mean((0, 2, 3)))
+    torch.testing.assert_close(model.bn1.running_var, stem_in.var((0, 2, 3), unbiased=True))
+    assert model.bn1.num_batches_tracked == 1
+    first = model.bn1.running_mean.clone()
+    with torch.no_grad():
+        model(x * 2)  # the second batch moves the statistics 10% of the way (nn.BatchNorm2d's momentum)
+    torch.testing.assert_close(model.bn1.running_mean, 0.9 * first + 0.1 * 2 * stem_in.mean((0, 2, 3)))
+    loaded = cnnzoo.create_model("resnet20_cifar")
+    loaded.load_state_dict(cnnzoo.create_model("resnet20_cifar").state_dict())  # a checkpoint has statistics
+    assert all(m.has_stats for m in loaded.modules() if isinstance(m, nn.BatchNorm2d))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnet1202_cifar", "preact_resnet1001_cifar"])
+def test_very_deep_nets_evaluate_finite_at_init_with_the_papers_init(name):
+    """What overflows: PyTorch's placeholder statistics (mean 0, var 1) make an untrained BN the identity in eval
+    mode, and hundreds of He-initialised blocks each multiply the variance (ResNet-1202: inf/NaN logits,
+    pre-act ResNet-1001: ~1e33). Normalising with the batch's statistics keeps train mode's scale."""
+    torch.manual_seed(0)
+    model = cnnzoo.create_model(name).eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        assert model(x).abs().max() < 100
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.has_stats = True  # use the placeholders, as nn.BatchNorm2d does
+        out = model(x)
+    assert not torch.isfinite(out).all() or out.abs().max() > 1e20
 
 
 @pytest.mark.parametrize(

@@ -22,14 +22,15 @@ def test_sigterm_mid_epoch_then_resume(tmp_path):
             proc.send_signal(signal.SIGTERM)
             break
     out = "".join(lines) + proc.stdout.read()
-    assert proc.wait(timeout=120) != 0 or "resume" in out
+    # stopped by a signal, not finished: the shell convention 128 + SIGTERM, so scripts and schedulers can tell
+    assert proc.wait(timeout=120) == 128 + signal.SIGTERM, out[-1500:]
     assert "--resume" in out and str(run) in out, out[-1500:]
     assert (run / "checkpoints" / "last.safetensors").exists()
     epochs_before = [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert epochs_before and max(epochs_before) < 6  # stopped early
 
     done = subprocess.run([sys.executable, "-m", "cnnzoo", "train", "--resume", str(run), "--quiet"], env=env,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stdout[-1500:] + done.stderr[-1500:]
     epochs = [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert epochs == list(range(1, 7)), epochs

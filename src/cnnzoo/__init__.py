@@ -6,6 +6,7 @@
 """
 
 from .registry import (
+    Counterpart,
     ModelCard,
     Paper,
     UnknownModelError,
@@ -20,6 +21,7 @@ from .registry import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "Counterpart",
     "ModelCard",
     "Paper",
     "UnknownModelError",

@@ -94,17 +94,21 @@ def receptive_field(layers: Sequence[tuple[int, int] | tuple[int, int, int]]) ->
     return out
 
 
-def receptive_field_backward(layers: Sequence[tuple[int, int]], f: int = 1) -> int:
+def receptive_field_backward(layers: Sequence[tuple[int, int] | tuple[int, int, int]], f: int = 1) -> int:
     """The notes' recurrence F(i) = (F(i+1) - 1) * S + K, from ``f`` pixels of the last layer back to the input.
 
+    A dilated kernel (dilation D) spans D(K - 1) + 1 pixels, which takes K's place. Groups (depthwise, grouped
+    convolutions) do not enter: they change which channels a kernel reads, not which pixels.
+
     Args:
-        layers: (K, S) per layer, input first (the recurrence walks them last to first).
+        layers: (K, S) or (K, S, D) per layer, input first (the recurrence walks them last to first).
         f: how many neighbouring pixels of the last layer's output (1: one pixel).
     """
     _check_positive(f=f)
-    for k, s in reversed(list(layers)):
-        _check_positive(kernel=k, stride=s)
-        f = (f - 1) * s + k
+    for layer in reversed(list(layers)):
+        k, s, d = (*layer, 1)[:3]
+        _check_positive(kernel=k, stride=s, dilation=d)
+        f = (f - 1) * s + d * (k - 1) + 1
     return f
 
 

@@ -14,6 +14,19 @@ input image starts at size 1, jump 1. Then, for every op the network runs (Dumou
   onto the map therefore makes every position of the block's output see the whole input, which is
   what the arithmetic says.
 
+Token sequences (a Vision Transformer's patches): a map flattened to (B, C, H*W) or (B, H*W, C) keeps
+its field as a sequence of H*W positions, followed through ops that keep a dimension of that length
+(transposes, reshapes into heads, LayerNorm, linear layers over channels, residual sums; a concatenated
+class token or a sliced-off prefix changes the length). A patch token therefore sees its P x P patch
+(rf P, jump P), until an op mixes positions: a product of two activations (attention's Q K^T and
+A V), a matrix product whose contracted dimension is the tokens (an MLP-Mixer's token MLP), or a fused
+scaled-dot-product attention kernel. After that every token sees the same pixels, the union of all
+tokens' fields (``rf + (n - 1) * jump`` over the patch grid: the whole image), which mixing again does
+not enlarge; so every Transformer layer reports the whole image while the tokens stay a patch apart
+(jump P). Reshaping the tokens back to an H x W map makes it a map again. The rules find
+the token dimension by its length, so a tensor with another dimension of the same length could be
+misread; it affects the reported field only.
+
 Fields are theoretical (they may exceed the image; padding is not subtracted), the convention of
 the notes and of the usual tables (VGG-16 pool5 = 212 at a 224 input).
 """
@@ -21,6 +34,7 @@ the notes and of the usual tables (VGG-16 pool5 = 212 at a 224 input).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -38,19 +52,29 @@ class Field:
         rf: receptive-field size (h, w).
         jump: cumulative stride (h, w): how far apart, in input pixels, neighbouring positions are.
         hw: the spatial size (H, W) of the tensor the field belongs to, or None once the tensor has
-            lost its spatial layout (flattened features, logits).
+            lost its spatial layout (flattened features, logits, token sequences).
+        tokens: for a token sequence (a map flattened to H*W positions, plus any class token), its length;
+            None for anything else.
+        grid: for a token sequence, the (H, W) map its patch tokens came from (for `whole`).
+        shared: every token sees the same pixels (after attention has mixed them): ``rf`` is then that one
+            field, which mixing the tokens again does not enlarge.
     """
 
     rf: tuple[int, int]
     jump: tuple[int, int]
     hw: tuple[int, int] | None
+    tokens: int | None = None
+    grid: tuple[int, int] | None = None
+    shared: bool = False
 
     def whole(self) -> Field:
         """The field of an op that mixes every position of this tensor (global pool, flatten, attention)."""
-        if self.hw is None:
+        extent = self.hw or self.grid
+        if extent is None:
             return self
-        rf = tuple(r + (n - 1) * j for r, j, n in zip(self.rf, self.jump, self.hw))
-        jump = tuple(j * n for j, n in zip(self.jump, self.hw))
+        # the union of every position's field: shifted copies a jump apart, or one field they all share
+        rf = self.rf if self.shared else tuple(r + (n - 1) * j for r, j, n in zip(self.rf, self.jump, extent))
+        jump = tuple(j * n for j, n in zip(self.jump, extent))
         return Field(rf, jump, None)
 
 
@@ -83,8 +107,14 @@ def _hw(t) -> tuple[int, int] | None:
     return (int(t.shape[-2]), int(t.shape[-1])) if isinstance(t, torch.Tensor) and t.ndim >= 3 else None
 
 
-def propagate(func, args, kwargs, inputs: list[Field], out: torch.Tensor) -> Field | None:
-    """The field of ``out`` = ``func(*args, **kwargs)``, given the fields of its traced input tensors."""
+def propagate(func, args, kwargs, inputs: list[Field], out: torch.Tensor,
+              field_of: Callable[[object], Field | None] | None = None) -> Field | None:
+    """The field of ``out`` = ``func(*args, **kwargs)``, given the fields of its traced input tensors.
+
+    ``field_of(tensor)`` (the field of any argument, None if untraced) lets the token rules tell a product of
+    two activations (attention) from a linear layer's product with its weight; without it, matrix products
+    of token sequences mix positions only through a fused attention kernel.
+    """
     if not inputs:
         return None
     out_hw = _hw(out)
@@ -119,7 +149,74 @@ def propagate(func, args, kwargs, inputs: list[Field], out: torch.Tensor) -> Fie
         rf = tuple(max(v) for v in zip(*(f.rf for f in spatial), *rest))
         jump = tuple(max(v) for v in zip(*(f.jump for f in spatial)))
         return Field(rf, jump, out_hw)
+    seq = _sequence(func, args, inputs, out, field_of)
+    if seq is not None:
+        return seq
     wholes = [f.whole() for f in inputs]
     rf = tuple(max(v) for v in zip(*(f.rf for f in wholes)))
     jump = tuple(max(v) for v in zip(*(f.jump for f in wholes)))
     return Field(rf, jump, None)
+
+
+# Ops that mix the positions of a token sequence whatever their operands (fused attention kernels).
+_ATTENTION = {
+    getattr(aten, n).default
+    for n in ("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",
+              "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention",
+              "_scaled_dot_product_fused_attention_overrideable", "_scaled_dot_product_attention_math_for_mps",
+              "_native_multi_head_attention")
+    if hasattr(aten, n)
+}
+# Matrix products: (index of the first matrix, index of the second) in the op's arguments.
+_PRODUCTS = {aten.mm.default: (0, 1), aten.bmm.default: (0, 1), aten.addmm.default: (1, 2),
+             aten.baddbmm.default: (1, 2)}
+
+
+def _mixes_tokens(func, args, tokens: int, field_of) -> bool:
+    """Whether ``func`` mixes the positions of a token sequence of length ``tokens`` (see the module notes)."""
+    if func in _ATTENTION:
+        return True
+    if func not in _PRODUCTS or field_of is None:
+        return False
+    i, j = _PRODUCTS[func]
+    a, b = args[i], args[j]
+    fa, fb = field_of(a), field_of(b)
+    if fa is not None and fb is not None:  # activation x activation: Q K^T, A V
+        return True
+    # one traced operand: mixes when the product sums over its token dimension
+    return (fa is not None and fa.tokens == tokens and a.shape[-1] == tokens) or (
+        fb is not None and fb.tokens == tokens and b.shape[-2] == tokens)
+
+
+def _sequence(func, args, inputs: list[Field], out: torch.Tensor, field_of) -> Field | None:
+    """The field of ``out`` under the token-sequence rules (module notes), or None when they do not apply."""
+    shape = tuple(out.shape)
+    seqs = [f for f in inputs if f.tokens is not None]
+    if not seqs:  # a map flattened into a sequence: (B, C, H, W) -> (B, C, H*W) or (B, H*W, C)
+        maps = [f for f in inputs if f.hw is not None and f.hw[0] * f.hw[1] > 1 and len(shape) == 3
+                and f.hw[0] * f.hw[1] in shape[1:]]
+        if not maps:
+            return None
+        f = maps[0]
+        return Field(f.rf, f.jump, None, tokens=f.hw[0] * f.hw[1], grid=f.hw)
+    first = seqs[0]
+    n, grid = first.tokens, first.grid
+    if func in (aten.cat.default, aten.slice.Tensor) and field_of is not None:
+        # a class token concatenated or a prefix sliced off: the sequence's length changes along that dimension
+        tensors = args[0] if func is aten.cat.default else [args[0]]
+        dim = args[1] if len(args) > 1 else 0
+        src = next((t for t in tensors if isinstance(t, torch.Tensor) and field_of(t) is first), None)
+        if src is not None and -len(shape) <= dim < len(shape) and src.shape[dim] == n:
+            n = shape[dim]
+    mixing = _mixes_tokens(func, args, first.tokens, field_of)
+    fields = [f.whole() if mixing else f for f in inputs]
+    rf = tuple(max(v) for v in zip(*(f.rf for f in fields)))
+    jump = tuple(max(v) for v in zip(*(f.jump for f in seqs)))
+    # after mixing every token sees the union of all fields; a sum with such a token sees it too
+    shared = mixing or any(f.shared for f in seqs)
+    if n > 1 and n in shape:
+        return Field(rf, jump, None, tokens=n, grid=grid, shared=shared)
+    hw = _hw(out)
+    if hw is not None and hw[0] * hw[1] == n and len(shape) == 4:  # tokens reshaped back into a map
+        return Field(rf, jump, hw)
+    return None

@@ -7,7 +7,17 @@ no memory and no arithmetic) under a ``TorchDispatchMode`` that sees every aten 
   groups and dilation, ``mm``/``addmm``/``bmm``/``baddbmm`` for linear layers and attention matmuls,
   scaled-dot-product attention), halved: MACs = FLOPs / 2, so the totals equal
   ``FlopCounterMode``'s by construction and follow torchvision's convention (conv + linear + matmul;
-  BatchNorm, pooling and activations are not counted);
+  BatchNorm, pooling and activations are not counted). Attention's two products, Q K^T and A V, are
+  matmuls and count (ViT-B/16: 12 layers x 2 x 197^2 x 768 = 0.715 GMACs of its 17.56, torchvision's
+  figure). On the meta device ``F.scaled_dot_product_attention`` runs as those two ``bmm``s; on a real
+  device it runs a fused kernel, which ``FlopCounterMode`` counts with its formula on CUDA but not at all
+  on the CPU (``_scaled_dot_product_flash_attention_for_cpu``, torch 2.x, has no formula: 0 FLOPs) nor
+  for ``nn.MultiheadAttention``'s fused inference kernel (``_native_multi_head_attention``, projections
+  included). The summary counts those with the same formula (QK^T + AV; the projections for the latter),
+  so a trace gives the same MACs on every device. One exception: a module that runs a structured
+  sparse operation through a dense kernel with zeros (LeNet-5's C3, which connects 60 of the 96 map
+  pairs) defines ``count_macs(inputs, output) -> int``, and its row counts what the sparse operation
+  computes instead of the dense kernel's multiplications by zero;
 - charges them to the innermost module running, so functional ``F.conv2d`` calls inside a
   module's ``forward`` count for that module;
 - propagates receptive fields tensor by tensor (:mod:`cnnzoo.analysis.receptive`), so branches,
@@ -120,6 +130,32 @@ class Summary:
         out._calls, out._rows = calls, self._rows
         return out
 
+    def stages(self, feature_info: Sequence[dict]) -> list[dict]:
+        """The output of each stage a network's ``feature_info`` names, as traced here.
+
+        Returns one dict per stage: ``module``, ``num_chs`` (channels), ``reduction`` (as declared), and ``hw``: the
+        stage's spatial size (H, W) -- of the map, or of the patch grid for a token sequence (B, N, C) -- or None
+        for a flat vector. ValueError for a module the forward never ran.
+        """
+        calls = {c.name: c for c in reversed(getattr(self, "_calls", None) or [])}  # first call of each name wins
+        if not calls:
+            raise ValueError("stages() needs a summary made by summarize()")
+        out = []
+        for info in feature_info:
+            call = calls.get(info["module"])
+            if call is None or call.output_shape is None:
+                raise ValueError(f"feature_info names {info['module']!r}, which the traced forward did not run")
+            shape, f = call.output_shape, call.field
+            if len(shape) == 4:
+                hw = (shape[2], shape[3])
+            elif f is not None and f.tokens is not None:
+                hw = f.grid
+            else:
+                hw = None
+            out.append({"module": info["module"], "num_chs": info.get("num_chs"), "reduction": info.get("reduction"),
+                        "hw": hw})
+        return out
+
     def find(self, name: str) -> LayerRecord:
         """The row named ``name`` (ValueError listing a few names if there is none)."""
         for r in self.layers:
@@ -148,8 +184,40 @@ def _first_tensor(x):
     return None
 
 
+def _attention_formulas() -> dict:
+    """FlopCounterMode's own formulas for the attention kernels it has none for (see the module docstring)."""
+    aten = torch.ops.aten
+    sdpa = flop_registry.get(aten._scaled_dot_product_flash_attention)
+    extra = {}
+    for name in ("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_fused_attention_overrideable",
+                 "_scaled_dot_product_attention_math_for_mps"):
+        packet = getattr(aten, name, None)
+        if sdpa is not None and packet is not None and packet not in flop_registry:
+            extra[packet] = sdpa  # (query, key, value, ...) -> QK^T and AV, as for the CUDA kernels
+    if hasattr(aten, "_native_multi_head_attention") and aten._native_multi_head_attention not in flop_registry:
+        extra[aten._native_multi_head_attention] = _native_mha_flop
+    return extra
+
+
+def _native_mha_flop(query, key, value, embed_dim, num_heads, qkv_weight, qkv_bias, proj_weight, proj_bias, *args,
+                     out_val=None, **kwargs) -> int:
+    """FLOPs of torch.nn.MultiheadAttention's fused inference kernel: the Q, K, V and output projections and the
+    attention products QK^T and AV (2 FLOPs per multiply-accumulate, FlopCounterMode's convention)."""
+    b, length, e = query.shape[0], query.shape[-2], int(embed_dim)
+    source = key.shape[-2]
+    macs = b * (length + 2 * source) * e * e + b * length * e * e  # W^Q, W^K, W^V, W^O
+    macs += 2 * b * length * source * e  # QK^T and AV over all heads (each head d = e / h, h heads)
+    return 2 * macs
+
+
+_EXTRA_FORMULAS = _attention_formulas()
+
+
 class _Tracer(TorchDispatchMode):
     """Counts MACs per innermost module and propagates receptive fields per tensor."""
+
+    def _field_of(self, t):
+        return self.fields.get(t) if isinstance(t, torch.Tensor) else None
 
     def __init__(self):
         super().__init__()
@@ -161,9 +229,10 @@ class _Tracer(TorchDispatchMode):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         packet = func._overloadpacket
-        if packet in flop_registry:
+        formula = flop_registry.get(packet) or _EXTRA_FORMULAS.get(packet)
+        if formula is not None:
             # FlopCounterMode's formula, so the totals agree with it exactly; FLOPs = 2 x MACs.
-            macs = flop_registry[packet](*args, **kwargs, out_val=out) // 2
+            macs = formula(*args, **kwargs, out_val=out) // 2
             self.macs += macs
             if self.stack:
                 self.stack[-1].macs += macs
@@ -173,7 +242,7 @@ class _Tracer(TorchDispatchMode):
         if in_fields:
             first_out = _first_tensor(out)
             if first_out is not None:
-                f = propagate(func, args, kwargs, in_fields, first_out)
+                f = propagate(func, args, kwargs, in_fields, first_out, field_of=self._field_of)
                 if f is not None:
                     for t in tree_flatten(out)[0]:
                         if isinstance(t, torch.Tensor) and t.is_floating_point():
@@ -197,17 +266,19 @@ def summarize(
     input_size: Sequence[int],
     *,
     depth: int | None = None,
-    device: str | torch.device = "meta",
+    device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> Summary:
     """Trace one forward pass of ``model`` at batch 1 and return its per-layer summary.
 
     Args:
-        model: any ``nn.Module`` taking one image tensor (its parameters must be on ``device``,
-            or on the meta device when ``device="meta"``: build it under ``with torch.device("meta")``).
+        model: any ``nn.Module`` taking one image tensor, on any device. It is neither moved nor changed.
         input_size: (C, H, W) of one image.
         depth: fold rows into the modules this many levels down (1: top-level children); None: every layer.
-        device: where the traced forward runs; "meta" costs nothing.
+        device: where the traced forward runs. None or "meta": the meta device, which costs nothing; a model
+            whose parameters live elsewhere runs there on meta stand-ins of its parameters and buffers, and only
+            a forward that cannot run on meta (an op without a meta kernel) runs on the model's own device.
+            Another device: the model's parameters must already be there.
         dtype: element type of the input (and the byte sizes reported).
 
     Raises:
@@ -237,6 +308,11 @@ def summarize(
 
     def post_hook(module, inputs, output):
         call = tracer.stack.pop()
+        count = getattr(module, "count_macs", None)
+        if callable(count):  # a sparse op run densely: count what it computes, not the zeros (module docstring)
+            macs = int(count(inputs, output))
+            tracer.macs += macs - call.macs
+            call.macs = macs
         t = _first_tensor(output)
         if t is not None:
             call.output_shape = tuple(t.shape)
@@ -248,13 +324,27 @@ def summarize(
     for m in model.modules():
         handles.append(m.register_forward_pre_hook(pre_hook))
         handles.append(m.register_forward_hook(post_hook, always_call=True))
+    device, stand_ins, own = _placement(model, device)
     was_training = model.training
     model.eval()
     try:
-        x = torch.zeros((1, *input_size), device=device, dtype=dtype)
-        with torch.no_grad(), tracer:
-            tracer.fields[x] = Field((1, 1), (1, 1), (input_size[1], input_size[2]))
-            model(x)
+        while True:
+            x = torch.zeros((1, *input_size), device=device, dtype=dtype)
+            try:
+                with torch.no_grad(), tracer:
+                    tracer.fields[x] = Field((1, 1), (1, 1), (input_size[1], input_size[2]))
+                    if stand_ins is None:
+                        model(x)
+                    else:  # the user's tensors stay where they are, untouched
+                        torch.func.functional_call(model, stand_ins, (x,), strict=False)
+                break
+            except Exception:
+                if stand_ins is None or own is None:
+                    raise
+                # no meta kernel for some op (or data-dependent Python): trace for real where the model lives
+                device, stand_ins, tracer = own, None, _Tracer()
+                calls.clear()
+                seen.clear()
     finally:
         for h in handles:
             h.remove()
@@ -323,6 +413,23 @@ def summarize(
     return summary
 
 
+def _placement(model: nn.Module, device) -> tuple[torch.device, dict | None, torch.device | None]:
+    """(device to trace on, meta stand-ins for the model's tensors or None, the model's own single device or None)."""
+    tensors = dict(model.named_parameters(remove_duplicate=False))
+    tensors.update(model.named_buffers(remove_duplicate=False))
+    where = {t.device for t in tensors.values()}
+    own = next(iter(where)) if len(where) == 1 else None
+    device = torch.device("meta" if device is None else device)
+    if device.type == "meta":
+        if where - {torch.device("meta")}:
+            return device, {k: torch.empty_like(t, device="meta") for k, t in tensors.items()}, own
+        return device, None, None
+    if where and where != {device}:
+        raise ValueError(f"the model's parameters are on {', '.join(sorted(map(str, where)))} but device={str(device)!r}; "
+                         f"leave device unset (a free trace on the meta device) or pass the model's device")
+    return device, None, None
+
+
 def _model_name(model: nn.Module) -> str:
     cfg = getattr(model, "pretrained_cfg", None)  # set by cnnzoo.create_model
     return cfg["name"] if isinstance(cfg, dict) and "name" in cfg else type(model).__name__
@@ -370,6 +477,8 @@ def _fold(calls: list[_Call], rows: list[LayerRecord], depth: int) -> list[Layer
         else:
             groups.append((key, [r]))
     folded = [_group(key, None, rs, by_name.get(key)) for key, rs in groups]
+    if depth > 1:  # rows of blocks' parts: a top-level module's own parameters (ViT's encoder) are no stage
+        return folded + not_run
     # Single top-level layers before the first block form the stem, those after the last the head
     # (a ResNet's conv1/bn1/relu/maxpool and avgpool/fc), when the network has blocks at all.
     blocks = [

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from ..analysis.summary import LayerRecord, Summary, summarize
 from ..registry import create_model, get_card
-from .common import add_model_args, parse_options
+from .common import add_model_args, check_plot_path, parse_options, resolve_input_size
 
 FORMATS = ("table", "markdown", "csv", "json")
 COLUMNS = (
@@ -117,8 +117,12 @@ def _build(name: str, options: dict):
 
 def cmd_summary(args: argparse.Namespace) -> int:
     card = get_card(args.name)
+    if args.plot:  # a path that cannot be written fails before the table is printed
+        check_plot_path(args.plot)
+    if args.depth is not None and args.depth < 0:
+        raise ValueError(f"--depth must be 0 or more (0: one row for the whole network), got {args.depth}")
     model = _build(card.name, parse_options(args.options))
-    s = summarize(model, args.input or card.input_size, depth=args.depth)
+    s = summarize(model, resolve_input_size(card.name, model, args.input, card.input_size), depth=args.depth)
     s.model_name = card.name
     print(render(s, args.format, args.width), end="")
     if args.plot:
@@ -130,13 +134,32 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def compare(names: list[str]) -> list[dict]:
-    """The totals of several registered networks at their paper input sizes."""
+    """The totals of several registered networks at their paper input sizes, and the output of each stage
+    (``feature_info``): channels and spatial size (``stages``, see `Summary.stages`)."""
     out = []
     for name in names:
         card = get_card(name)
-        s = summarize(_build(name, {}), card.input_size)
-        out.append({"name": name, "input": "x".join(map(str, card.input_size)), **s.totals()})
+        model = _build(name, {})
+        s = summarize(model, card.input_size)
+        out.append({"name": name, "input": "x".join(map(str, card.input_size)), **s.totals(),
+                    "stages": s.stages(getattr(model, "feature_info", None) or [])})
     return out
+
+
+def stages_text(stages: list[dict]) -> str:
+    """'64@112 64@56 128@28 256@14 512@7' (channels@resolution per stage); a run of equal stages as '768@14 x12'."""
+    cells = []
+    for st in stages:
+        hw = st["hw"]
+        res = "flat" if hw is None else str(hw[0]) if hw[0] == hw[1] else f"{hw[0]}x{hw[1]}"
+        cells.append(f"{st['num_chs']}@{res}")
+    runs: list[list] = []
+    for c in cells:
+        if runs and runs[-1][0] == c:
+            runs[-1][1] += 1
+        else:
+            runs.append([c, 1])
+    return " ".join(c if n == 1 else f"{c} x{n}" for c, n in runs)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -153,9 +176,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
         ("GFLOPs (2xMACs)", "flops (2 x macs)"),
         ("activations MiB", "activation_memory_bytes (batch 1)"),
         ("params MiB", "param_memory_bytes"),
+        ("stages (channels@resolution)", "stages"),
     ]
 
     def cell(key, v):
+        if key == "stages":
+            return stages_text(v)
         if key in ("macs", "flops (2 x macs)"):
             return f"{v / 1e9:.3f}"
         if key.endswith("bytes") or "bytes" in key:
@@ -175,7 +201,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return 0
     table = Table(title="networks side by side, at their paper input sizes (batch 1)")
     for h, _ in cols:
-        table.add_column(h, justify="left" if h in ("name", "input") else "right")
+        table.add_column(h, justify="left" if h in ("name", "input") or h.startswith("stages") else "right")
     for r in rows:
         table.add_row(*(cell(k, r[k]) for _, k in cols))
     Console(width=args.width or 200).print(table)
@@ -192,11 +218,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="fold rows into blocks this many module levels down (1: stem, stages, head)",
     )
     p.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
-    p.add_argument("--plot", metavar="FILE.png", help="also draw parameters, MACs and receptive field per row")
+    p.add_argument("--plot", metavar="FILE.png", help="also draw parameters, MACs and receptive field per row "
+                                                      "(.png, .svg or .pdf)")
     p.add_argument("--width", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_summary)
 
-    p = sub.add_parser("compare-arch", help="totals (params, MACs, memory) of several networks side by side")
+    p = sub.add_parser("compare-arch", help="totals (params, MACs, memory) and per-stage resolution of "
+                                           "several networks side by side")
     p.add_argument("names", nargs="+", metavar="NAME", help="registered network names")
     p.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
     p.add_argument("--width", type=int, default=None, help=argparse.SUPPRESS)

@@ -3,33 +3,89 @@
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
-import yaml
+PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 
 
-def parse_input_size(text: str) -> tuple[int, int, int]:
-    """'3x224x224' -> (3, 224, 224); '224' -> (3, 224, 224)."""
+def parse_input_size(text: str) -> tuple[int | None, int, int]:
+    """'3x224x224' -> (3, 224, 224); '224' -> (None, 224, 224): the channels then come from the network."""
     parts = text.lower().replace(",", "x").split("x")
     try:
         dims = [int(p) for p in parts]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"input size {text!r} is not CxHxW (e.g. 3x224x224) or a single size")
+        raise argparse.ArgumentTypeError(f"input size {text!r} is not CxHxW (e.g. 3x224x224) or a single size") from None
     if len(dims) == 1:
-        dims = [3, dims[0], dims[0]]
+        if dims[0] < 1:
+            raise argparse.ArgumentTypeError(f"input size {text!r} must be a positive number of pixels, e.g. 224")
+        return (None, dims[0], dims[0])
     if len(dims) != 3 or min(dims) < 1:
         raise argparse.ArgumentTypeError(f"input size {text!r} is not CxHxW with positive numbers, e.g. 3x224x224")
     return tuple(dims)
 
 
+def resolve_input_size(name: str, model, size: tuple[int | None, int, int] | None,
+                       card_size: tuple[int, int, int]) -> tuple[int, int, int]:
+    """The (C, H, W) to run ``model`` at: ``--input`` as given (channels from the network when only a size was
+    given), else the card's size with the network's channels. A channel count the network cannot take is an
+    error that says both ways out."""
+    if size is None:
+        return (model.in_channels, card_size[1], card_size[2]) if hasattr(model, "in_channels") else card_size
+    c, h, w = size
+    have = getattr(model, "in_channels", None)
+    if c is None:
+        c = have if have is not None else card_size[0]
+    elif have is not None and c != have:
+        raise ValueError(f"{name} takes {have}-channel images but --input asks for {c} channels; use "
+                         f"--input {have}x{h}x{w} (or just --input {h}), or build it for {c} channels with "
+                         f"-o in_channels={c}")
+    return (c, h, w)
+
+
 def parse_options(pairs: list[str] | None) -> dict:
     """['two_tower=false', 'drop_rate=0.2'] -> {'two_tower': False, 'drop_rate': 0.2} (values read as YAML)."""
+    from ..train.config import load_yaml
+
     out = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"model option {pair!r} is not KEY=VALUE")
-        out[key.strip()] = yaml.safe_load(value)
+        if not sep or not key.strip():
+            raise ValueError(f"-o {pair!r} is not KEY=VALUE (e.g. -o drop_rate=0.2); `cnnzoo info NAME` lists the options")
+        out[key.strip()] = load_yaml(value, f"-o {pair!r}")
     return out
+
+
+def device_arg(text: str) -> str:
+    """argparse type of ``--device``: a device this machine has (the message lists the ones it has)."""
+    from ..train.config import device_problem
+
+    problem = device_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
+def check_plot_path(path: str | os.PathLike, flag: str = "--plot", suffixes: tuple[str, ...] = PLOT_SUFFIXES) -> Path:
+    """Where a plot will go, checked before any work: a known suffix, an existing writable directory, not a
+    directory itself."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise ValueError(f"{flag} {str(path)!r} is a directory; give a file name inside it, e.g. "
+                         f"{p / ('plot' + suffixes[0])}")
+    if p.suffix.lower() not in suffixes:
+        raise ValueError(f"{flag} {str(path)!r}: the file must end in {', '.join(suffixes)}")
+    _check_writable(p, flag)
+    return p
+
+
+def _check_writable(p: Path, flag: str) -> None:
+    parent = p.parent
+    if not parent.is_dir():
+        what = "is a file, not a directory" if parent.exists() else "does not exist"
+        raise ValueError(f"{flag} {str(p)!r}: the directory {str(parent)!r} {what}; create it or choose another path")
+    if not os.access(parent, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise ValueError(f"{flag} {str(p)!r}: permission denied (cannot write there); choose a path you can write")
 
 
 def add_model_args(p: argparse.ArgumentParser, input_default: str | None = None) -> None:
@@ -38,4 +94,5 @@ def add_model_args(p: argparse.ArgumentParser, input_default: str | None = None)
     p.add_argument("-o", "--option", dest="options", action="append", metavar="KEY=VALUE",
                    help="network option, repeatable (e.g. -o two_tower=false); `cnnzoo info NAME` lists them")
     p.add_argument("--input", type=parse_input_size, default=input_default, metavar="CxHxW",
-                   help="input size (default: the paper's, from the card)")
+                   help="input size CxHxW, or one size for square inputs with the network's channels "
+                        "(default: the paper's, from the card)")

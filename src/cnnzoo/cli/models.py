@@ -6,11 +6,12 @@ import argparse
 import textwrap
 
 import torch
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from .common import add_model_args, parse_options
 from ..registry import create_model, get_card, list_models, model_options
+from .common import add_model_args, check_plot_path, parse_options, resolve_input_size
 
 
 def build_meta(name: str, **options):
@@ -28,20 +29,40 @@ def _fmt_params(n: int) -> str:
     return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n:,}"
 
 
-def cmd_list(args: argparse.Namespace) -> int:
-    names = list_models(args.pattern)
-    if not names:
-        raise ValueError(f"no network matches {args.pattern!r}; `cnnzoo list` shows all")
-    table = Table(title=f"cnnzoo networks matching {args.pattern!r} ({len(names)})")
-    for col in ("name", "family", "params", "input", "paper", "year"):
-        table.add_column(col, justify="right" if col in ("params", "year") else "left")
+def cite(paper) -> str:
+    """A short citation, first author's surname and year: "Krizhevsky, 2012" (the title is in `cnnzoo info`)."""
+    first = paper.authors.split(",")[0].strip()
+    surname = " ".join(w for w in first.split() if not w.endswith(".")) or first  # drop initials
+    return f"{surname}, {paper.year}"
+
+
+def zoo_table(names: list[str], title: str) -> Table:
+    """The `cnnzoo list` table. Names are never wrapped or cut (a user copies them); the other columns give way."""
+    # two characters between columns, no outer edge: a name of 24 characters and the rest fit in 80 columns
+    table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
+    table.add_column("name", no_wrap=True, min_width=max(len(n) for n in names))
+    table.add_column("family", no_wrap=True)
+    table.add_column("params", justify="right", no_wrap=True)
+    table.add_column("input", no_wrap=True)
+    table.add_column("paper", no_wrap=True)
     for name in names:
         card = get_card(name)
         c, h, w = card.input_size
-        table.add_row(name, card.family, _fmt_params(count_params(name)), f"{c}x{h}x{w}",
-                      card.paper.title, str(card.paper.year))
-    Console(width=args.width).print(table)
+        table.add_row(name, card.family, _fmt_params(count_params(name)), f"{c}x{h}x{w}", cite(card.paper))
+    return table
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    names = list_models(args.pattern)
+    if not names:
+        raise ValueError(f"no network matches {args.pattern!r}; `cnnzoo list` shows all (patterns use * and ?, "
+                         f"e.g. 'resnet*')")
     plot = getattr(args, "plot", None)
+    if plot:  # a bad path fails before any work
+        from ..analysis.plots import ZOO_SUFFIXES
+
+        check_plot_path(plot, suffixes=ZOO_SUFFIXES)
+    Console(width=args.width).print(zoo_table(names, f"cnnzoo networks matching {args.pattern!r} ({len(names)})"))
     if plot:
         from ..analysis.plots import plot_zoo
 
@@ -54,7 +75,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     card = get_card(args.name)
     options = parse_options(args.options)
     model = build_meta(card.name, **options)
-    c, h, w = args.input or card.input_size
+    c, h, w = resolve_input_size(card.name, model, args.input, card.input_size)
     with torch.no_grad():  # meta forward: checks the input and gives the output shape at no cost
         out = model.eval()(torch.empty(1, c, h, w, device="meta"))
     console = Console(width=args.width)
@@ -67,7 +88,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         ("parameters", f"{sum(p.numel() for p in model.parameters()):,}"
                        + (f" with {options}" if options else "")),
         ("output", f"{tuple(out.shape)} for input {(1, c, h, w)}"),
-        ("counterparts", ", ".join(f"{k}:{v}" for k, v in card.counterparts.items()) or "none"),
+        ("counterparts", "; ".join(str(cp) for cp in card.counterparts) or "none"),
         ("options", ", ".join(model_options(card.name))),
     ]
     if card.aux_weight is not None:
@@ -87,7 +108,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("list", help="table of the registered networks with parameters, paper and year")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style name pattern, e.g. 'resnet*'")
-    p.add_argument("--plot", metavar="FILE.png", help="also plot parameters against MACs for these networks")
+    p.add_argument("--plot", metavar="FILE", help="also plot parameters against MACs for these networks, coloured by "
+                                                  "family: .png/.svg/.pdf, or .html for an interactive page (hover "
+                                                  "for names; one self-contained file)")
     p.add_argument("--width", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_list)
 

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from .common import parse_options
+from .common import device_arg, parse_options
 
 EPILOG_TRAIN = """\
 examples:
@@ -19,8 +19,8 @@ examples:
 config sections and keys: model, data, optim, schedule, train (see the README's Training section)."""
 
 
-def _flag_overrides(args: argparse.Namespace) -> list[str]:
-    """The dedicated flags as --set pairs (applied before the explicit --set ones)."""
+def _flag_overrides(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """The dedicated flags as (flag, --set pair), applied before the explicit --set ones; errors name the flag."""
     table = [("epochs", "train.epochs"), ("batch_size", "data.batch_size"), ("optimizer", "optim.name"),
              ("lr", "optim.lr"), ("momentum", "optim.momentum"), ("nesterov", "optim.nesterov"),
              ("weight_decay", "optim.weight_decay"), ("schedule", "schedule.name"),
@@ -33,15 +33,16 @@ def _flag_overrides(args: argparse.Namespace) -> list[str]:
     for attr, key in table:
         value = getattr(args, attr, None)
         if value is not None:
-            out.append(f"{key}={json.dumps(value)}")
+            text = repr(value) if isinstance(value, float) else json.dumps(value)  # 1e-05, inf: as float() reads
+            out.append(("--" + attr.replace("_", "-"), f"{key}={text}"))
     if args.no_download:
-        out.append("data.download=false")
+        out.append(("--no-download", "data.download=false"))
     return out
 
 
 def build_config(args: argparse.Namespace):
     """The resolved config: dataset recipe <- --recipe <- flags <- -o options <- --set."""
-    from ..train.config import apply_overrides, default_config, load_recipe
+    from ..train.config import ConfigError, apply_overrides, default_config, load_recipe
 
     cfg = default_config(args.name, args.data or "mnist5k")
     if args.recipe:
@@ -50,7 +51,19 @@ def build_config(args: argparse.Namespace):
             cfg.data.name = args.data
         cfg.model.name = args.name
     cfg.model.options.update(parse_options(args.options))
-    return apply_overrides(cfg, _flag_overrides(args) + list(args.set or []))
+    pairs = _flag_overrides(args) + list(args.set or [])
+    recipe_warmup, recipe_epochs = cfg.schedule.warmup_epochs, cfg.train.epochs
+    try:
+        return apply_overrides(cfg, pairs)
+    except ConfigError as e:
+        keys = [(p[1] if isinstance(p, tuple) else p).partition("=")[0].strip() for p in pairs]
+        if e.key != "schedule.warmup_epochs" or "schedule.warmup_epochs" in keys:
+            raise
+    # The recipe's warmup does not fit the shorter run asked for: keep its share of the run, and say so.
+    cfg.schedule.warmup_epochs = recipe_warmup * cfg.train.epochs / recipe_epochs
+    print(f"note: the recipe's {recipe_warmup:g}-epoch warmup is scaled to {cfg.schedule.warmup_epochs:.3g} epochs for "
+          f"this {cfg.train.epochs}-epoch run (--warmup-epochs sets it)", file=sys.stderr)
+    return cfg.validate()
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -88,30 +101,58 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_bundle(args: argparse.Namespace, meta: dict, model):
+    """The data to evaluate on: the run's own test split and preprocessing (see `cnnzoo.data.reload_dataset`)."""
+    from ..data import load_dataset
+    from ..data.record import reload_dataset
+    from ..registry import get_card
+    from ..train.checkpoint import IMAGENET_MEAN, IMAGENET_STD
+
+    source = Path(args.checkpoint).expanduser()
+    run_dir = source if source.is_dir() else source.parent.parent if source.parent.name == "checkpoints" else None
+    if meta.get("data"):
+        split_file = run_dir / "split.json" if run_dir is not None else None
+        bundle = reload_dataset(meta["data"], spec=args.data, data_dir=args.data_dir, download=not args.no_download,
+                                split_file=split_file, where=f"the checkpoint ({meta['model']})")
+        return bundle, meta.get("input_size")
+    if not meta.get("foreign"):
+        raise ValueError(f"{args.checkpoint} is a cnnzoo checkpoint from before runs recorded their data split; "
+                         "it cannot be evaluated on the exact split it was tested on. Retrain it with this version")
+    if not args.data:
+        raise ValueError(f"{args.checkpoint} is a {meta.get('weights_source')} checkpoint of {meta['model']}, which "
+                         "does not say which data it was trained on: pass --data")
+    bundle = load_dataset(args.data, data_dir=args.data_dir, download=not args.no_download)
+    if bundle.num_classes != model.num_classes:
+        raise ValueError(f"{args.data} has {bundle.num_classes} classes but the checkpoint's network has "
+                         f"{model.num_classes} outputs")
+    # the peer library's preprocessing: ImageNet statistics, the card's input size
+    c = bundle.in_channels
+    bundle.mean, bundle.std = IMAGENET_MEAN[:c], IMAGENET_STD[:c]
+    return bundle, get_card(meta["model"]).input_size[-1]
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
-    from ..data import load_dataset, make_loader
+    from ..data import make_loader
     from ..evaluate import evaluate
     from ..train.checkpoint import load_trained
 
+    if args.plot:
+        _check_output(args.plot, (".png", ".svg", ".pdf"))
     device = torch.device(args.device)
     model, meta = load_trained(args.checkpoint, model_name=args.model, device=device)
-    dataset = args.data or meta.get("dataset")
-    if not dataset:
-        raise ValueError(f"{args.checkpoint} does not say which dataset it was trained on; pass --data")
-    bundle = load_dataset(dataset, data_dir=args.data_dir, download=not args.no_download)
-    if bundle.num_classes != model.num_classes:
-        raise ValueError(f"{dataset} has {bundle.num_classes} classes but the checkpoint's network has "
-                         f"{model.num_classes} outputs")
+    bundle, input_size = _eval_bundle(args, meta, model)
+    if len(bundle.test) == 0:
+        raise ValueError(f"{bundle.name} has no test images to evaluate on")
     loader = make_loader(bundle, "test", batch_size=args.batch_size, train=False, device=device,
-                         input_size=meta.get("input_size"))
+                         input_size=input_size, num_workers=0 if bundle.kind != "folder" else 2)
     result = evaluate(model, loader, bundle.num_classes, bundle.classes)
     loader.close()
     if args.json:
         print(json.dumps(result.to_dict(), indent=1))
         return 0
-    print(f"{meta.get('model', args.model)} on {bundle.name} test split ({result.count} images)")
+    print(f"{meta['model']} on {bundle.name} test split ({result.count} images)")
     print(f"loss {result.loss:.4f}  top-1 {100 * result.top1:.2f}%  top-5 {100 * result.top5:.2f}%")
     print("per-class accuracy:")
     for name, acc in result.per_class.items():
@@ -131,18 +172,52 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_output(path: str, suffixes: tuple[str, ...]) -> None:
+    """Fail before any work when an output file cannot be written where asked."""
+    p = Path(path).expanduser()
+    if p.suffix.lower() not in suffixes:
+        raise ValueError(f"--plot {path}: the file name must end in {', '.join(suffixes)}")
+    if p.is_dir():
+        raise ValueError(f"--plot {path} is a directory; give a file name ending in {', '.join(suffixes)}")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise ValueError(f"--plot {path}: the directory {parent} does not exist")
+
+
+def _image_files(paths: list[str]) -> list[Path]:
+    """The images to predict: files as given, folders expanded to the image files in them (recursively, sorted)."""
+    from ..data.folder import IMAGE_EXTENSIONS
+
+    out = []
+    for text in paths:
+        p = Path(text).expanduser()
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
+                           and not any(part.startswith(".") for part in f.relative_to(p).parts))
+            if not found:
+                raise ValueError(f"folder {text} holds no image files (extensions Pillow reads, e.g. .png, .jpg)")
+            out += found
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise FileNotFoundError(f"image {text!r} does not exist (give image files or folders of images)")
+    return out
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     import torch
 
     from ..train.checkpoint import load_trained, preprocess_image
 
+    if args.top_k < 1:
+        raise ValueError(f"--top-k must be at least 1, got {args.top_k}")
+    files = _image_files(args.images)
     device = torch.device(args.device)
     model, meta = load_trained(args.checkpoint, model_name=args.model, device=device)
-    classes = meta.get("classes") or [str(i) for i in range(model.num_classes)]
+    classes = (meta.get("data") or {}).get("classes") or meta.get("classes") or \
+        [str(i) for i in range(model.num_classes)]
     k = min(args.top_k, len(classes))
-    if k < 1:
-        raise ValueError(f"--top-k must be at least 1, got {args.top_k}")
-    for path in args.images:
+    for path in files:
         x = preprocess_image(path, meta, device)
         with torch.no_grad():
             probs = model(x).float().softmax(1)[0]
@@ -196,7 +271,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--data", help="dataset (default: the one the checkpoint was trained on)")
     e.add_argument("--model", help="network name, for checkpoints without cnnzoo metadata (torchvision/timm files)")
     e.add_argument("--batch-size", type=int, default=500)
-    e.add_argument("--device", default="cpu")
+    e.add_argument("--device", default="cpu", type=device_arg, help="cpu (default), cuda, cuda:1, mps")
     e.add_argument("--data-dir")
     e.add_argument("--no-download", action="store_true")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
@@ -205,10 +280,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     r = sub.add_parser("predict", help="top-k classes of images, with probabilities")
     r.add_argument("checkpoint", metavar="RUN_DIR|CHECKPOINT")
-    r.add_argument("images", nargs="+", metavar="IMAGE")
+    r.add_argument("images", nargs="+", metavar="IMAGE", help="image files, or folders of images (searched recursively)")
     r.add_argument("-k", "--top-k", type=int, default=5)
     r.add_argument("--model", help="network name, for checkpoints without cnnzoo metadata")
-    r.add_argument("--device", default="cpu")
+    r.add_argument("--device", default="cpu", type=device_arg, help="cpu (default), cuda, cuda:1, mps")
     r.set_defaults(func=cmd_predict)
 
 

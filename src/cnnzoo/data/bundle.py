@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,6 +63,8 @@ class DataBundle:
         train, test: the training split and the val/test split.
         kind: "tensor" (held in memory, augmented per batch on the device) or "folder" (decoded by workers).
         skipped: (path, reason) for every unreadable file that was left out (folders only).
+        root: where the files are (folders: the dataset folder).
+        split_params: how the splits were made (folders: layout, seed, val_fraction, image size), see `record`.
     """
 
     name: str
@@ -74,6 +78,7 @@ class DataBundle:
     kind: str
     skipped: list[tuple[str, str]] = field(default_factory=list)
     root: Path | None = None
+    split_params: dict = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -87,6 +92,29 @@ class DataBundle:
         if name in ("test", "val"):
             return self.test
         raise ValueError(f"unknown split {name!r}; valid: 'train', 'test' (alias 'val')")
+
+    def fingerprint(self, name: str) -> str:
+        """SHA-256 of split ``name``'s exact contents: (relative path, label) of every file for folders, the image
+        and label bytes for tensor datasets. Equal fingerprints mean the same images in the same order."""
+        data = self.split(name)
+        h = hashlib.sha256()
+        if isinstance(data, FolderSplit):
+            for path, label in data.samples:
+                rel = os.path.relpath(path, self.root) if self.root is not None else path
+                h.update(f"{rel}\t{label}\n".encode())
+        else:
+            h.update(data.images.contiguous().numpy().tobytes())
+            h.update(data.labels.contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+    def record(self) -> dict:
+        """What a run keeps about its data, so that eval, predict and every later command see exactly the same
+        split, classes, statistics and image size (`cnnzoo.data.reload_dataset` reads it back)."""
+        return {"dataset": self.name, "kind": self.kind, "classes": list(self.classes),
+                "in_channels": self.in_channels, "image_size": list(self.image_size), "mean": list(self.mean),
+                "std": list(self.std), "split": dict(self.split_params), "train_count": len(self.train),
+                "test_count": len(self.test), "train_sha256": self.fingerprint("train"),
+                "test_sha256": self.fingerprint("test")}
 
     def summary(self) -> str:
         """One line describing the bundle, for run logs."""

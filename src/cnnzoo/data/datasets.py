@@ -27,6 +27,35 @@ MNIST5K_TRAIN_PER_CLASS = 400  # the agreed split: first 400 of each class's 500
 DIGITS = [str(i) for i in range(10)]
 
 
+def _squash(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+def dataset_name(spec: str) -> str:
+    """The canonical spelling of a dataset name: ``"MNIST5K"`` -> ``"mnist5k"``, ``"Fashion_MNIST"`` ->
+    ``"fashion-mnist"``, ``"CIFAR-10"`` -> ``"cifar10"``, ``"Folder:PATH"`` -> ``"folder:PATH"`` (the path as given).
+
+    Every consumer (the recipe lookup, `load_dataset`, the run's record) uses this one spelling.
+
+    Raises:
+        ValueError: for a name that is not a dataset, listing the valid ones.
+    """
+    if not isinstance(spec, str):
+        raise ValueError(f"dataset must be one of {list(DATASETS)} or 'folder:PATH'; got {spec!r}")  # noqa: TRY004
+    head, sep, rest = spec.strip().partition(":")
+    if sep and head.lower() == "folder":
+        if not rest:
+            raise ValueError("'folder:' needs a path, e.g. folder:/data/flowers")
+        return f"folder:{rest}"
+    by_key = {_squash(n): n for n in DATASETS}
+    if _squash(spec) in by_key:
+        return by_key[_squash(spec)]
+    hint = ""
+    if not sep and spec and Path(spec).expanduser().is_dir():
+        hint = f"; {spec!r} is a directory: for an image folder write folder:{spec}"
+    raise ValueError(f"unknown dataset {spec!r}; valid: {', '.join(DATASETS)} or folder:PATH{hint}")
+
+
 def _mnist5k() -> DataBundle:
     data = resources.files("cnnzoo.data").joinpath("mnist5k.npz").read_bytes()
     digest = hashlib.sha256(data).hexdigest()
@@ -65,7 +94,8 @@ def load_dataset(
     """Load a dataset by name.
 
     Args:
-        spec: one of `DATASETS` or ``folder:PATH`` (one subfolder per class; ``train/`` and ``val/`` if present).
+        spec: one of `DATASETS` or ``folder:PATH`` (one subfolder per class; ``train/`` and ``val/`` if present);
+            any case and ``-``/``_`` spelling (see `dataset_name`).
         data_dir: where the files of mnist/fashion-mnist/cifar10/cifar100 are (or go); default ``$CNNZOO_DATA`` or
             ``~/.cache/cnnzoo``. Files are looked up in ``data_dir/<name>/`` and in ``data_dir`` itself.
         download: fetch missing files from the canonical locations (checksum-verified).
@@ -78,20 +108,14 @@ def load_dataset(
         ValueError: unknown name, bad folder layout, empty class, decompression bomb, strict-mode failures.
         DatasetUnavailableError: files missing and not downloadable; the message names each file and directory.
     """
-    if not isinstance(spec, str):
-        raise ValueError(f"dataset must be one of {list(DATASETS)} or 'folder:PATH'; got {spec!r}")  # noqa: TRY004
-    if spec.startswith("folder:"):
+    name = dataset_name(spec)
+    if name.startswith("folder:"):
         from .folder import load_folder
 
-        path = spec[len("folder:") :]
-        if not path:
-            raise ValueError("'folder:' needs a path, e.g. folder:/data/flowers")
+        path = name[len("folder:") :]
         return load_folder(path, strict=strict, seed=seed, val_fraction=val_fraction, image_size=image_size)
-    name = spec.lower()
     if name == "mnist5k":
         return _mnist5k()
-    if name in DATASETS:
-        from .builtin import load_builtin
+    from .builtin import load_builtin
 
-        return load_builtin(name, data_dir=data_dir, download=download)
-    raise ValueError(f"unknown dataset {spec!r}; valid: {', '.join(DATASETS)} or folder:PATH")
+    return load_builtin(name, data_dir=data_dir, download=download)

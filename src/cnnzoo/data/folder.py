@@ -2,13 +2,15 @@
 
 Layout: ``PATH/train/<class>/*`` and ``PATH/val/<class>/*`` when ``train/`` exists (``val/`` optional), else
 ``PATH/<class>/*`` with a seeded stratified split holding out ``val_fraction`` of every class. Class folders are
-searched recursively; hidden files are ignored.
+searched recursively; hidden files are ignored; files whose extension Pillow does not read are skipped.
 
-Every file is decoded once when the dataset is loaded (JPEGs in Pillow's fast reduced-size draft mode), so
-truncated, corrupt and non-image files are found up front: they are skipped and listed in
-`DataBundle.skipped` (or, with ``strict``, reported together as an error). Images above Pillow's
-decompression-bomb limit are always an error. Grayscale, palette, RGBA/LA, CMYK and 16-bit images are all
-converted to 8-bit RGB (alpha is dropped, as torchvision's default loader does), so ``in_channels`` is 3.
+Nothing is decoded up front: the folder is listed once and the listing cached (`folder_index`), so an ImageNet-size
+folder starts training in seconds and the second start skips even the listing. A file that turns out to be corrupt
+is skipped and logged when it is first read: the loader serves the next readable sample of the split in its place,
+the same one every epoch, so runs stay deterministic and resumable. ``strict`` decodes every file at load time and
+reports all unreadable ones together (decompression bombs included). Grayscale, palette, RGBA/LA, CMYK and 16-bit
+images are all converted to 8-bit RGB (alpha is dropped, as torchvision's default loader does), so ``in_channels``
+is 3.
 
 Transforms are plain PIL/NumPy (no torchvision), seeded per sample from (seed, epoch, position in the epoch):
 train = random-resized crop (scale 0.08-1, aspect 3/4-4/3; Szegedy et al. 2015, "Going deeper with
@@ -18,6 +20,8 @@ side to size/0.875 and centre-crop (the 256 -> 224 protocol of Krizhevsky et al.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import os
@@ -31,6 +35,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..fileio import atomic_write
 from .bundle import DataBundle, FolderSplit
 from .loader import _BaseLoader, epoch_seed, rank_slice
 
@@ -86,30 +91,79 @@ def _check(path: Path) -> str | None:
     return None
 
 
-def _files(folder: Path) -> list[Path]:
-    return sorted(
-        p
-        for p in folder.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )
+IMAGE_EXTENSIONS = frozenset(ext.lower() for ext in Image.registered_extensions())
+"""File suffixes Pillow can decode (``.jpg``, ``.png``, ``.webp``...); other files in class folders are skipped."""
+INDEX_VERSION = 1
+INDEX_NAME = ".cnnzoo-index.json"
 
 
 def _class_dirs(root: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def load_folder(
-    path: str | Path, *, strict: bool = False, seed: int = 0, val_fraction: float = 0.1, image_size: int | None = None
-) -> DataBundle:
-    """Scan, verify and split an image folder (see the module docstring); called by `load_dataset`."""
-    root = Path(path).expanduser()
-    if not root.is_dir():
-        raise ValueError(f"folder dataset {str(root)!r} is not a directory")
-    size = DEFAULT_IMAGE_SIZE if image_size is None else image_size
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+def _walk(base: Path, root: Path) -> tuple[list[str], dict[str, int]]:
+    """Files below ``base`` (paths relative to ``root``, sorted, hidden ones left out) and every directory's mtime."""
+    files, dirs = [], {}
+    for dirpath, dirnames, filenames in os.walk(base):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        rel = os.path.relpath(dirpath, root)
+        dirs[rel] = os.stat(dirpath).st_mtime_ns
+        files += [os.path.join(rel, f) for f in filenames if not f.startswith(".")]
+    return sorted(files), dirs
+
+
+def _index_paths(root: Path) -> list[Path]:
+    """Where the index of ``root`` is cached: in the folder itself, else (read-only folder) in the cnnzoo cache."""
+    from .download import cache_root
+
+    digest = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
+    return [root / INDEX_NAME, cache_root() / "folder-index" / f"{digest}.json"]
+
+
+def _read_index(root: Path) -> dict | None:
+    for path in _index_paths(root):
+        try:
+            index = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if index.get("version") != INDEX_VERSION or index.get("root") != str(root.resolve()):
+            continue
+        try:  # a file added, removed or renamed changes its directory's mtime; a new class shows in the listing
+            layout = "train/val" if (root / "train").is_dir() and (root / "val").is_dir() else \
+                "train" if (root / "train").is_dir() else "split"
+            base = root / "train" if layout != "split" else root
+            if layout == index.get("dir_layout") and _class_dirs(base) == index["classes"] and \
+                    all(os.stat(root / d).st_mtime_ns == m for d, m in index["dirs"].items()):
+                return index
+        except OSError:
+            continue
+    return None
+
+
+def _write_index(root: Path, index: dict) -> Path | None:
+    data = json.dumps(index).encode()
+    for path in _index_paths(root):
+        try:
+            atomic_write(path, data)
+            return path
+        except OSError:
+            continue
+    return None
+
+
+def folder_index(root: Path, *, refresh: bool = False) -> dict:
+    """The cached listing of a folder dataset: classes, and (relative path, label) of every file per split.
+
+    Listing a folder is the only work done up front (no decoding): the result is cached in ``root/.cnnzoo-index.json``
+    (or in the cnnzoo cache directory when the folder is read-only) and reused while no directory's mtime changes.
+    """
+    root = root.resolve()
+    if not refresh:
+        cached = _read_index(root)
+        if cached is not None:
+            log.info("%s: reusing the cached index (%d files)", root, len(cached["train"]) + len(cached["val"]))
+            cached["cached"] = True
+            return cached
     train_root = root / "train" if (root / "train").is_dir() else root
     val_root = root / "val" if train_root != root and (root / "val").is_dir() else None
     classes = _class_dirs(train_root)
@@ -119,42 +173,66 @@ def load_folder(
         extra = sorted(set(_class_dirs(val_root)) - set(classes))
         if extra:
             raise ValueError(f"{val_root} has class folders {extra} that {train_root} lacks; classes: {classes}")
-
-    candidates: dict[str, list[tuple[Path, int]]] = {"train": [], "val": []}
+    # the class folders' mtimes (and those below them) tell whether the listing is still valid; the root's own
+    # mtime is not used: writing the index into it changes it (new class folders are checked by name instead)
+    dirs: dict[str, int] = {}
+    splits: dict[str, list] = {"train": [], "val": []}
     for split, base in (("train", train_root), ("val", val_root)):
         if base is None:
             continue
+        if base != root:
+            dirs[os.path.relpath(base, root)] = os.stat(base).st_mtime_ns
         for label, name in enumerate(classes):
             if (base / name).is_dir():
-                candidates[split] += [(f, label) for f in _files(base / name)]
-    everything = candidates["train"] + candidates["val"]
-    log.info("%s: checking that %d files decode", root, len(everything))
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # Pillow decodes without the GIL
-        results = list(pool.map(_safe_check, [f for f, _ in everything]))
-    bombs = [r[1] for r in results if r[0] == "bomb"]
-    if bombs:
-        raise ValueError(
-            f"{len(bombs)} image(s) exceed Pillow's decompression-bomb limit (PIL.Image.MAX_IMAGE_PIXELS = "
-            f"{Image.MAX_IMAGE_PIXELS}; refused at twice that) and were not decoded:\n  " + "\n  ".join(bombs)
-            + "\nIf these files are trusted, raise PIL.Image.MAX_IMAGE_PIXELS or shrink the images."
-        )  # fmt: skip
-    skipped = [(str(f), r[1]) for (f, _), r in zip(everything, results, strict=True) if r[0] == "bad"]
-    if skipped and strict:
-        raise ValueError(
-            f"{len(skipped)} unreadable file(s) in {root} (strict mode):\n  "
-            + "\n  ".join(f"{p}: {why}" for p, why in skipped)
-        )
-    if skipped:
-        log.warning("%s: skipped %d unreadable file(s):\n  %s", root, len(skipped),
-                    "\n  ".join(f"{p}: {why}" for p, why in skipped))  # fmt: skip
-    bad = {p for p, _ in skipped}
-    good = {k: [(str(f), lab) for f, lab in v if str(f) not in bad] for k, v in candidates.items()}
+                files, seen = _walk(base / name, root)
+                splits[split] += [[f, label] for f in files]
+                dirs.update(seen)
+    dir_layout = "split" if train_root == root else "train/val" if val_root else "train"
+    index = {"version": INDEX_VERSION, "root": str(root), "layout": "train/val" if val_root else "split",
+             "dir_layout": dir_layout, "classes": classes, "dirs": dirs, **splits}
+    where = _write_index(root, index)
+    log.info("%s: indexed %d files%s", root, len(splits["train"]) + len(splits["val"]),
+             f" (cached in {where})" if where else "")
+    index["cached"] = False
+    return index
+
+
+def load_folder(
+    path: str | Path, *, strict: bool = False, seed: int = 0, val_fraction: float = 0.1, image_size: int | None = None
+) -> DataBundle:
+    """Index and split an image folder (see the module docstring); called by `load_dataset`."""
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise ValueError(f"folder dataset {str(root)!r} is not a directory")
+    size = DEFAULT_IMAGE_SIZE if image_size is None else image_size
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, int | float) or not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    index = folder_index(root)
+    root = Path(index["root"])
+    classes = index["classes"]
+    if len(classes) < 2:
+        raise ValueError(f"{root} has {len(classes)} class folder ({', '.join(classes)}); classification needs at "
+                         f"least 2 (one subfolder per class)")
+    skipped: list[tuple[str, str]] = []
+    good: dict[str, list[tuple[str, int]]] = {"train": [], "val": []}
+    for split in ("train", "val"):
+        for rel, label in index[split]:
+            full = str(root / rel)
+            if os.path.splitext(rel)[1].lower() not in IMAGE_EXTENSIONS:
+                skipped.append((full, "not an image file (its extension is not one Pillow reads)"))
+            else:
+                good[split].append((full, label))
+    if strict:
+        _verify(root, good["train"] + good["val"], skipped)
     counts = np.bincount([lab for _, lab in good["train"]], minlength=len(classes))
-    empty = [f"{train_root / classes[i]}" for i in np.flatnonzero(counts == 0)]
+    empty = [str(root / ("train" if index["layout"] == "train/val" else "") / classes[i])
+             for i in np.flatnonzero(counts == 0)]
     if empty:
         raise ValueError(f"class folder(s) with no readable images: {empty}; every class needs at least one image")
 
-    if val_root is not None:
+    if index["layout"] == "train/val":
         train, test = good["train"], good["val"]
     else:
         train, test = stratified_split(good["train"], len(classes), val_fraction, seed)
@@ -162,8 +240,35 @@ def load_folder(
         f"folder:{root}", classes, 3, (size, size), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25),
         FolderSplit(train), FolderSplit(test), kind="folder", skipped=skipped, root=root,
     )  # fmt: skip
-    bundle.mean, bundle.std = estimate_stats(train, size, seed)
+    bundle.mean, bundle.std = estimate_stats(train, size, seed, bundle.skipped)
+    found = {p for p, _ in bundle.skipped}
+    if found:  # files the statistics pass could not decode are known bad: leave them out of training
+        bundle.train = FolderSplit([s for s in train if s[0] not in found])
+        log.warning("%s: skipped %d unreadable file(s):\n  %s", root, len(bundle.skipped),
+                    "\n  ".join(f"{p}: {why}" for p, why in bundle.skipped))
+    bundle.split_params = {"layout": index["layout"], "seed": seed if index["layout"] == "split" else None,
+                           "val_fraction": val_fraction if index["layout"] == "split" else None,
+                           "image_size": size}
     return bundle
+
+
+def _verify(root: Path, files: list[tuple[str, int]], skipped: list[tuple[str, str]]) -> None:
+    """Strict mode: decode every file now; unreadable files (and those already skipped) are one error listing all."""
+    log.info("%s: checking that %d files decode (strict)", root, len(files))
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # Pillow decodes without the GIL
+        results = list(pool.map(_safe_check, [Path(f) for f, _ in files]))
+    bombs = [r[1] for r in results if r[0] == "bomb"]
+    if bombs:
+        raise ValueError(
+            f"{len(bombs)} image(s) exceed Pillow's decompression-bomb limit (PIL.Image.MAX_IMAGE_PIXELS = "
+            f"{Image.MAX_IMAGE_PIXELS}; refused at twice that) and were not decoded:\n  " + "\n  ".join(bombs)
+            + "\nIf these files are trusted, raise PIL.Image.MAX_IMAGE_PIXELS or shrink the images."
+        )  # fmt: skip
+    bad = skipped + [(f, r[1]) for (f, _), r in zip(files, results, strict=True) if r[0] == "bad"]
+    if bad:
+        raise ValueError(
+            f"{len(bad)} unreadable file(s) in {root} (strict mode):\n  " + "\n  ".join(f"{p}: {why}" for p, why in bad)
+        )
 
 
 def _safe_check(path: Path) -> tuple[str, str]:
@@ -295,20 +400,51 @@ class FolderTransform:
         return torch.from_numpy(np.array(arr, dtype=np.uint8, copy=True)).permute(2, 0, 1).contiguous()  # (3, S, S)
 
 
-def estimate_stats(samples: list[tuple[str, int]], size: int, seed: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean/std (0-1 scale) of up to STATS_SAMPLES seeded train images through the eval transform."""
+def estimate_stats(
+    samples: list[tuple[str, int]], size: int, seed: int, skipped: list[tuple[str, str]] | None = None
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean/std (0-1 scale) of up to STATS_SAMPLES seeded train images through the eval transform.
+
+    Unreadable files met on the way are left out of the estimate and appended to ``skipped``.
+    """
     rng = np.random.default_rng(seed)
     pick = rng.permutation(len(samples))[:STATS_SAMPLES]
     transform = FolderTransform(size, train=False, augment={})
     total = np.zeros(3)
     total_sq = np.zeros(3)
+    used = 0
     for i in pick:
-        x = transform(decode(samples[i][0], draft=transform.draft_size), random.Random(0)).double() / 255
+        path = samples[i][0]
+        reason = _read_error(path, transform)
+        if reason is not None:
+            if skipped is not None:
+                skipped.append((path, reason))
+            continue
+        x = transform(decode(path, draft=transform.draft_size), random.Random(0)).double() / 255
         total += x.mean(dim=(1, 2)).numpy()
         total_sq += (x * x).mean(dim=(1, 2)).numpy()
-    mean = total / len(pick)
-    std = np.sqrt(np.maximum(total_sq / len(pick) - mean * mean, 1e-12))
+        used += 1
+    if used == 0:
+        raise ValueError(f"none of the {len(pick)} training images sampled for the normalisation statistics could "
+                         f"be decoded (e.g. {samples[pick[0]][0] if len(pick) else 'no images'})")
+    mean = total / used
+    std = np.sqrt(np.maximum(total_sq / used - mean * mean, 1e-12))
     return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+
+def _read_error(path: str, transform: FolderTransform | None = None) -> str | None:
+    """None if ``path`` decodes, else why not (decompression bombs included: they are never decoded)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            decode(path, draft=transform.draft_size if transform else (64, 64))
+    except Image.DecompressionBombError as e:
+        return f"refused as a decompression bomb ({e})"
+    except Image.UnidentifiedImageError:
+        return "not an image file Pillow can read"
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
+        return f"corrupt or truncated image ({e})"
+    return None
 
 
 # -------------------------------------------------------------------------------------------------- loader
@@ -319,20 +455,30 @@ class _FolderDataset(torch.utils.data.Dataset):
 
     def __init__(self, samples: list[tuple[str, int]], transform: FolderTransform) -> None:
         self.samples, self.transform = samples, transform
+        self.bad: set[str] = set()  # per process: files found unreadable (each is logged once)
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int]:
         index, sample_seed = key
-        path, label = self.samples[index]
-        try:
-            img = decode(path, draft=self.transform.draft_size)
-        except (OSError, ValueError, SyntaxError, EOFError) as e:
-            raise RuntimeError(
-                f"{path} could not be decoded during training (was it changed after loading?): {e}"
-            ) from e
-        return self.transform(img, random.Random(sample_seed)), label
+        n = len(self.samples)
+        for k in range(min(n, 32)):  # a corrupt file: serve the next readable sample, the same one every epoch
+            path, label = self.samples[(index + k) % n]
+            if path in self.bad:
+                continue
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    img = decode(path, draft=self.transform.draft_size)
+            except (Image.DecompressionBombError, OSError, ValueError, SyntaxError, EOFError) as e:
+                self.bad.add(path)
+                log.warning("skipping unreadable image %s (%s); the next readable sample of the split stands in for "
+                            "it", path, e)
+                continue
+            return self.transform(img, random.Random(sample_seed)), label
+        raise RuntimeError(f"{min(n, 32)} consecutive images from {self.samples[index][0]} on could not be decoded; "
+                           f"is the folder still readable? (`--set data.strict=true` checks every file up front)")
 
 
 class _RankBatchSampler:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["HardSigmoid", "HardSwish", "get_act", "ACTIVATIONS"]
+__all__ = ["HardSigmoid", "HardSigmoidKeras", "HardSwish", "get_act", "ACTIVATIONS"]
 
 
 class HardSigmoid(nn.Module):
@@ -20,6 +20,18 @@ class HardSigmoid(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu6(x + 3.0, inplace=self.inplace) / 6.0
+
+
+class HardSigmoidKeras(nn.Module):
+    """clip(0.2 x + 0.5, 0, 1): 0 below -2.5, 1 above 2.5 (Keras' old ``hard_sigmoid``; the MobileNetV3 section of
+    note 003 writes h-sigmoid this way). Not MobileNetV3's h-sigmoid, ReLU6(x + 3) / 6 (slope 1/6, saturating at
+    +-3), which `HardSigmoid` is."""
+
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (0.2 * x + 0.5).clamp(0.0, 1.0)
 
 
 class HardSwish(nn.Module):
@@ -42,6 +54,7 @@ ACTIVATIONS: dict[str, Callable[..., nn.Module]] = {
     "h_swish": HardSwish,
     "hard_sigmoid": HardSigmoid,
     "h_sigmoid": HardSigmoid,
+    "hard_sigmoid_keras": HardSigmoidKeras,
     "gelu": nn.GELU,
     "sigmoid": nn.Sigmoid,
     "tanh": nn.Tanh,

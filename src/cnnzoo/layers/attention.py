@@ -46,14 +46,20 @@ __all__ = [
 class SEModule(nn.Module):
     """Squeeze-and-Excitation (Fig. 2/3 of the paper); reduction r=16 by default.
 
-    Children ``fc1``, ``fc2`` as timm names them.
+    Children ``fc1``, ``fc2`` as timm and torchvision name them. ``hidden_channels`` sets the squeeze width
+    directly where a family does not derive it as C/r (MobileNetV3: make_divisible(C/4, 8); EfficientNet: the
+    block's input channels / 4), and ``act_layer``/``gate_layer`` take any activation (MobileNetV3's gate is
+    h-sigmoid, EfficientNet's hidden activation swish).
     """
 
     def __init__(
-        self, channels: int, reduction: int = 16, act_layer="relu", gate_layer="sigmoid", min_channels: int = 1
+        self, channels: int, reduction: int = 16, act_layer="relu", gate_layer="sigmoid", min_channels: int = 1,
+        hidden_channels: int | None = None,
     ):
         super().__init__()
-        hidden = max(channels // reduction, min_channels)
+        hidden = max(channels // reduction, min_channels) if hidden_channels is None else hidden_channels
+        if hidden < 1:
+            raise ValueError(f"SE hidden_channels must be >= 1, got {hidden}")
         self.fc1 = nn.Conv2d(channels, hidden, 1)
         self.act = get_act(act_layer, inplace=True)
         self.fc2 = nn.Conv2d(hidden, channels, 1)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["LocalResponseNorm", "get_norm"]
+__all__ = ["FreshBatchNorm2d", "LocalResponseNorm", "get_norm"]
 
 
 class LocalResponseNorm(nn.Module):
@@ -33,6 +33,40 @@ class LocalResponseNorm(nn.Module):
 
     def extra_repr(self) -> str:
         return f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"
+
+
+class FreshBatchNorm2d(nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` whose running statistics come from data, never from the (0, 1) placeholders.
+
+    PyTorch starts the running mean and variance at 0 and 1, which makes an untrained BN the identity in
+    eval mode, and its first training batches move them only 10% of the way to the real statistics. In a
+    very deep residual network with He initialisation (ResNet-1202, pre-act ResNet-1001) each block then
+    roughly doubles the variance of the eval-mode signal, and 600 blocks overflow float32 (NaN logits at
+    init; ~1e22 after one step). So, until this layer has statistics (``has_stats``): its first training
+    batch sets them (momentum 1), and in eval mode it normalises with the batch's own statistics, as training
+    mode does. Loading a state dict with running statistics counts as having them. Training-mode outputs and
+    the update after the first batch are exactly ``nn.BatchNorm2d``'s.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.has_stats = False
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if prefix + "running_mean" in state_dict:
+            self.has_stats = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.has_stats or not self.track_running_stats:
+            return super().forward(x)
+        if self.training:  # the first batch's statistics replace the placeholders
+            self.has_stats = True
+            self.num_batches_tracked.add_(1)
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, True, 1.0, self.eps)
+        if x.numel() // x.shape[1] > 1:  # eval mode, no statistics yet: the batch's own, as in training
+            return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+        return super().forward(x)  # a single value per channel has no statistics to use
 
 
 _NORMS: dict[str, Callable[[int], nn.Module]] = {

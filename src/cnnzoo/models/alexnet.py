@@ -6,8 +6,8 @@ Key ideas
     train several times faster than tanh (Section 3.1); the net is split across two GPUs whose
     halves only talk at conv3 and the fc layers (3.2); local response normalization after conv1
     and conv2 aids generalisation (3.3); overlapping max-pooling (3x3, stride 2) lowers the error
-    a little (3.4); dropout 0.5 in fc6/fc7 and data augmentation (crops, flips, PCA colour noise)
-    fight over-fitting (4).
+    a little (3.4); dropout 0.5 on the outputs of fc6 and fc7 and data augmentation (crops, flips,
+    PCA colour noise) fight over-fitting (4).
 
 Which table the code reproduces
     Section 3.5 and Fig. 2: conv1 96@11x11/4 -> LRN -> pool -> conv2 256@5x5 (per tower) -> LRN
@@ -30,12 +30,16 @@ This implementation
     ``alexnet_paper`` is the network of the paper: 96-256-384-384-256 channels, the two-GPU split
     expressed as ``groups=2`` on conv2, conv4 and conv5 (``two_tower=False`` gives one tower with
     the same widths), LRN after the ReLUs of conv1 and conv2 and before their pooling (3.3, 3.5),
-    overlapping 3x3/2 pooling, dropout before fc6 and fc7, the paper's init. The paper writes
-    224x224 input, but conv1 (11x11, stride 4, no padding) only yields its 55x55 maps from 227x227
-    (a known erratum), so the card says 227. Options: ``two_tower``, ``lrn`` (False drops both LRN
-    layers), ``overlapping_pool`` (False = 2x2/2 pooling, the ablation of Section 3.4; same map
-    sizes at 227), ``drop_rate``. For inputs other than 227 the last map is average-pooled to 6x6
-    (adaptively) before fc6, as torchvision does; at 227 that pooling is the identity.
+    overlapping 3x3/2 pooling, the paper's init, and dropout where Section 4.2 and Caffe's reference
+    net put it: on the outputs of fc6 and fc7 (after their ReLUs), nothing on fc6's input.
+    torchvision's ``alexnet`` instead drops the inputs of fc6 and fc7 (pool5 and fc6's output), so
+    fc8 sees fc7 undropped there. fc6/fc7/fc8 are ``classifier.0/3/6``; ``forward_head(x,
+    pre_logits=True)`` returns fc7's output after its ReLU (and its dropout, in training). The paper
+    writes 224x224 input, but conv1 (11x11, stride 4, no padding) only yields its 55x55 maps from
+    227x227 (a known erratum), so the card says 227. Options: ``two_tower``, ``lrn`` (False drops
+    both LRN layers), ``overlapping_pool`` (False = 2x2/2 pooling, the ablation of Section 3.4; same
+    map sizes at 227), ``drop_rate``. For inputs other than 227 the last map is average-pooled to
+    6x6 (adaptively) before fc6, as torchvision does; at 227 that pooling is the identity.
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ ALEXNET = Paper(
 
 
 class _FCHead(ZooModel):
-    """Shared head logic: ``features`` -> ``avgpool`` (6x6) -> ``classifier`` (dropout, fc, relu, ..., fc)."""
+    """Shared head logic: ``features`` -> ``avgpool`` (6x6) -> ``classifier`` (fc, relu and dropout, ..., fc)."""
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
@@ -110,7 +114,7 @@ class AlexNet(_FCHead):
 
 
 class AlexNetPaper(_FCHead):
-    """AlexNet as Section 3.5 describes it: two towers (groups=2), LRN, overlapping pooling."""
+    """AlexNet as Section 3.5 describes it: two towers (groups=2), LRN, overlapping pooling, dropout after fc6/fc7."""
 
     min_input_size = 67
 
@@ -151,9 +155,11 @@ class AlexNetPaper(_FCHead):
             channels = out
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d(6)  # the identity at 227x227 (6x6 maps already)
+        # Section 4.2 and Caffe's reference net: dropout on the outputs of fc6 and fc7 (after their ReLUs);
+        # nothing drops fc6's input. (torchvision drops fc6's and fc7's inputs instead: see ``alexnet``.)
         self.classifier = nn.Sequential(
-            nn.Dropout(drop_rate), nn.Linear(256 * 6 * 6, 4096), nn.ReLU(inplace=True),  # fc6
-            nn.Dropout(drop_rate), nn.Linear(4096, 4096), nn.ReLU(inplace=True),  # fc7
+            nn.Linear(256 * 6 * 6, 4096), nn.ReLU(inplace=True), nn.Dropout(drop_rate),  # fc6
+            nn.Linear(4096, 4096), nn.ReLU(inplace=True), nn.Dropout(drop_rate),  # fc7
             nn.Linear(4096, num_classes),  # fc8
         )
         self._init_paper()
@@ -172,7 +178,8 @@ class AlexNetPaper(_FCHead):
 @register_model(AlexNet, paper=ALEXNET, input_size=(3, 224, 224), dataset="ImageNet",
                 counterparts={"torchvision": "alexnet"},
                 deviations=("single tower with 64-192-384-256-256 channels (torchvision / 'One weird trick')",
-                            "no LRN; conv1 padded by 2; adaptive 6x6 average pool before fc6"))
+                            "no LRN; conv1 padded by 2; adaptive 6x6 average pool before fc6",
+                            "dropout on the inputs of fc6 and fc7 instead of the outputs of fc6 and fc7 (Section 4.2)"))
 def alexnet(**kwargs) -> AlexNet:
     """torchvision's single-tower AlexNet (61,100,840 parameters)."""
     return AlexNet(**kwargs)

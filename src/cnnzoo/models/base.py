@@ -4,7 +4,8 @@
 - ``forward_features(x)``: the last feature map (B, num_features, h, w) (or (B, num_features) for FC nets).
 - ``forward_head(x, pre_logits=False)``: pooled features -> logits, or the pre-logit vector of
   ``head_hidden_size`` values.
-- ``reset_classifier(num_classes)``: a fresh classifier with another number of classes.
+- ``reset_classifier(num_classes)``: a fresh classifier with another number of classes; 0 removes it (as in
+  timm): ``forward`` then returns the pre-logit features, ``(B, head_hidden_size)``.
 - ``num_classes``, ``num_features``, ``head_hidden_size``, ``in_channels``, ``min_input_size``.
 - ``feature_info``: one dict per stage, ``{"num_chs": C, "reduction": stride, "module": "layer1"}``,
   naming the submodule whose output is that stage.
@@ -12,14 +13,55 @@
 
 from __future__ import annotations
 
+import functools
+import warnings
+
 import torch
 from torch import nn
 
 __all__ = ["ZooModel"]
 
 
+def _check_num_classes(model: nn.Module, num_classes) -> None:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+        raise ValueError(
+            f"num_classes must be an integer >= 1, or 0 to remove the classifier (forward then returns the "
+            f"{model.head_hidden_size} pre-logit features), got {num_classes!r}")
+
+
+def _checked_reset(fn):
+    """Wrap a family's ``reset_classifier``: validate ``num_classes``; 0 removes the classifier."""
+
+    @functools.wraps(fn)
+    def reset_classifier(self, num_classes: int, *args, **kwargs) -> None:
+        _check_num_classes(self, num_classes)
+        # With 0 the family's classifier is built 0 outputs wide (so a later reset finds the layer it replaces)
+        # and forward_head skips it.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
+            fn(self, num_classes, *args, **kwargs)
+        self.num_classes = num_classes
+
+    return reset_classifier
+
+
+def _headless_aware(fn):
+    """Wrap a family's ``forward_head``: with the classifier removed (0 classes), give the pre-logit features."""
+
+    @functools.wraps(fn)
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return fn(self, x, pre_logits=pre_logits or self.num_classes == 0)
+
+    return forward_head
+
+
 class ZooModel(nn.Module):
-    """Base class: input checking and the shared forward. Subclasses set the attributes in ``__init__``."""
+    """Base class: input checking and the shared forward. Subclasses set the attributes in ``__init__``.
+
+    A family that overrides ``reset_classifier`` or ``forward_head`` gets the shared behaviour around its own
+    (wrapped when the class is defined): ``num_classes`` is validated, and 0 removes the classifier, after which
+    ``forward_head`` returns the pre-logit features.
+    """
 
     num_classes: int
     num_features: int
@@ -36,7 +78,8 @@ class ZooModel(nn.Module):
         """Raise ValueError naming what the network expects when ``x`` does not fit it."""
         name = type(self).__name__
         if not isinstance(x, torch.Tensor):
-            raise ValueError(f"{name} expects a tensor of shape (N, {self.in_channels}, H, W), got {type(x).__name__}")
+            raise ValueError(  # noqa: TRY004 (user input)
+                f"{name} expects a tensor of shape (N, {self.in_channels}, H, W), got {type(x).__name__}")
         if x.ndim != 4:
             raise ValueError(
                 f"{name} expects a 4-D input (N, {self.in_channels}, H, W), got shape {tuple(x.shape)}"
@@ -55,10 +98,19 @@ class ZooModel(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "reset_classifier" in cls.__dict__:
+            cls.reset_classifier = _checked_reset(cls.__dict__["reset_classifier"])
+        if "forward_head" in cls.__dict__:
+            cls.forward_head = _headless_aware(cls.__dict__["forward_head"])
+
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
+        return self.head(x, pre_logits=pre_logits or self.num_classes == 0)
 
     def reset_classifier(self, num_classes: int) -> None:
+        """A fresh classifier with ``num_classes`` outputs; 0 removes it (forward returns pre-logit features)."""
+        _check_num_classes(self, num_classes)
         self.num_classes = num_classes
         self.head.reset(num_classes)
 

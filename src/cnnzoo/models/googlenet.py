@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers import ConvNormAct, LocalResponseNorm
-from ..registry import Paper, register_model
+from ..registry import Counterpart, Paper, register_model
 from .base import ZooModel
 
 GOOGLENET = Paper(
@@ -256,7 +256,10 @@ AUX_WEIGHT = 0.3
     paper=GOOGLENET,
     input_size=(3, 224, 224),
     dataset="ImageNet",
-    counterparts={"torchvision": "googlenet"},
+    # torchvision's published weights were trained on (x - 0.5) / 0.5 inputs: torchvision sets transform_input=True
+    # when it loads them; its checkpoints carry the aux heads, which a network built without them drops.
+    counterparts=(Counterpart("torchvision", "googlenet", weights_options={"transform_input": True},
+                              optional=("aux1.", "aux2.")),),
     aux_weight=AUX_WEIGHT,
     deviations=(
         "BatchNorm after every conv, no conv bias, no LRN (torchvision)",

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers import ConvNormAct
-from ..registry import Paper, register_model
+from ..registry import Counterpart, Paper, register_model
 from .base import ZooModel
 
 INCEPTION_V3 = Paper(
@@ -302,7 +302,8 @@ class InceptionV3(ZooModel):
     paper=INCEPTION_V3,
     input_size=(3, 299, 299),
     dataset="ImageNet",
-    counterparts={"torchvision": "inception_v3"},
+    counterparts=(Counterpart("torchvision", "inception_v3", weights_options={"transform_input": True},
+                              optional=("AuxLogits.",)),),
     aux_weight=0.4,  # TF-slim train_image_classifier.py; the paper gives no value (see the notes)
     deviations=(
         "label smoothing 0.1 (section 7) is left to the training loss",

@@ -37,10 +37,15 @@ This implementation
     network's first unit also takes the pre-activated input, as section 4.1 says. Options: attn_layer
     (after the branch's last conv, before the sum), drop_path_rate (stochastic depth on the branch,
     growing linearly), drop_rate (dropout before each unit's last conv: between the two convs of a
-    basic unit, as WRN uses it; no classifier dropout), act_layer, zero_init_last (default True, timm's
-    option: the branch's last conv starts at zero so each unit starts as its shortcut; without it
-    ResNet-1001's eval-mode outputs overflow at init; False gives the paper's He initialisation
-    everywhere). Adaptive global pooling, so any input size runs.
+    basic unit, as WRN uses it; no classifier dropout), act_layer, zero_init_last (default False: the
+    paper's He initialisation everywhere; True is timm's option, the branch's last conv starts at zero so
+    each unit starts as its shortcut). Adaptive global pooling, so any input size runs.
+
+    BN running statistics come from data (``cnnzoo.layers.FreshBatchNorm2d``): until a BN has seen a
+    training batch it normalises with the batch's own statistics in eval mode too, and its first training
+    batch sets its running statistics. With PyTorch's placeholders (mean 0, variance 1) an untrained BN is
+    the identity in eval mode, each unit about doubles the signal's variance, and ResNet-1001's 333 units
+    overflow float32 (NaN logits at initialisation).
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ..layers import ClassifierHead, DropPath, drop_path_rates, get_act, get_attn
+from ..layers import ClassifierHead, DropPath, FreshBatchNorm2d, drop_path_rates, get_act, get_attn
 from ..registry import Paper, register_converter, register_model
 from .base import ZooModel
 
@@ -84,10 +89,10 @@ class PreActBasicBlock(nn.Module):
     ):
         super().__init__()
         out_channels = width
-        self.norm1 = nn.BatchNorm2d(in_channels)
+        self.norm1 = FreshBatchNorm2d(in_channels)
         self.act1 = get_act(act_layer, inplace=True)
         self.conv1 = nn.Conv2d(in_channels, width, 3, stride, 1, bias=False)
-        self.norm2 = nn.BatchNorm2d(width)
+        self.norm2 = FreshBatchNorm2d(width)
         self.act2 = get_act(act_layer, inplace=True)
         self.drop = nn.Dropout(drop_rate)
         self.conv2 = nn.Conv2d(width, out_channels, 3, 1, 1, bias=False)
@@ -125,13 +130,13 @@ class PreActBottleneck(nn.Module):
     ):
         super().__init__()
         out_channels = width * self.expansion
-        self.norm1 = nn.BatchNorm2d(in_channels)
+        self.norm1 = FreshBatchNorm2d(in_channels)
         self.act1 = get_act(act_layer, inplace=True)
         self.conv1 = nn.Conv2d(in_channels, width, 1, bias=False)
-        self.norm2 = nn.BatchNorm2d(width)
+        self.norm2 = FreshBatchNorm2d(width)
         self.act2 = get_act(act_layer, inplace=True)
         self.conv2 = nn.Conv2d(width, width, 3, stride, 1, bias=False)
-        self.norm3 = nn.BatchNorm2d(width)
+        self.norm3 = FreshBatchNorm2d(width)
         self.act3 = get_act(act_layer, inplace=True)
         self.drop = nn.Dropout(drop_rate)
         self.conv3 = nn.Conv2d(width, out_channels, 1, bias=False)
@@ -160,7 +165,7 @@ def _projection(in_channels: int, out_channels: int, stride: int) -> nn.Module |
     return proj
 
 
-class BatchNormAct(nn.BatchNorm2d):
+class BatchNormAct(FreshBatchNorm2d):
     """BN followed by an activation in one module, so its state-dict keys are ``norm.weight``... as timm's."""
 
     def __init__(self, channels: int, act_layer="relu"):
@@ -195,7 +200,7 @@ class PreActResNet(ZooModel):
         drop_path_rate: float = 0.0,
         act_layer="relu",
         attn_layer=None,
-        zero_init_last: bool = True,
+        zero_init_last: bool = False,
     ):
         super().__init__()
         if block not in BLOCKS:
@@ -256,8 +261,8 @@ class PreActResNet(ZooModel):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
         if zero_init_last:
-            # Each unit starts as its shortcut (timm resnetv2's zero_init_last; Goyal et al. 2017 zero the last BN):
-            # a pre-activation branch ends in a conv, and 333 units of unit-gain branches overflow in eval mode.
+            # Each unit starts as its shortcut (timm resnetv2's zero_init_last; Goyal et al. 2017 zero the last BN;
+            # a pre-activation branch ends in a conv).
             for m in self.modules():
                 if isinstance(m, (PreActBasicBlock, PreActBottleneck)):
                     nn.init.zeros_((m.conv3 if isinstance(m, PreActBottleneck) else m.conv2).weight)
@@ -268,8 +273,8 @@ class PreActResNet(ZooModel):
 
 
 _ZERO = (
-    "each residual branch's last conv starts at zero (zero_init_last=True, timm's option); "
-    "the paper initialises it normally"
+    "BN running statistics start from the first training batch, and an untrained BN normalises with the "
+    "batch's statistics in eval mode (FreshBatchNorm2d), not PyTorch's (0, 1) placeholders"
 )
 _IMAGENET = {
     "paper": PREACT,

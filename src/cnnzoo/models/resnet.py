@@ -76,7 +76,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers import DropPath, drop_path_rates, get_act, get_attn, get_norm, init_conv_bn
-from ..registry import Paper, register_model
+from ..registry import Counterpart, Paper, register_model
 from .base import ZooModel
 
 __all__ = ["SHORTCUTS", "BasicBlock", "Bottleneck", "ResNet", "ShortcutA", "make_shortcut"]
@@ -510,15 +510,30 @@ def resnext101_64x4d(**kwargs) -> ResNet:
     ResNet,
     paper=SENET,
     input_size=(3, 224, 224),
-    counterparts={"timm": "seresnet50"},
-    deviations=("timm's native seresnet50 is the v1.5 variant: load it with stride_in_1x1=False",),
+    counterparts=(
+        # The released Caffe model (timm's legacy_*): stride in the 1x1 as here, stem max-pool in ceil mode.
+        Counterpart("timm", "legacy_seresnet50", {"stem_pool": "ceil", "stride_in_1x1": True},
+                    marker="layer0.conv1.weight"),
+        # timm's own re-trained seresnet50 is v1.5 (stride in the 3x3) with torchvision's padded stem pool.
+        Counterpart("timm", "seresnet50", {"stem_pool": "pad", "stride_in_1x1": False}, marker="conv1.weight"),
+    ),
+    deviations=("timm's native seresnet50 is the v1.5 variant (stride_in_1x1=False); its legacy_seresnet50 pools "
+                "the stem in ceil mode (stem_pool='ceil'): weights= applies either from the file",),
 )
 def seresnet50(**kwargs) -> ResNet:
     """SE-ResNet-50 (Hu et al.): v1 stride as the released Caffe model, SE r=16 before the addition."""
     return _resnet("bottleneck", (3, 4, 6, 3), {"attn_layer": "se", "stride_in_1x1": True}, kwargs)
 
 
-@register_model(ResNet, paper=SENET, input_size=(3, 224, 224), counterparts={"timm": "seresnext50_32x4d"})
+@register_model(
+    ResNet,
+    paper=SENET,
+    input_size=(3, 224, 224),
+    counterparts=(
+        Counterpart("timm", "legacy_seresnext50_32x4d", {"stem_pool": "ceil"}, marker="layer0.conv1.weight"),
+        Counterpart("timm", "seresnext50_32x4d", {"stem_pool": "pad"}, marker="conv1.weight"),
+    ),
+)
 def seresnext50_32x4d(**kwargs) -> ResNet:
     """SE-ResNeXt-50 32x4d (Hu et al.), stride on the 3x3 as the released model."""
     return _resnet("bottleneck", (3, 4, 6, 3), {"groups": 32, "width_per_group": 4, "attn_layer": "se"}, kwargs)

@@ -34,10 +34,17 @@ This implementation
     Options: attn_layer (a channel attention module on the residual branch after its last BN, as in
     SE-ResNet), drop_path_rate (stochastic depth on the residual branch, growing linearly over the
     blocks; refused for plain networks, which have no shortcut to keep the signal), act_layer,
-    zero_init_last (default True: the last BN of each residual branch starts at zero, so each block
-    starts as its shortcut, as timm does; the paper initialises it to 1 - pass False for that).
+    zero_init_last (default False, the paper's initialisation; True starts the last BN of each residual
+    branch at zero, so each block starts as its shortcut, as timm does: on mnist5k in 80 steps that
+    leaves ResNet-20 near chance, benchmarks/bench_zoo_training.py).
     Global pooling is adaptive, so any input size runs (the paper's 8x8 average pool equals it on
     32x32). Convs are initialised with He's fan-out normal, BN with (1, 0).
+
+    BN running statistics come from data (``cnnzoo.layers.FreshBatchNorm2d``): until a BN has seen a
+    training batch it normalises with the batch's own statistics in eval mode too, and its first
+    training batch sets its running statistics. With PyTorch's placeholders (mean 0, variance 1) an
+    untrained BN is the identity in eval mode, so each He-initialised block about doubles the signal's
+    variance and ResNet-1202's 600 blocks overflow float32 (NaN logits at initialisation).
 """
 
 from __future__ import annotations
@@ -49,7 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import ClassifierHead, DropPath, drop_path_rates, get_act, get_attn
+from ..layers import ClassifierHead, DropPath, FreshBatchNorm2d, drop_path_rates, get_act, get_attn
 from ..registry import Paper, register_model
 from .base import ZooModel
 
@@ -93,10 +100,10 @@ class BasicBlock(nn.Module):
     ):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.bn1 = FreshBatchNorm2d(out_channels)
         self.act1 = get_act(act_layer, inplace=True)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.bn2 = FreshBatchNorm2d(out_channels)
         self.attn = attn_layer(out_channels) if attn_layer is not None else nn.Identity()
         self.drop_path = DropPath(drop_path)
         self.act2 = get_act(act_layer, inplace=True)
@@ -104,7 +111,7 @@ class BasicBlock(nn.Module):
         reshape = stride != 1 or in_channels != out_channels
         if shortcut == "C" or (shortcut == "B" and reshape):
             self.downsample = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), nn.BatchNorm2d(out_channels)
+                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), FreshBatchNorm2d(out_channels)
             )
         elif shortcut == "A" and reshape:
             self.downsample = ZeroPadShortcut(in_channels, out_channels, stride)
@@ -137,7 +144,7 @@ class CifarResNet(ZooModel):
         drop_path_rate: float = 0.0,
         act_layer="relu",
         attn_layer=None,
-        zero_init_last: bool = True,
+        zero_init_last: bool = False,
     ):
         super().__init__()
         if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
@@ -157,7 +164,7 @@ class CifarResNet(ZooModel):
         attn = get_attn(attn_layer)
         self.num_classes, self.in_channels, self.num_features = num_classes, in_channels, widths[-1]
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)  # (B, 3, 32, 32) -> (B, 16, 32, 32)
-        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.bn1 = FreshBatchNorm2d(widths[0])
         self.act1 = get_act(act_layer, inplace=True)
         dpr = iter(drop_path_rates(drop_path_rate, 3 * n))
         self.feature_info = []
@@ -178,8 +185,7 @@ class CifarResNet(ZooModel):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
         if zero_init_last and shortcut is not None:
-            # Each block starts as its shortcut (Goyal et al. 2017, "Accurate, Large Minibatch SGD", 5.1): without
-            # it, 600 blocks double the variance 600 times in eval mode at init and the logits overflow.
+            # Each block starts as its shortcut (Goyal et al. 2017, "Accurate, Large Minibatch SGD", 5.1).
             for m in self.modules():
                 if isinstance(m, BasicBlock):
                     nn.init.zeros_(m.bn2.weight)
@@ -194,11 +200,9 @@ _CARD = {
     "input_size": (3, 32, 32),
     "dataset": "CIFAR-10",
     "deviations": (
-        (
-            "each residual branch's last BN starts at zero (zero_init_last=True, timm's ResNet default); "
-            "the paper initialises it normally"
-        ),
         "adaptive global average pooling instead of the fixed 8x8 pool (identical at 32x32)",
+        ("BN running statistics start from the first training batch, and an untrained BN normalises with "
+         "the batch's statistics in eval mode (FreshBatchNorm2d), not PyTorch's (0, 1) placeholders"),
     ),
 }
 

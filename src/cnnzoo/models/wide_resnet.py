@@ -30,9 +30,10 @@ This implementation
     input (as the authors' code does) and have no BN; the network's first unit splits after its
     BN-ReLU. Options: drop_rate, drop_path_rate (stochastic depth, not in the paper, off by
     default), attn_layer (after the second conv, before the sum), act_layer, zero_init_last (default
-    True: each block's second conv starts at zero, like timm resnetv2's option of that name; False
-    gives the paper's He initialisation everywhere). Adaptive global pooling instead of the fixed 8x8
-    one (identical at 32x32).
+    False: the paper's He initialisation everywhere; True starts each block's second conv at zero, like
+    timm resnetv2's option of that name). Adaptive global pooling instead of the fixed 8x8 one
+    (identical at 32x32). BN running statistics come from data, as in ``preact_resnet.py``
+    (``cnnzoo.layers.FreshBatchNorm2d``).
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class WideResNet(PreActResNet):
         drop_path_rate: float = 0.0,
         act_layer="relu",
         attn_layer=None,
-        zero_init_last: bool = True,
+        zero_init_last: bool = False,
     ):
         if not isinstance(depth, int) or depth < 10 or (depth - 4) % 6:
             raise ValueError(f"depth must be 6N+4 with N >= 1 (10, 16, 22, 28, 40...), got {depth!r}")
@@ -93,10 +94,8 @@ _CARD = {
     "input_size": (3, 32, 32),
     "dataset": "CIFAR-10",
     "deviations": (
-        (
-            "each residual branch's last conv starts at zero (zero_init_last=True, timm's option); "
-            "the paper initialises it normally"
-        ),
+        ("BN running statistics start from the first training batch, and an untrained BN normalises with "
+         "the batch's statistics in eval mode (FreshBatchNorm2d), not PyTorch's (0, 1) placeholders"),
         "adaptive global average pooling instead of the fixed 8x8 pool (identical at 32x32)",
     ),
 }

@@ -32,7 +32,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..layers import LocalResponseNorm
+from ..layers import LocalResponseNorm, init_conv_bn
 from ..registry import Paper, register_model
 from .base import ZooModel
 
@@ -44,13 +44,19 @@ ZFNET = Paper(
 )
 
 
+INITS = ("he", "paper")
+
+
 class ZFNet(ZooModel):
     """ZFNet of Fig. 3: conv1 96@7x7/2, conv2 256@5x5/2, 384-384-256, fc 4096-4096."""
 
     min_input_size = 47
 
-    def __init__(self, num_classes: int = 1000, in_channels: int = 3, lrn: bool = True, drop_rate: float = 0.5):
+    def __init__(self, num_classes: int = 1000, in_channels: int = 3, lrn: bool = True, drop_rate: float = 0.5,
+                 init: str = "he"):
         super().__init__()
+        if init not in INITS:
+            raise ValueError(f"init must be one of {', '.join(map(repr, INITS))}, got {init!r}")
         if not isinstance(lrn, bool):
             raise ValueError(f"lrn must be True or False, got {lrn!r}")
         if not 0.0 <= drop_rate < 1.0:
@@ -82,10 +88,13 @@ class ZFNet(ZooModel):
         self.feature_info = [dict(num_chs=96, reduction=4, module=f"features.{i1}"),
                              dict(num_chs=256, reduction=16, module=f"features.{i2}"),
                              dict(num_chs=256, reduction=32, module=f"features.{len(layers) - 1}")]
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.normal_(m.weight, 0.0, 0.01)  # Section 3: "weights initialized to 1e-2"
-                nn.init.zeros_(m.bias)
+        if init == "paper":
+            for m in self.modules():
+                if isinstance(m, (nn.Conv2d, nn.Linear)):
+                    nn.init.normal_(m.weight, 0.0, 0.01)  # Section 3: "weights initialized to 1e-2"
+                    nn.init.zeros_(m.bias)
+        else:
+            init_conv_bn(self)  # He et al. 2015 for the convs; PyTorch's default for the fc layers
 
     @property
     def head_hidden_size(self) -> int:

@@ -23,36 +23,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save
 
+from ..fileio import atomic_write
+
 __all__ = ["atomic_write", "save_checkpoint", "load_checkpoint", "latest_pointer", "read_weights", "weights_metadata"]
-
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def atomic_write(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that ``path`` is always either the old or the new content."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the mode open() would
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
 
 
 def _weights_bytes(state_dict: dict[str, torch.Tensor], metadata: dict[str, Any]) -> bytes:
@@ -108,10 +81,22 @@ def load_checkpoint(ckpt_dir: str | Path, kind: str = "last") -> tuple[dict[str,
     pointer = latest_pointer(ckpt_dir, kind)
     if pointer is None:
         raise FileNotFoundError(f"no {kind} checkpoint in {ckpt_dir} (expected {ckpt_dir / (kind + '.json')})")
-    sd, meta = read_weights(ckpt_dir / pointer["weights"])
+    from ..weights import read_checkpoint
+
+    weights = ckpt_dir / pointer["weights"]
+    sd, _ = read_checkpoint(weights)  # a ValueError naming the file when it is not readable
+    meta = weights_metadata(weights)
     state = {}
     if "state" in pointer:
-        state = torch.load(ckpt_dir / pointer["state"], map_location="cpu", weights_only=True)
+        path = ckpt_dir / pointer["state"]
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001  (zip, pickle and OS errors come in many types)
+            why = str(e).split(". ")[0]
+            raise ValueError(f"the training state {path} is truncated or damaged ({why}), so the run cannot resume "
+                             f"from it; its weights ({weights}) still load for eval/predict") from None
+        if not isinstance(state, dict):
+            raise ValueError(f"the training state {path} does not hold a training state (a dict)")
     return sd, meta, state
 
 
@@ -137,71 +122,121 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
 
 def resolve_checkpoint(path: str | Path) -> Path:
     """A weights file from a run directory (its best checkpoint, else its last) or a file path."""
-    path = Path(path)
+    path = Path(path).expanduser()
     if path.is_dir():
         for name in ("checkpoints/best.safetensors", "checkpoints/last.safetensors", "best.safetensors",
                      "last.safetensors"):
             if (path / name).is_file():
                 return path / name
-        raise FileNotFoundError(f"{path} holds no checkpoint (looked for checkpoints/best.safetensors and "
-                                "checkpoints/last.safetensors)")
+        what = "a cnnzoo run directory without a checkpoint yet" if (path / "config.yaml").is_file() else \
+            "a directory that is not a cnnzoo run"
+        raise FileNotFoundError(f"{path} is {what} (looked for checkpoints/best.safetensors and "
+                                "checkpoints/last.safetensors); give a run directory with a checkpoint or a weights file")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist (give a run directory or a weights file)")
     return path
 
 
-def load_trained(path: str | Path, *, model_name: str | None = None, device: torch.device | str = "cpu"):
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def load_trained(path: str | Path, *, model_name: str | None = None, device: torch.device | str = "cpu",
+                 weights_source: str | None = None):
     """(model in eval mode on ``device``, metadata) from a run directory or a weights file.
 
-    cnnzoo checkpoints carry the network name, options, classes and normalisation in their metadata. Other
-    files (torchvision, timm, plain state dicts) need ``model_name`` and get ImageNet-style metadata guesses.
+    A cnnzoo checkpoint names its network, options and data in its metadata (``meta["data"]`` is the record
+    `cnnzoo.data.reload_dataset` reads); ``model_name`` must then be absent or the same. Other files (torchvision,
+    timm, plain state dicts) need ``model_name``; their metadata says ``"foreign": True`` and preprocessing follows
+    the peer library (ImageNet statistics, the card's input size).
     """
     from ..registry import create_model
-    from ..weights import detect_source, read_state_dict
+    from ..weights import read_checkpoint
 
     file = resolve_checkpoint(path)
-    meta = weights_metadata(file) if file.suffix == ".safetensors" else {}
-    name = meta.get("model") or model_name
-    if name is None:
-        raise ValueError(f"{file} has no cnnzoo metadata naming its network; pass --model NAME")
-    sd = read_state_dict(file)
-    if meta.get("format") == "cnnzoo":
-        model = create_model(name, num_classes=meta["num_classes"], in_channels=meta["in_channels"],
-                             **meta.get("options", {}))
-        model.load_state_dict(sd, strict=True)
-    else:
-        head = [v for k, v in sd.items() if v.ndim == 2][-1:]  # the last matrix is the classifier
-        kwargs = {"num_classes": int(head[0].shape[0])} if head else {}
-        model = create_model(name, **kwargs)
-        _, sd = detect_source(model, name, sd)
-        model.load_state_dict(sd, strict=True)
-        meta = {"model": name, "num_classes": model.num_classes, "in_channels": model.in_channels}
+    _, meta = read_checkpoint(file)
+    if meta:
+        if model_name is not None and model_name != meta.get("model"):
+            raise ValueError(f"--model {model_name} contradicts the checkpoint, which is a {meta.get('model')} "
+                             f"({file}); cnnzoo checkpoints name their network: drop --model")
+        model = create_model(meta["model"], weights=str(file))
+        return model.to(device).eval(), meta
+    if model_name is None:
+        raise ValueError(f"{file} has no cnnzoo metadata naming its network; pass --model NAME (see `cnnzoo list`)")
+    model = create_model(model_name, weights=str(file), weights_source=weights_source)
+    meta = {"model": model_name, "num_classes": model.num_classes, "in_channels": model.in_channels,
+            "options": model.pretrained_cfg.get("options", {}), "foreign": True,
+            "weights_source": model.pretrained_cfg.get("weights_source")}
     return model.to(device).eval(), meta
 
 
-def preprocess_image(path: str | Path, meta: dict, device: torch.device | str = "cpu") -> torch.Tensor:
-    """An image file as the (1, C, H, W) normalised batch the checkpoint's network was trained on."""
-    import numpy as np
+def _load_pixels(path: Path, channels: int):
+    """An image file as 8-bit "L" or "RGB" (16-bit and float images scaled, not clipped; bombs refused)."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
+    from ..data.folder import to_rgb
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as im:
+                im.load()
+                rgb = to_rgb(im)
+    except Image.DecompressionBombError as e:
+        raise ValueError(f"{path} is refused as a decompression bomb ({e}); if it is trusted, raise "
+                         "PIL.Image.MAX_IMAGE_PIXELS or shrink the image") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as e:
+        raise ValueError(f"{path} is not an image Pillow can read: {e}") from None
+    return rgb.convert("L") if channels == 1 else rgb
+
+
+def preprocess_image(path: str | Path, meta: dict, device: torch.device | str = "cpu") -> torch.Tensor:
+    """An image file as the (1, C, H, W) batch the checkpoint's network saw at test time during training.
+
+    The run's own test pipeline is reproduced from its data record: built-in (tensor) datasets resize to the native
+    image size, normalise with the recorded statistics and resize to the network's input size as the loader does;
+    folder datasets take the folder's eval transform (shorter side to size/0.875, centre crop). Foreign checkpoints
+    get torchvision's ImageNet protocol at the card's input size.
+    """
+    import numpy as np
+    import torch.nn.functional as F
+
+    from ..data.folder import FolderTransform
     from ..registry import get_card
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image {str(path)!r} does not exist")
+    record = meta.get("data")
     c = int(meta.get("in_channels", 3))
-    try:
-        with Image.open(path) as im:
-            im = im.convert("L" if c == 1 else "RGB")
-            size = meta.get("input_size") or (meta.get("image_size") or [None])[0]
-            if size is None:
-                size = get_card(meta["model"]).input_size[-1]
-            im = im.resize((int(size), int(size)), Image.BILINEAR)
-            arr = np.asarray(im, dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"{path} is not an image PIL can read: {e}") from None
-    x = torch.from_numpy(arr).view(int(size), int(size), c).permute(2, 0, 1)[None]
-    # ImageNet statistics for foreign checkpoints (torchvision's normalisation)
-    mean = torch.tensor(meta.get("mean") or [0.485, 0.456, 0.406][:c]).view(1, c, 1, 1)
-    std = torch.tensor(meta.get("std") or [0.229, 0.224, 0.225][:c]).view(1, c, 1, 1)
-    return ((x - mean) / std).to(device)
+    if record is None:  # foreign checkpoint, or a cnnzoo checkpoint from before data records
+        size = meta.get("input_size") or get_card(meta["model"]).input_size[-1]
+        kind = "folder" if meta.get("foreign") or c == 3 else "tensor"
+        native = (size, size)
+        mean = meta.get("mean") or list(IMAGENET_MEAN[:c])
+        std = meta.get("std") or list(IMAGENET_STD[:c])
+    else:
+        kind, native = record["kind"], tuple(record["image_size"])
+        mean, std = record["mean"], record["std"]
+        size = meta.get("input_size")
+    img = _load_pixels(path, c)
+    if kind == "folder":
+        crop = int(size or native[0])
+        x = FolderTransform(crop, train=False, augment={})(img.convert("RGB"), None).float()  # (3, S, S) 0..255
+        if c == 1:
+            x = x[:1]
+        x = x[None]
+        size = None
+    else:
+        from PIL import Image
+
+        h, w = native
+        arr = np.asarray(img.resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32)
+        x = torch.from_numpy(arr.reshape(h, w, c).copy()).permute(2, 0, 1)[None]
+    m = torch.tensor(mean, dtype=torch.float32).view(1, c, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(1, c, 1, 1)
+    x = (x / 255.0 - m) / s
+    if size is not None and tuple(x.shape[-2:]) != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return x.to(device)

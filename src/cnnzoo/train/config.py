@@ -7,11 +7,16 @@
 
 Every key is checked: an unknown one fails listing the valid keys of its section, a value of the wrong type
 fails naming the expected type, and the fields with a fixed vocabulary (optimizer, schedule, amp) list it.
+Values are read as YAML, except that every number Python's ``float()`` reads is a number (``1e-3``, ``1E5``,
+``.5``; YAML 1.1 reads ``1e-3`` as a string), and NaN or infinity is refused for every float key.
+An override may carry the flag the user typed (``("--lr", "optim.lr=1e-05")``), and errors then name that flag.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,27 +26,135 @@ from typing import Any
 
 import yaml
 
+from .losses import LOSSES
+
 __all__ = [
-    "ModelConfig",
+    "AMP_MODES",
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "Config",
+    "ConfigError",
     "DataConfig",
+    "ModelConfig",
     "OptimConfig",
     "ScheduleConfig",
     "TrainConfig",
-    "Config",
-    "OPTIMIZERS",
-    "SCHEDULES",
-    "AMP_MODES",
+    "apply_overrides",
+    "check_device",
     "config_from_dict",
     "config_to_dict",
-    "apply_overrides",
-    "load_recipe",
     "default_config",
+    "device_problem",
+    "load_recipe",
+    "load_yaml",
+    "load_yaml_file",
     "recipe_path",
 ]
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("none", "step", "multistep", "plateau", "cosine", "onecycle")
 AMP_MODES = ("off", "bf16", "fp16")
+DEVICES = "auto, cpu, cuda, cuda:N, mps"
+
+
+class ConfigError(ValueError):
+    """A bad config value; ``key`` is the ``section.key`` it concerns, so a caller can name the flag that set it."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe YAML 1.1 reader, plus the float spellings YAML 1.1 misses but ``float()`` reads."""
+
+
+# YAML 1.1 reads on/off/yes/no as booleans, so `train.amp=off` would arrive as False: like YAML 1.2, only
+# true/false (any case) are booleans here; the other words stay strings (bool keys then say "true/false").
+_YamlLoader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_YamlLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                  list("tTfF"))
+# YAML 1.1 wants a dot and a signed exponent (1.0e-3); YAML 1.2 and Python also read 1e-3, 1E5, 1.0e5, -.5.
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+|\.[0-9][0-9_]*)$"),
+    list("-+0123456789."),
+)
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """A one-line description of a YAML error: the problem and where it is."""
+    mark, context, cmark = (getattr(e, k, None) for k in ("problem_mark", "context", "context_mark"))
+    out = getattr(e, "problem", None) or str(e).splitlines()[0]
+    if mark is not None:
+        out += f" at line {mark.line + 1}, column {mark.column + 1}"
+    if context and cmark is not None and (mark is None or cmark.line != mark.line):
+        out += f", {context} that starts at line {cmark.line + 1}, column {cmark.column + 1}"
+    return out
+
+
+def load_yaml(text: str, where: str) -> Any:
+    """``text`` read as YAML (numbers as `float` reads them); ValueError naming ``where`` if it is not YAML."""
+    try:
+        return yaml.load(text, Loader=_YamlLoader)  # a SafeLoader subclass: no arbitrary objects
+    except yaml.YAMLError as e:
+        raise ValueError(f"{where}: not valid YAML ({_yaml_problem(e)})") from None
+
+
+def load_yaml_file(path: str | Path, what: str = "recipe") -> Any:
+    """A YAML file's content, or a ValueError/FileNotFoundError naming the file and what is wrong with it."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{what} {str(path)!r} is a directory; give a YAML file (e.g. {path / 'recipe.yaml'})")
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {str(path)!r} does not exist; give a YAML file")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{what} {str(path)!r} is not a text (UTF-8) YAML file: byte {e.start} is "
+                         f"{e.object[e.start:e.start + 1]!r}") from None
+    return load_yaml(text, f"{what} {str(path)!r}")
+
+
+def device_problem(name: str) -> str | None:
+    """Why the device ``name`` cannot be used on this machine (None if it can): the list of valid ones included."""
+    import torch
+
+    if name == "auto":
+        return None
+    here = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        here += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        here.append("mps")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        return f"{name!r} is not a device; valid: {DEVICES} (here: {', '.join(here)})"
+    if dev.type == "cpu":
+        return None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            return f"{name!r}: no CUDA GPU is available on this machine; valid here: {', '.join(here)}"
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            return f"{name!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s); valid here: {', '.join(here)}"
+        return None
+    if dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            return f"{name!r}: Apple's MPS backend is not available on this machine; valid here: {', '.join(here)}"
+        return None
+    return f"{name!r} is not a device cnnzoo trains on; valid: {DEVICES} (here: {', '.join(here)})"
+
+
+def check_device(name: str, key: str = "train.device") -> str:
+    """``name`` if this machine has that device, else a `ConfigError` listing the ones it has."""
+    problem = device_problem(name)
+    if problem:
+        raise ConfigError(key, f"{key} {problem}")
+    return name
 
 
 @dataclass
@@ -68,6 +181,8 @@ class DataConfig:
     augment: dict | None = None  # None: the dataset's default policy; {}: none
     input_size: int | None = None
     num_workers: int = 2
+    val_fraction: float = 0.1  # folders without train/ and val/: the share of every class held out for testing
+    strict: bool = False  # folders: decode every file before training and fail listing the unreadable ones
 
 
 @dataclass
@@ -106,6 +221,7 @@ class TrainConfig:
 
     epochs: int = 10
     label_smoothing: float = 0.0
+    loss: str = "cross_entropy"  # or "lenet_map": LeCun et al. 1998's eq. 9 for RBF outputs (see train.losses)
     amp: str = "off"
     device: str = "auto"
     seed: int = 0
@@ -126,31 +242,93 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> Config:
-        """Check the values with a fixed vocabulary or range; return self."""
+        """Check every value and how they fit together (and normalise the dataset name); return self.
+
+        Raises:
+            ConfigError: naming the key, the value and what is valid.
+        """
+        self.check_values()
+        # Warmup longer than the run is refused rather than clamped: the rate would never reach optim.lr nor decay,
+        # and any clamped length would be a schedule nobody asked for. (onecycle and none ignore warmup_epochs.)
+        s, t = self.schedule, self.train
+        if s.name not in ("onecycle", "none") and s.warmup_epochs >= t.epochs:
+            raise ConfigError("schedule.warmup_epochs",
+                              f"schedule.warmup_epochs ({s.warmup_epochs:g}) must be shorter than the run "
+                              f"(train.epochs = {t.epochs}): the learning rate would never reach optim.lr and decay; "
+                              f"use fewer warmup epochs (--warmup-epochs / --set schedule.warmup_epochs=0) or more "
+                              f"epochs")
+        return self
+
+    def check_values(self) -> Config:
+        """Check each value on its own (a layer of a recipe may be completed by the next); return self."""
         _choice("optim.name", self.optim.name, OPTIMIZERS)
         _choice("schedule.name", self.schedule.name, SCHEDULES)
         _choice("train.amp", self.train.amp, AMP_MODES)
-        for key, value in (("data.batch_size", self.data.batch_size), ("data.eval_batch_size",
-                           self.data.eval_batch_size), ("train.epochs", self.train.epochs),
-                           ("train.log_every", self.train.log_every), ("train.save_every", self.train.save_every)):
-            if value < 1:
-                raise ValueError(f"{key} must be at least 1, got {value}")
-        if self.optim.lr <= 0:
-            raise ValueError(f"optim.lr must be positive, got {self.optim.lr}")
-        if not 0.0 <= self.train.label_smoothing < 1.0:
-            raise ValueError(f"train.label_smoothing must be in [0, 1), got {self.train.label_smoothing}")
-        if self.train.limit_batches is not None and self.train.limit_batches < 1:
-            raise ValueError(f"train.limit_batches must be at least 1 or null, got {self.train.limit_batches}")
-        if len(self.optim.betas) != 2:
-            raise ValueError(f"optim.betas must be two numbers, got {self.optim.betas}")
-        if not 0.0 < self.schedule.pct_start < 1.0:
-            raise ValueError(f"schedule.pct_start must be in (0, 1), got {self.schedule.pct_start}")
+        _choice("train.loss", self.train.loss, LOSSES)
+        o, s, d, t = self.optim, self.schedule, self.data, self.train
+        for key, value in (("data.batch_size", d.batch_size), ("data.eval_batch_size", d.eval_batch_size),
+                           ("train.epochs", t.epochs), ("train.log_every", t.log_every),
+                           ("train.save_every", t.save_every), ("schedule.step_size", s.step_size)):
+            _at_least(key, value, 1)
+        for key, value in (("data.num_workers", d.num_workers), ("schedule.patience", s.patience)):
+            _at_least(key, value, 0)
+        if d.input_size is not None:
+            _at_least("data.input_size", d.input_size, 1, "or null (the dataset's size)")
+        if t.limit_batches is not None:
+            _at_least("train.limit_batches", t.limit_batches, 1, "or null (every batch)")
+        for key, value in (("optim.lr", o.lr), ("optim.eps", o.eps), ("schedule.gamma", s.gamma),
+                           ("schedule.div_factor", s.div_factor), ("schedule.final_div_factor", s.final_div_factor)):
+            if value <= 0:
+                raise ConfigError(key, f"{key} must be positive, got {value}")
+        if o.grad_clip is not None and o.grad_clip <= 0:
+            raise ConfigError("optim.grad_clip", f"optim.grad_clip must be positive (the largest gradient norm "
+                                                 f"allowed) or null (no clipping), got {o.grad_clip}")
+        for key, value in (("optim.weight_decay", o.weight_decay), ("schedule.min_lr", s.min_lr),
+                           ("schedule.warmup_epochs", s.warmup_epochs)):
+            if value < 0:
+                raise ConfigError(key, f"{key} must be 0 or more, got {value}")
+        if not 0.0 <= o.momentum < 1.0:
+            raise ConfigError("optim.momentum", f"optim.momentum must be in [0, 1), got {o.momentum}")
+        if len(o.betas) != 2 or not all(0.0 <= b < 1.0 for b in o.betas):
+            raise ConfigError("optim.betas", f"optim.betas must be two numbers in [0, 1), got {o.betas}")
+        if not 0.0 <= t.label_smoothing < 1.0:
+            raise ConfigError("train.label_smoothing", f"train.label_smoothing must be in [0, 1), got {t.label_smoothing}")
+        if not 0.0 < s.pct_start < 1.0:
+            raise ConfigError("schedule.pct_start", f"schedule.pct_start must be in (0, 1), got {s.pct_start}")
+        if any(m < 1 for m in s.milestones):
+            raise ConfigError("schedule.milestones", f"schedule.milestones must be epochs >= 1, got {s.milestones}")
+        _device_syntax(t.device)
+        from ..data.datasets import dataset_name
+
+        try:
+            d.name = dataset_name(d.name)
+        except ValueError as e:
+            raise ConfigError("data.name", f"data.name: {e}") from None
         return self
+
+
+def _at_least(key: str, value: int, low: int, extra: str = "") -> None:
+    if value < low:
+        raise ConfigError(key, f"{key} must be at least {low}{' ' + extra if extra else ''}, got {value}")
 
 
 def _choice(key: str, value: str, valid: tuple[str, ...]) -> None:
     if value not in valid:
-        raise ValueError(f"{key} must be one of {', '.join(valid)}; got {value!r}")
+        raise ConfigError(key, f"{key} must be one of {', '.join(valid)}; got {value!r}")
+
+
+def _device_syntax(name: str) -> None:
+    """A device name torch reads and cnnzoo trains on (whether this machine has it is checked when it is set)."""
+    import torch
+
+    if name == "auto":
+        return
+    try:
+        kind = torch.device(name).type
+    except (RuntimeError, ValueError, TypeError):
+        kind = None
+    if kind not in ("cpu", "cuda", "mps"):
+        raise ConfigError("train.device", f"train.device {name!r} is not a device; valid: {DEVICES}")
 
 
 SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
@@ -197,9 +375,17 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             raise ValueError(f"{key} must be an int, got {value!r} ({type(value).__name__})")
         return value
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        number = value
+        if isinstance(value, str):  # any spelling float() reads: 1e-3, 1E5, .5 (YAML 1.1 leaves some as text)
+            try:
+                number = float(value.strip())
+            except ValueError:
+                pass
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
             raise ValueError(f"{key} must be a float, got {value!r} ({type(value).__name__})")
-        return float(value)
+        if not math.isfinite(number):
+            raise ValueError(f"{key} must be a finite number, got {value!r}")
+        return float(number)
     if tp is str:
         if not isinstance(value, str):
             raise ValueError(f"{key} must be a str, got {value!r} ({type(value).__name__})")
@@ -213,28 +399,31 @@ def _hints(cls: type) -> dict[str, Any]:
 
 def _update(cfg: Config, data: dict, where: str) -> Config:
     if not isinstance(data, dict):
-        raise ValueError(f"{where}: a recipe is a mapping of sections ({', '.join(SECTIONS)}), got {type(data).__name__}")
+        raise ValueError(  # noqa: TRY004 (user input)
+            f"{where}: a recipe is a mapping of sections ({', '.join(SECTIONS)}), got {type(data).__name__}")
     for section, values in data.items():
         if section not in SECTIONS:
             raise ValueError(f"{where}: unknown section {section!r}; valid sections: {', '.join(SECTIONS)}")
         if values is None:
             continue
         if not isinstance(values, dict):
-            raise ValueError(f"{where}: section {section!r} must be a mapping of keys, got {values!r}")
+            raise ValueError(f"{where}: section {section!r} must be a mapping of keys, got {values!r}")  # noqa: TRY004
         for key, value in values.items():
             _set(cfg, section, key, value, where)
     return cfg
 
 
-def _set(cfg: Config, section: str, key: str, value: Any, where: str) -> None:
+def _set(cfg: Config, section: str, key: str, value: Any, where: str | None) -> None:
     obj = getattr(cfg, section)
     hints = _hints(type(obj))
+    prefix = f"{where}: " if where else ""
     if key not in hints:
-        raise ValueError(f"{where}: unknown key {section}.{key}; valid keys of {section}: {', '.join(hints)}")
+        raise ConfigError(f"{section}.{key}",
+                          f"{prefix}unknown key {section}.{key}; valid keys of {section}: {', '.join(hints)}")
     try:
         setattr(obj, key, _coerce(f"{section}.{key}", value, hints[key]))
     except ValueError as e:
-        raise ValueError(f"{where}: {e}") from None
+        raise ConfigError(f"{section}.{key}", f"{prefix}{e}") from None
 
 
 def config_from_dict(data: dict, where: str = "config") -> Config:
@@ -247,9 +436,23 @@ def config_to_dict(cfg: Config) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def apply_overrides(cfg: Config, pairs: list[str] | None) -> Config:
-    """Apply ``["optim.lr=0.1", "model.options={drop_rate: 0.2}"]`` (values read as YAML); returns ``cfg``."""
-    for pair in pairs or []:
+def _relabel(e: ConfigError, label: str) -> ConfigError:
+    """``e`` told in terms of the flag the user typed: "optim.lr must be ..." -> "--lr must be ..."."""
+    msg = str(e)
+    if label == "--set":
+        return ConfigError(e.key, f"--set: {msg}")
+    return ConfigError(e.key, label + msg[len(e.key):] if msg.startswith(e.key) else f"{label}: {msg}")
+
+
+def apply_overrides(cfg: Config, pairs: list[str | tuple[str, str]] | None) -> Config:
+    """Apply ``["optim.lr=0.1", "model.options={drop_rate: 0.2}"]`` (values read as YAML); returns ``cfg``.
+
+    An item may be ``(flag, pair)``, e.g. ``("--lr", "optim.lr=0.1")``: errors about that key, from reading the
+    value or from validating the result, then name ``flag`` (what the user typed) instead of ``--set``.
+    """
+    labels: dict[str, str] = {}  # section.key -> the flag that set it last
+    for item in pairs or []:
+        label, pair = item if isinstance(item, tuple) else ("--set", item)
         key, sep, text = pair.partition("=")
         key = key.strip()
         if not sep or not key:
@@ -257,37 +460,67 @@ def apply_overrides(cfg: Config, pairs: list[str] | None) -> Config:
         section, dot, name = key.partition(".")
         if not dot or section not in SECTIONS:
             raise ValueError(f"--set {pair!r}: the key must be SECTION.KEY with SECTION one of {', '.join(SECTIONS)}")
+        where = f"--set {pair!r}" if label == "--set" else f"{label} {text}"
         if "." in name:  # model.options.drop_rate=0.2 sets one constructor option
             sub, _, opt = name.partition(".")
             if (section, sub) != ("model", "options"):
                 raise ValueError(f"--set {pair!r}: only model.options.NAME nests deeper than SECTION.KEY")
-            cfg.model.options[opt] = yaml.safe_load(text)
+            cfg.model.options[opt] = load_yaml(text, where)
             continue
-        _set(cfg, section, name, yaml.safe_load(text) if text.strip() else None, "--set")
-    return cfg.validate()
+        try:
+            _set(cfg, section, name, load_yaml(text, where) if text.strip() else None, None)
+            if key == "train.device":  # the user asks for it now, on this machine (a resumed run's may differ)
+                check_device(cfg.train.device)
+        except ConfigError as e:
+            raise _relabel(e, label) from None
+        labels[key] = label
+    try:
+        return cfg.validate()
+    except ConfigError as e:
+        if e.key in labels:
+            raise _relabel(e, labels[e.key]) from None
+        raise
 
 
 def load_recipe(path: str | Path, base: Config | None = None) -> Config:
     """Read a YAML recipe onto ``base`` (defaults when None)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"recipe {str(path)!r} does not exist")
-    data = yaml.safe_load(path.read_text()) or {}
-    return _update(base or Config(), data, str(path)).validate()
+    data = load_yaml_file(path, "recipe") or {}
+    cfg = _update(base or Config(), data, str(path))
+    # on a base, each value is checked now and the whole when the last layer (flags, --set) is on
+    return cfg.check_values() if base is not None else cfg.validate()
 
 
 def recipe_path(dataset: str) -> Path | None:
     """The bundled default recipe of a dataset (``folder:`` datasets share ``folder.yaml``), if any."""
+    from ..data.datasets import dataset_name
+
+    dataset = dataset_name(dataset)  # "MNIST5K" finds mnist5k's recipe
     stem = "folder" if dataset.startswith("folder:") else dataset
     p = resources.files("cnnzoo.train").joinpath("recipes", f"{stem}.yaml")
     return Path(str(p)) if p.is_file() else None
 
 
 def default_config(model: str, dataset: str = "mnist5k") -> Config:
-    """The dataset's default recipe with the given network and dataset filled in."""
+    """The dataset's default recipe, then the network card's recipe hints, with the network and dataset filled in.
+
+    A card's hints (``get_card(model).recipe``, e.g. ``{"optim.lr": 0.005}``) are what the network needs on top
+    of any dataset's recipe (the paper's learning rate or loss); ``--recipe``, flags and ``--set`` applied
+    afterwards still override them.
+    """
+    from ..data.datasets import dataset_name
+
     cfg = Config()
+    dataset = dataset_name(dataset)
     path = recipe_path(dataset)
     if path is not None:
         cfg = load_recipe(path, cfg)
     cfg.model.name, cfg.data.name = model, dataset
-    return cfg.validate()
+    from ..registry import get_card
+
+    for key, value in get_card(model).recipe.items():
+        section, _, name = key.partition(".")
+        if section not in SECTIONS:
+            raise ConfigError(key, f"{model}'s card recipe: unknown section {section!r} in {key!r}; "
+                                   f"valid sections: {', '.join(SECTIONS)}")
+        _set(cfg, section, name, value, f"{model}'s card recipe")
+    return cfg.check_values()

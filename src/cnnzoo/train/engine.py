@@ -36,8 +36,10 @@ from ..data import load_dataset, make_loader
 from ..evaluate.metrics import EvalResult, evaluate, plot_confusion, plot_curves
 from ..registry import create_model, get_card
 from . import distributed as dist_utils
+from ..data.record import write_split_file
 from .checkpoint import atomic_write, load_checkpoint, save_checkpoint
-from .config import Config, config_from_dict, config_to_dict
+from .config import Config, config_from_dict, config_to_dict, load_yaml_file
+from .rundir import RunLock, check_new_run_dir, clean_debris
 from .losses import ClassificationLoss
 from .optim import LRSchedule, build_optimizer
 from .progress import make_progress
@@ -72,12 +74,9 @@ def resolve_device(name: str) -> torch.device:
         if torch.cuda.is_available():
             return torch.device("cuda", dist_utils.local_rank())
         return torch.device("cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError as e:
-        raise ValueError(f"train.device {name!r} is not a device (auto, cpu, cuda, cuda:1, mps...): {e}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"train.device {name!r}: no CUDA GPU is available here; use cpu or auto")
+    from .config import check_device
+
+    dev = torch.device(check_device(name))  # a ValueError listing the devices this machine has
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", dist_utils.local_rank())
     return dev
@@ -137,7 +136,7 @@ class Trainer:
             cfg_path = resume / "config.yaml"
             if not cfg_path.is_file():
                 raise FileNotFoundError(f"{resume} is not a cnnzoo run directory (no config.yaml in it)")
-            cfg = config_from_dict(yaml.safe_load(cfg_path.read_text()), str(cfg_path))
+            cfg = config_from_dict(load_yaml_file(cfg_path, "config") or {}, str(cfg_path))
             cfg.train.run_dir = str(resume)
             if overrides is not None:
                 cfg = overrides(cfg)
@@ -149,6 +148,10 @@ class Trainer:
         self.callbacks = list(callbacks or [])
         self._stop_signal: int | None = None
         self.device = resolve_device(cfg.train.device)
+        if cfg.model.sync_bn and self.device.type not in ("cuda", "xpu", "hpu"):  # torch's SyncBatchNorm: GPUs only
+            raise ValueError(f"model.sync_bn (--sync-bn) needs CUDA GPUs under torchrun; SyncBatchNorm does not run "
+                             f"on {self.device.type}: drop --sync-bn (or set model.sync_bn=false)")
+        self._overridden = resume is not None and overrides is not None
         self.distributed = dist_utils.setup(str(self.device))
         self.rank, self.world = dist_utils.rank(), dist_utils.world_size()
         self.is_main = self.rank == 0
@@ -159,12 +162,19 @@ class Trainer:
     def _build(self) -> None:
         cfg = self.cfg
         torch.manual_seed(cfg.train.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
+        folder = {"val_fraction": cfg.data.val_fraction, "strict": cfg.data.strict, "image_size": cfg.data.input_size}
         self.bundle = load_dataset(cfg.data.name, data_dir=cfg.data.data_dir, download=cfg.data.download,
-                                   seed=cfg.train.seed)
+                                   seed=cfg.train.seed, **(folder if cfg.data.name.startswith("folder:") else {}))
+        if len(self.bundle.test) == 0:
+            raise ValueError(f"{self.bundle.name} has no test images ({self.bundle.summary()}); a run needs a test "
+                             "split to report accuracy: add a val/ folder, or images to the classes with only one")
+        self.data_record = self.bundle.record()
         card = get_card(cfg.model.name)
         self.card = card
         model = create_model(cfg.model.name, num_classes=self.bundle.num_classes,
                              in_channels=self.bundle.in_channels, weights=cfg.model.weights, **cfg.model.options)
+        # the options the network was really built with: the user's plus any a checkpoint implied (weights=)
+        self.model_options = dict(getattr(model, "pretrained_cfg", {}).get("options", cfg.model.options))
         self.input_size = cfg.data.input_size
         native = self.bundle.image_size[0]
         if self.input_size is None and getattr(model, "min_input_size", 1) > native:
@@ -196,7 +206,7 @@ class Trainer:
         self.steps_per_epoch = steps
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.schedule = LRSchedule(cfg.schedule, cfg.optim.lr, steps, cfg.train.epochs)
-        self.loss_fn = ClassificationLoss(cfg.train.label_smoothing, card.aux_weight)
+        self.loss_fn = ClassificationLoss(cfg.train.label_smoothing, card.aux_weight, cfg.train.loss)
         amp = cfg.train.amp
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp == "fp16")
@@ -206,15 +216,52 @@ class Trainer:
         self.sums = [0.0, 0.0, 0]  # train loss sum, correct, count of the current epoch
         self.history: list[dict] = []
         self.best_acc = -1.0
+        self.lock: RunLock | None = None
+        self._created_dir = False
         if self.resume_dir is not None:
             self.run_dir = self.resume_dir
+            self.ckpt_dir = self.run_dir / "checkpoints"
+            if self.is_main:
+                self._lock_and_clean()
+            self._check_same_data()
             self._restore()
+            if self.is_main and self._overridden:  # e.g. --resume --epochs N: the run now trains to the new config
+                atomic_write(self.run_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False).encode())
         else:
             run_dir = Path(cfg.train.run_dir) if cfg.train.run_dir else default_run_dir(cfg.model.name)
             self.run_dir = Path(dist_utils.broadcast_object(str(run_dir)))
+            self.ckpt_dir = self.run_dir / "checkpoints"
             if self.is_main:
-                self._start_run_dir()
-        self.ckpt_dir = self.run_dir / "checkpoints"
+                check_new_run_dir(self.run_dir)
+                self._created_dir = not self.run_dir.exists()
+                self._lock_and_clean()
+                try:
+                    self._start_run_dir()
+                except BaseException:
+                    self._abandon_if_empty()
+                    raise
+
+    def _lock_and_clean(self) -> None:
+        """Take the run directory's lock (a second writer fails naming the holder), then remove debris of kills."""
+        self.lock = RunLock(self.run_dir).acquire(shlex.join(self.command))
+        removed = clean_debris(self.run_dir)
+        if removed and self.verbose:
+            print(f"removed {len(removed)} leftover file(s) of an interrupted write in {self.run_dir}", flush=True)
+
+    def _check_same_data(self) -> None:
+        """A resumed run must see the data it started on: the same split, file for file."""
+        try:
+            recorded = json.loads((self.run_dir / "run.json").read_text()).get("data")
+        except (OSError, ValueError):
+            recorded = None
+        if not recorded:
+            return
+        for split in ("train", "test"):
+            if recorded.get(f"{split}_sha256") not in (None, self.data_record[f"{split}_sha256"]):
+                raise ValueError(
+                    f"{self.bundle.name} no longer gives the {split} split this run started with "
+                    f"({recorded.get(f'{split}_count')} images recorded, {self.data_record[f'{split}_count']} now): "
+                    "files were added, removed or renamed. Restore the data, or start a new run")
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.amp_dtype is None:
@@ -223,9 +270,6 @@ class Trainer:
 
     def _start_run_dir(self) -> None:
         d = self.run_dir
-        if (d / "checkpoints" / "last.json").exists():
-            raise ValueError(f"run directory {d} already holds a run; resume it with `cnnzoo train --resume {d}` "
-                             "or choose another --run-dir")
         d.mkdir(parents=True, exist_ok=True)
         atomic_write(d / "config.yaml", yaml.safe_dump(config_to_dict(self.cfg), sort_keys=False).encode())
         info = {
@@ -240,18 +284,20 @@ class Trainer:
             "classes": list(self.bundle.classes),
             "num_params": sum(p.numel() for p in self.model.parameters()),
             "input_size": self.input_size,
+            "data": self.data_record,
         }
         atomic_write(d / "run.json", json.dumps(info, indent=1).encode())
+        write_split_file(self.bundle, d)
 
     # ------------------------------------------------------------------ checkpoints
     def weights_metadata(self) -> dict:
         """What a checkpoint's safetensors metadata holds: enough to rebuild the model and its preprocessing."""
         b = self.bundle
         return {"format": "cnnzoo", "cnnzoo_version": __version__, "model": self.cfg.model.name,
-                "options": self.cfg.model.options, "num_classes": b.num_classes, "in_channels": b.in_channels,
+                "options": self.model_options, "num_classes": b.num_classes, "in_channels": b.in_channels,
                 "classes": list(b.classes), "mean": list(b.mean), "std": list(b.std), "dataset": b.name,
                 "image_size": list(b.image_size), "input_size": self.input_size, "epoch": self.epoch,
-                "batch": self.batch, "global_step": self.global_step}
+                "batch": self.batch, "global_step": self.global_step, "data": self.data_record}
 
     def _state(self) -> dict:
         state = {
@@ -274,10 +320,19 @@ class Trainer:
                         self._state() if kind == "last" else None)
 
     def _restore(self) -> None:
-        sd, _meta, state = load_checkpoint(self.run_dir / "checkpoints", "last")
+        sd, meta, state = load_checkpoint(self.run_dir / "checkpoints", "last")
         if not state:
             raise FileNotFoundError(f"{self.run_dir}: the last checkpoint has no training state to resume from")
-        unwrap(self.model).load_state_dict(sd)
+        saved = meta.get("model")
+        if saved is not None and saved != self.cfg.model.name:
+            raise ValueError(f"{self.run_dir}/config.yaml names {self.cfg.model.name}, but the run's checkpoint holds "
+                             f"{saved} weights; set model.name back to {saved} in config.yaml")
+        try:
+            unwrap(self.model).load_state_dict(sd)
+        except RuntimeError as e:
+            first = str(e).splitlines()[1].strip() if "\n" in str(e) else str(e)
+            raise ValueError(f"the checkpoint in {self.run_dir} does not fit the network its config.yaml describes "
+                             f"(was config.yaml edited?): {first}") from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self.scaler.load_state_dict(state["scaler"])
@@ -323,16 +378,43 @@ class Trainer:
         cfg = self.cfg
         progress = make_progress(self.verbose, cfg.train.log_every)
         try:
-            with self._signals(), progress:
-                while self.epoch < cfg.train.epochs:
-                    self._train_epoch(progress)
-                    self._end_epoch()
+            try:
+                with self._signals(), progress:
+                    while self.epoch < cfg.train.epochs:
+                        self._train_epoch(progress)
+                        self._end_epoch()
+            finally:
+                self.train_loader.close()
+            final = self._final_eval()
+        except BaseException as e:
+            if not isinstance(e, TrainingInterrupted):
+                self._abandon_if_empty()
+            raise
         finally:
-            self.train_loader.close()
-        final = self._final_eval()
+            self.close()
         if self.distributed:
             dist_utils.teardown()
         return FitResult(self.run_dir, final, self.history)
+
+    def close(self) -> None:
+        """Release the run directory's lock (also released when the process exits, however it exits)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+    def _abandon_if_empty(self) -> None:
+        """A run that failed before its first checkpoint leaves nothing behind (its files would only mislead)."""
+        if not self.is_main or self.resume_dir is not None or any(self.ckpt_dir.glob("*.json")):
+            return
+        for name in ("config.yaml", "run.json", "split.json", "metrics.csv", "metrics.jsonl", "curves.png"):
+            (self.run_dir / name).unlink(missing_ok=True)
+        self.close()
+        (self.run_dir / ".lock").unlink(missing_ok=True)
+        if self._created_dir:
+            with contextlib.suppress(OSError):
+                (self.run_dir / "checkpoints").rmdir()
+            with contextlib.suppress(OSError):
+                self.run_dir.rmdir()
 
     def _flags(self, loss: torch.Tensor) -> tuple[bool, bool]:
         """(stop requested, loss not finite), agreed across ranks."""

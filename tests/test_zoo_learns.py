@@ -1,0 +1,141 @@
+"""Every family of the zoo learns at its defaults (issue 9), and the card's recipe hints and losses that make it so.
+
+``benchmarks/bench_zoo_training.py`` trains every registered network for a small budget on mnist5k
+(docs/zoo_training.md). Here one member of each family trains for an even smaller one, through the `Trainer`
+and ``default_config(name, "mnist5k")`` (the dataset's recipe, then the card's hints): what ``cnnzoo train NAME``
+does. Each must end well above chance (10%).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import cnnzoo
+from cnnzoo.registry import register_model
+from cnnzoo.train import Trainer, apply_overrides, default_config
+from cnnzoo.train.config import ConfigError
+from cnnzoo.train.losses import MAP_J, ClassificationLoss, lenet_map_loss
+
+# --- the card's recipe hints -----------------------------------------------------------------------------------
+
+
+def test_card_recipe_applies_after_the_dataset_recipe_and_before_overrides():
+    card = cnnzoo.get_card("lenet5_paper")
+    assert card.recipe == {"optim.lr": 0.005, "train.loss": "lenet_map"}
+    cfg = default_config("lenet5_paper", "mnist5k")
+    assert (cfg.optim.lr, cfg.train.loss) == (0.005, "lenet_map")  # the card's, not mnist5k's 0.03
+    assert cfg.optim.nesterov and cfg.train.epochs == 30  # the rest is the dataset's recipe
+    cfg = apply_overrides(default_config("lenet5_paper", "mnist5k"), ["optim.lr=0.02", "train.loss=cross_entropy"])
+    assert (cfg.optim.lr, cfg.train.loss) == (0.02, "cross_entropy")  # --set (and flags) still win
+    plain = default_config("lenet5", "mnist5k")
+    assert (plain.optim.lr, plain.train.loss) == (0.03, "cross_entropy")  # no hints: the dataset's recipe
+
+
+def test_a_recipe_file_overrides_the_card(tmp_path):
+    from cnnzoo.train.config import load_recipe
+
+    path = tmp_path / "r.yaml"
+    path.write_text("optim: {lr: 0.07}\n")
+    cfg = load_recipe(path, default_config("vgg11", "mnist5k"))
+    assert cfg.optim.lr == 0.07 and cnnzoo.get_card("vgg11").recipe["optim.lr"] == 0.01
+
+
+def test_bad_card_recipe_is_a_clear_error():
+    class Tiny(torch.nn.Module):
+        def __init__(self, num_classes: int = 10, in_channels: int = 1):
+            super().__init__()
+
+    paper = cnnzoo.get_card("lenet5").paper
+    with pytest.raises(ValueError, match="section.key"):
+        register_model(Tiny, paper=paper, input_size=(1, 28, 28), recipe={"lr": 0.1})(lambda **kw: Tiny(**kw))
+    from cnnzoo import registry
+
+    def zz_bad_hint(**kwargs):
+        return Tiny(**kwargs)
+
+    register_model(Tiny, paper=paper, input_size=(1, 28, 28), recipe={"optim.lrate": 0.1})(zz_bad_hint)
+    try:
+        with pytest.raises(ConfigError, match=r"zz_bad_hint's card recipe: unknown key optim.lrate; valid keys"):
+            default_config("zz_bad_hint", "mnist5k")
+    finally:
+        del registry._REGISTRY["zz_bad_hint"]
+
+
+def test_loss_key_lists_the_valid_losses():
+    with pytest.raises(ConfigError, match="train.loss must be one of cross_entropy, lenet_map; got 'mse'"):
+        apply_overrides(default_config("lenet5", "mnist5k"), ["train.loss=mse"])
+    with pytest.raises(ValueError, match="cross_entropy, lenet_map"):
+        ClassificationLoss(loss="map")
+
+
+# --- LeNet-5's MAP criterion (LeCun et al. 1998, eq. 9) ----------------------------------------------------------
+
+
+def test_lenet_map_loss_is_equation_nine():
+    """E = y_D + log(exp(-j) + sum_i exp(-y_i)), y the RBF penalties, averaged over the batch; by hand."""
+    penalties = torch.tensor([[1.0, 2.0, 5.0], [30.0, 25.0, 40.0]])
+    target = torch.tensor([0, 2])
+    j = 20.0
+    by_hand = [
+        1.0 + math.log(math.exp(-j) + math.exp(-1.0) + math.exp(-2.0) + math.exp(-5.0)),
+        40.0 + math.log(math.exp(-j) + math.exp(-30.0) + math.exp(-25.0) + math.exp(-40.0)),
+    ]
+    assert lenet_map_loss(-penalties, target, j=j).item() == pytest.approx(sum(by_hand) / 2, rel=1e-6)
+    # far penalties: the rubbish class dominates, so the loss is y_D - j and pulls the right penalty down alone
+    assert by_hand[1] == pytest.approx(40.0 - j, abs=1e-2)
+    loss, logits = ClassificationLoss(loss="lenet_map")(-penalties, target)
+    assert loss.item() == pytest.approx(lenet_map_loss(-penalties, target, j=MAP_J).item()) and logits is not None
+
+
+def test_lenet_map_loss_smooths_labels_as_cross_entropy_does():
+    """With no rubbish class (j huge) the criterion is cross-entropy, label smoothing included."""
+    torch.manual_seed(0)
+    logits, target = torch.randn(6, 4), torch.tensor([0, 1, 2, 3, 0, 1])
+    ours = lenet_map_loss(logits, target, j=1e4, label_smoothing=0.1)
+    assert ours.item() == pytest.approx(F.cross_entropy(logits, target, label_smoothing=0.1).item(), rel=1e-6)
+
+
+# --- every family learns at its defaults --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Member:
+    """One family's representative: trained ``steps`` batches of 32 at ``size`` px; must reach ``at_least``."""
+
+    network: str
+    family_role: str
+    size: int
+    steps: int
+    at_least: float
+    options: dict = field(default_factory=dict)
+
+
+# Add a row here when a family lands (efficient networks, ViT...): test_every_family_is_covered asks for it.
+FAST_SUBSET: list[Member] = []
+
+# Families trained only by the sweep (benchmarks/bench_zoo_training.py), with the reason they are not above.
+SWEEP_ONLY: dict[str, str] = {}
+
+
+def test_every_family_is_covered():
+    families = {cnnzoo.get_card(n).family for n in cnnzoo.list_models()}
+    covered = {cnnzoo.get_card(m.network).family for m in FAST_SUBSET} | set(SWEEP_ONLY)
+    missing = sorted(families - covered)
+    assert not missing, f"families without a FAST_SUBSET row (or a SWEEP_ONLY reason): {missing}"
+
+
+@pytest.mark.parametrize("member", FAST_SUBSET, ids=[m.network for m in FAST_SUBSET])
+def test_family_learns_well_above_chance(member, tmp_path):
+    cfg = apply_overrides(default_config(member.network, "mnist5k"), [
+        "train.epochs=1", f"train.limit_batches={member.steps}", "train.seed=0", "train.device=cpu",
+        f"train.run_dir={tmp_path / 'run'}", *([f"data.input_size={member.size}"] if member.size != 28 else [])])
+    cfg.model.options.update(member.options)
+    result = Trainer(cfg, verbose=False).fit()
+    assert result.test.top1 >= member.at_least, (
+        f"{member.network} ({member.family_role}): {100 * result.test.top1:.1f}% after {member.steps} steps at "
+        f"{member.size} px; expected at least {100 * member.at_least:.0f}% (chance is 10%)")
