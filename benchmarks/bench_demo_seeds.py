@@ -62,16 +62,16 @@ def worker(args: argparse.Namespace) -> None:
                 argv += ["--recipe", args.recipe]
             for kv in args.set or []:
                 argv += ["--set", kv]
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the result lines
                 code = cnnzoo_main(argv)
-            wall = time.perf_counter() - t0
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             if code != 0:
                 raise SystemExit(f"training {args.model} seed {seed} failed with exit code {code}")
             rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
             final = json.loads((run / "eval.json").read_text())
         print(RESULT, json.dumps({"seed": seed, "threads": torch.get_num_threads(), "acc": 100 * final["top1"],
-                          "wall_s": wall, "train_s": sum(r["epoch_time_s"] for r in rows),
+                          "wall_s": wall, "cpu_s": cpu, "train_s": sum(r["epoch_time_s"] for r in rows),
                           "curve": [round(100 * r["test_acc"], 1) for r in rows]}), flush=True)
 
 
@@ -96,7 +96,7 @@ def main() -> None:
     print(f"{args.model} on mnist5k, {'recipe ' + args.recipe if args.recipe else 'default recipe'}"
           + (f", --set {' '.join(args.set)}" if args.set else ""))
     print(f"machine: {machine()}")
-    print(f"{'seed':>4} {'threads':>7} {'test acc %':>10} {'time s':>7} {'train s':>7}")
+    print(f"{'seed':>4} {'threads':>7} {'test acc %':>10} {'time s':>7} {'train s':>7} {'cpu s':>7}")
     results = []
     for threads in args.threads:
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
@@ -112,16 +112,17 @@ def main() -> None:
                     continue
                 r = json.loads(line[len(RESULT):])
                 results.append(r)
-                print(f"{r['seed']:>4} {r['threads']:>7} {r['acc']:>10.2f} {r['wall_s']:>7.1f} {r['train_s']:>7.1f}",
-                      flush=True)
+                print(f"{r['seed']:>4} {r['threads']:>7} {r['acc']:>10.2f} {r['wall_s']:>7.1f} {r['train_s']:>7.1f} "
+                      f"{r['cpu_s']:>7.1f}", flush=True)
                 if args.curves:
                     print("     per epoch:", " ".join(f"{a:.1f}" for a in r["curve"]))
         if proc.returncode:
             raise SystemExit(f"worker with {threads} thread(s) failed (exit code {proc.returncode})")
-    print(f"{'':>12} {'min':>6} {'mean':>6} {'max':>6}")
+    print(f"{'':>16} {'min':>6} {'mean':>6} {'max':>6}")
     for threads in args.threads:
         rs = [r for r in results if r["threads"] == threads]
-        print(f"{threads} thread(s) acc {stats([r['acc'] for r in rs])}   time s {stats([r['wall_s'] for r in rs])}")
+        print(f"{threads} thread(s) acc {stats([r['acc'] for r in rs])}   time s {stats([r['wall_s'] for r in rs])}"
+              f"   cpu s {stats([r['cpu_s'] for r in rs])}")
     accs = [r["acc"] for r in results]
     print(f"all {len(accs)} runs  acc {stats(accs)}   time s {stats([r['wall_s'] for r in results])}")
     if args.model == "lenet5":

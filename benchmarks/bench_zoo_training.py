@@ -33,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -102,7 +102,7 @@ def budget(name: str, cap: float) -> Budget:
 def train_one(name: str, b: Budget, seed: int) -> dict:
     card = cnnzoo.get_card(name)
     with tempfile.TemporaryDirectory() as d:
-        sets = [f"train.epochs=1", f"train.limit_batches={b.steps}", f"train.seed={seed}", "train.device=cpu",
+        sets = ["train.epochs=1", f"train.limit_batches={b.steps}", f"train.seed={seed}", "train.device=cpu",
                 f"train.run_dir={Path(d) / 'run'}"]
         if b.size != SMALL_SIZE:
             sets.append(f"data.input_size={b.size}")
@@ -131,9 +131,9 @@ def machine() -> dict:
     commit = "unknown"
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                                timeout=10).stdout.strip() or commit
+                                timeout=10, check=False).stdout.strip() or commit
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+                               capture_output=True, text=True, timeout=10, check=False).stdout.strip()
         if dirty:
             commit += " (with uncommitted changes)"
     except (OSError, subprocess.SubprocessError):
@@ -200,7 +200,7 @@ def main() -> None:
     if args.results and args.results.exists():
         for line in args.results.read_text().splitlines():
             row = json.loads(line)
-            if row["seed"] == args.seed:
+            if row["seed"] == args.seed and not row.get("failed"):
                 done[row["network"]] = row
     info = machine()
     print(f"{len(names)} networks; {info['cpu']}; torch {info['torch']}, {info['threads']} threads; "
@@ -210,8 +210,16 @@ def main() -> None:
         if name in done:
             rows.append(done[name])
             continue
-        b = budget(name, args.cap)
-        row = train_one(name, b, args.seed)
+        try:
+            b = budget(name, args.cap)
+            row = train_one(name, b, args.seed)
+        except Exception as e:  # noqa: BLE001  (one broken network must not stop a sweep of hours)
+            print(f"{name:28s} FAILED: {type(e).__name__}: {e}", flush=True)
+            rows.append({"network": name, "family": cnnzoo.get_card(name).family, "seed": args.seed, "size": 0,
+                         "steps": 0, "seconds": 0.0, "test_acc": 0.0, "train_loss": float("nan"), "gmacs": 0.0,
+                         "budget_note": f"FAILED: {type(e).__name__}: {e}"[:200], "recipe": {}, "reason": "",
+                         "failed": True})
+            continue
         rows.append(row)
         flag = "" if row["test_acc"] >= LEARNED else "  <- under {:.0%}: {}".format(LEARNED, row["reason"] or "?")
         print(f"{name:28s} {row['size']:3d} px {row['steps']:3d} steps {row['seconds']:7.1f} s  "

@@ -61,7 +61,7 @@ def assert_const(t: torch.Tensor, value: float, what: str) -> None:
 
 
 def check(t: torch.Tensor | None, rule, m: nn.Module, what: str) -> None:
-    """``rule``: "he_fan_out" | "he_fan_in" | "torch" | ("normal", std) | ("uniform", bound) | a constant, or
+    """``rule``: "he_fan_out" | "he_fan_in" | "torch" | "glorot" | ("normal", std) | ("uniform", bound) | a constant, or
     None: the parameter must not exist (e.g. no conv bias before a BN)."""
     if rule is None or t is None:  # a rule applies where the parameter exists
         assert rule is not None or t is None, f"{what}: unexpected"
@@ -72,6 +72,8 @@ def check(t: torch.Tensor | None, rule, m: nn.Module, what: str) -> None:
         assert_normal(t, math.sqrt(2 / fan_in(m)), what)
     elif rule == "torch":
         assert_uniform(t, 1 / math.sqrt(fan_in(m)), what)
+    elif rule == "glorot":  # Glorot & Bengio 2010, eq. 16: U(+-sqrt(6 / (fan_in + fan_out)))
+        assert_uniform(t, math.sqrt(6 / (fan_in(m) + fan_out(m))), what)
     elif isinstance(rule, tuple) and rule[0] == "normal":
         assert_normal(t, rule[1], what)
     elif isinstance(rule, tuple) and rule[0] == "uniform":
@@ -115,12 +117,15 @@ FAMILIES = [
     # modern LeNet-5 and torchvision's AlexNet: PyTorch's defaults ("PyTorch's default init, as torchvision")
     ("lenet5", {}, "torch", "torch", "torch", "torch"),
     ("alexnet", {}, "torch", "torch", "torch", "torch"),
-    # ZFNet notes: "Weights are drawn from N(0, 0.01) (the paper's '1e-2'), biases 0"
-    ("zfnet", {}, ("normal", 0.01), 0.0, ("normal", 0.01), 0.0),
+    # ZFNet notes: He's init for the convs (layers.init_conv_bn, fan-out), PyTorch's default elsewhere; init="paper":
+    # "N(0, 0.01) (the paper's '1e-2'), biases 0"
+    ("zfnet", {}, "he_fan_out", "torch", "torch", "torch"),
+    ("zfnet", {"init": "paper"}, ("normal", 0.01), 0.0, ("normal", 0.01), 0.0),
     # VGG notes: "Kaiming-normal fan-out convs, N(0, 0.01) linears, zero biases" (torchvision's init)
     ("vgg11_bn", {}, "he_fan_out", 0.0, ("normal", 0.01), 0.0),
-    # NiN notes: "Weights use Kaiming-normal init" (fan-in: torch's kaiming_normal_ default), zero biases
-    ("nin_cifar", {}, "he_fan_in", 0.0, None, None),
+    # NiN notes: "Glorot (Xavier) uniform init, zero biases"; init="he": Kaiming-normal (fan-in, torch's default)
+    ("nin_cifar", {}, "glorot", 0.0, None, None),
+    ("nin_cifar", {"init": "he"}, "he_fan_in", 0.0, None, None),
     # GoogLeNet: torchvision's truncated normal, std 0.01 (cut at +-2, i.e. 200 sigma), on convs and linears
     ("googlenet", {}, ("normal", 0.01), 0.0, ("normal", 0.01), 0.0),
     # Inception-v4 / Inception-ResNet: no init of their own, as timm's: PyTorch's defaults

@@ -201,3 +201,14 @@ def test_convert_state_dict_refuses_foreign_keys():
         cnnzoo.convert_state_dict("resnet18", {**sd, "extra.weight": torch.ones(1)}, "torchvision")
     with pytest.raises(ValueError, match="missing keys"):
         cnnzoo.convert_state_dict("resnet34", sd, "torchvision")
+
+
+def test_every_torchvision_counterpart_has_published_weights():
+    """weights="torchvision" works for every network whose card names a torchvision counterpart."""
+    missing = [(name, cp.name) for name in cnnzoo.list_models() for cp in cnnzoo.get_card(name).counterparts
+               if cp.library == "torchvision" and cp.name not in weights_mod.TORCHVISION_URLS]
+    assert missing == []
+    for url in weights_mod.TORCHVISION_URLS.values():  # torch.hub's naming: NAME-<sha256 prefix>.pth
+        stem = url.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        prefix = stem.rsplit("-", 1)[-1]
+        assert len(prefix) >= 8 and all(c in "0123456789abcdef" for c in prefix), url

@@ -68,6 +68,7 @@ TORCHVISION_URLS: dict[str, str] = {
     "resnet152": _TV + "resnet152-394f9c45.pth",
     "resnext50_32x4d": _TV + "resnext50_32x4d-7cdf4587.pth",
     "resnext101_32x8d": _TV + "resnext101_32x8d-8ba56ff5.pth",
+    "resnext101_64x4d": _TV + "resnext101_64x4d-173b62eb.pth",
     "wide_resnet50_2": _TV + "wide_resnet50_2-95faca4d.pth",
     "wide_resnet101_2": _TV + "wide_resnet101_2-32ee1156.pth",
     "densenet121": _TV + "densenet121-a639ec97.pth",
@@ -81,6 +82,19 @@ TORCHVISION_URLS: dict[str, str] = {
     "mobilenet_v3_small": _TV + "mobilenet_v3_small-047dcff4.pth",
     "shufflenet_v2_x0_5": _TV + "shufflenetv2_x0.5-f707e7126e.pth",
     "shufflenet_v2_x1_0": _TV + "shufflenetv2_x1-5666bf0f80.pth",
+    "shufflenet_v2_x1_5": _TV + "shufflenetv2_x1_5-3c479a10.pth",
+    "shufflenet_v2_x2_0": _TV + "shufflenetv2_x2_0-8be3c8ee.pth",
+    "efficientnet_b0": _TV + "efficientnet_b0_rwightman-7f5810bc.pth",
+    "efficientnet_b1": _TV + "efficientnet_b1_rwightman-bac287d4.pth",
+    "efficientnet_b2": _TV + "efficientnet_b2_rwightman-c35c1473.pth",
+    "efficientnet_b3": _TV + "efficientnet_b3_rwightman-b3899882.pth",
+    "efficientnet_b4": _TV + "efficientnet_b4_rwightman-23ab8bcd.pth",
+    "efficientnet_b5": _TV + "efficientnet_b5_lukemelas-1a07897c.pth",
+    "efficientnet_b6": _TV + "efficientnet_b6_lukemelas-24a108a5.pth",
+    "efficientnet_b7": _TV + "efficientnet_b7_lukemelas-c5b4e57e.pth",
+    "vit_b_16": _TV + "vit_b_16-c867db91.pth",
+    "vit_b_32": _TV + "vit_b_32-d86f8d99.pth",
+    "vit_l_16": _TV + "vit_l_16-852ce7e3.pth",
 }
 
 _WRAPPERS = ("state_dict", "model", "model_state_dict", "module")

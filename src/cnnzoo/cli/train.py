@@ -18,6 +18,15 @@ examples:
   torchrun --nproc_per_node=2 -m cnnzoo train resnet20 --data cifar10
 config sections and keys: model, data, optim, schedule, train (see the README's Training section)."""
 
+EPILOG_EVAL = """\
+examples:
+  cnnzoo eval runs/lenet5-20240101-120000                        # the run's own test pipeline (centre crop)
+  cnnzoo eval RUN --protocol center,10crop,144crop,dense,multiscale --no-flip
+  cnnzoo eval RUN --protocol dense+10crop+multiscale --scales 224,256,288 --format json
+protocols (sizes scale with the training size S; base scale R = S/0.875): center; 10crop (AlexNet: corners + centre
++ reflections); 144crop (GoogLeNet: 4 scales x 3 squares x 6 crops x 2); dense (VGG: the fully-convolutional net on
+the whole image resized to R); multiscale (dense at VGG's {S-32, S, S+32}, scaled). See cnnzoo.evaluate.protocols."""
+
 
 def _flag_overrides(args: argparse.Namespace) -> list[tuple[str, str]]:
     """The dedicated flags as (flag, --set pair), applied before the explicit --set ones; errors name the flag."""
@@ -28,7 +37,7 @@ def _flag_overrides(args: argparse.Namespace) -> list[tuple[str, str]]:
              ("amp", "train.amp"), ("channels_last", "model.channels_last"), ("compile", "model.compile"),
              ("device", "train.device"), ("seed", "train.seed"), ("run_dir", "train.run_dir"),
              ("weights", "model.weights"), ("sync_bn", "model.sync_bn"), ("limit_batches", "train.limit_batches"),
-             ("data_dir", "data.data_dir")]
+             ("data_dir", "data.data_dir"), ("init", "model.init"), ("init_from", "model.init_from")]
     out = []
     for attr, key in table:
         value = getattr(args, attr, None)
@@ -40,10 +49,30 @@ def _flag_overrides(args: argparse.Namespace) -> list[tuple[str, str]]:
     return out
 
 
+def _paper_config(args: argparse.Namespace):
+    """``--recipe paper[:NAME]``: the paper's recipe <- flags <- -o options <- --set, then scaled to the run
+    (`cnnzoo.train.paper_recipes`); the log says what was scaled."""
+    from ..train.config import apply_overrides
+    from ..train.paper_recipes import paper_config, scale_to_run
+
+    cfg, recipe, notes = paper_config(args.name, args.data or "mnist5k", args.recipe)
+    cfg.model.options.update(parse_options(args.options))
+    pairs = _flag_overrides(args) + list(args.set or [])
+    cfg = apply_overrides(cfg, pairs, validate=False)
+    explicit = {(p[1] if isinstance(p, tuple) else p).partition("=")[0].strip() for p in pairs}
+    notes += scale_to_run(cfg, recipe, explicit)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    return apply_overrides(cfg, pairs)  # the same pairs again (scaling never touches theirs): errors name the flags
+
+
 def build_config(args: argparse.Namespace):
     """The resolved config: dataset recipe <- --recipe <- flags <- -o options <- --set."""
     from ..train.config import ConfigError, apply_overrides, default_config, load_recipe
+    from ..train.paper_recipes import is_paper_spec
 
+    if is_paper_spec(args.recipe):
+        return _paper_config(args)
     cfg = default_config(args.name, args.data or "mnist5k")
     if args.recipe:
         cfg = load_recipe(args.recipe, cfg)
@@ -71,9 +100,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ..train.config import apply_overrides
 
     if args.resume:
-        if args.name or args.recipe or args.data:
-            raise ValueError("--resume continues a run with its own config.yaml; give only the run directory "
-                             "(and optionally --epochs or --set to extend it)")
+        if args.name or args.recipe or args.data or args.init or args.init_from:
+            raise ValueError("--resume continues a run with its own config.yaml and weights; give only the run "
+                             "directory (and optionally --epochs or --set to extend it)")
         extra = _flag_overrides(args) + list(args.set or [])
         trainer = Trainer(resume=args.resume, overrides=(lambda c: apply_overrides(c, extra)) if extra else None,
                           verbose=not args.quiet)
@@ -140,16 +169,32 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.plot:
         _check_output(args.plot, (".png", ".svg", ".pdf"))
+    as_json = args.json or args.format == "json"
+    protocols = scales = None
+    if args.protocol is not None:
+        from ..evaluate import parse_protocols
+
+        protocols = parse_protocols(args.protocol)  # an unknown name fails before any loading
+        if args.plot:
+            raise ValueError("--plot draws the confusion matrix of the plain evaluation; it does not combine with "
+                             "--protocol")
+    if args.scales is not None:
+        scales = _parse_scales(args.scales)
+        if protocols is None or not any(p.multiscale for p in protocols):
+            raise ValueError("--scales sets the test scales of the multiscale protocols: use it with --protocol "
+                             "multiscale (or 10crop+multiscale, dense+10crop+multiscale)")
     device = torch.device(args.device)
     model, meta = load_trained(args.checkpoint, model_name=args.model, device=device)
     bundle, input_size = _eval_bundle(args, meta, model)
     if len(bundle.test) == 0:
         raise ValueError(f"{bundle.name} has no test images to evaluate on")
+    if protocols is not None:
+        return _eval_protocols(args, meta, model, bundle, input_size, [p.name for p in protocols], scales, as_json)
     loader = make_loader(bundle, "test", batch_size=args.batch_size, train=False, device=device,
                          input_size=input_size, num_workers=0 if bundle.kind != "folder" else 2)
     result = evaluate(model, loader, bundle.num_classes, bundle.classes)
     loader.close()
-    if args.json:
+    if as_json:
         print(json.dumps(result.to_dict(), indent=1))
         return 0
     print(f"{meta['model']} on {bundle.name} test split ({result.count} images)")
@@ -169,6 +214,40 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         plot_confusion(result, args.plot)
         print(f"confusion matrix plot: {args.plot}")
+    return 0
+
+
+def _parse_scales(text: str) -> list[int]:
+    """``--scales 224,256,288`` -> [224, 256, 288] (shorter sides in pixels)."""
+    try:
+        scales = [int(v) for v in text.split(",")]
+    except ValueError:
+        scales = []
+    if not scales or any(q < 1 for q in scales):
+        raise ValueError(f"--scales {text}: give the test scales as comma-separated positive integers (the shorter "
+                         f"side in pixels), e.g. --scales 224,256,288")
+    return scales
+
+
+def _eval_protocols(args, meta, model, bundle, input_size, protocols, scales, as_json: bool) -> int:
+    """``cnnzoo eval --protocol ...``: top-1/top-5 per protocol, side by side (or as JSON)."""
+    from ..evaluate import evaluate_protocols
+    from ..evaluate.protocols import ProtocolSizes, format_table
+
+    size = input_size or bundle.image_size[0]
+    results = evaluate_protocols(model, bundle, protocols, input_size=size, scales=scales, flip=not args.no_flip,
+                                 batch_size=args.batch_size, device=args.device,
+                                 num_workers=0 if bundle.kind != "folder" else 2)
+    sizes = ProtocolSizes(size)
+    if as_json:
+        print(json.dumps({"model": meta["model"], "dataset": bundle.name, "input_size": size, "base_scale": sizes.base,
+                          "multiscale": list(scales or sizes.multiscale), "flip": not args.no_flip,
+                          "protocols": {k: r.to_dict() for k, r in results.items()}}, indent=1))
+        return 0
+    count = next(iter(results.values())).count
+    print(f"{meta['model']} on {bundle.name} test split ({count} images); training size S={size}, base test scale "
+          f"R={sizes.base}" + ("" if args.no_flip else ", with reflections"))
+    print(format_table(results))
     return 0
 
 
@@ -235,7 +314,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        epilog=EPILOG_TRAIN, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", nargs="?", help="registered network name (see `cnnzoo list`)")
     p.add_argument("--data", help="mnist5k (built in, default), mnist, fashion-mnist, cifar10, cifar100, folder:PATH")
-    p.add_argument("--recipe", metavar="FILE.yaml", help="a YAML recipe with sections model/data/optim/schedule/train")
+    p.add_argument("--recipe", metavar="FILE.yaml|paper",
+                   help="a YAML recipe with sections model/data/optim/schedule/train, or 'paper' for the network's "
+                        "paper recipe ('paper:NAME' for a named one; see `cnnzoo recipes`)")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override one config key (repeatable)")
     p.add_argument("-o", "--option", dest="options", action="append", metavar="KEY=VALUE",
                    help="network option (repeatable), as in `cnnzoo info NAME`")
@@ -261,12 +342,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--weights", metavar="PATH", help="start from a checkpoint (cnnzoo, torchvision or timm) or "
                                                      "'torchvision'")
     g.add_argument("--limit-batches", type=int, help="at most this many batches per epoch (smoke tests)")
+    g.add_argument("--init", metavar="SCHEME", help="initialisation: paper (the network's own, default), normal, "
+                                                    "xavier, kaiming (parameters: --set 'model.init={...}')")
+    g.add_argument("--init-from", metavar="RUN_DIR", help="start from the matching layers of a trained run (VGG's "
+                                                          "configuration-A transfer); reports what it copied")
     g.add_argument("--data-dir", help="where downloaded datasets live (default $CNNZOO_DATA or ~/.cache/cnnzoo)")
     g.add_argument("--no-download", action="store_true", help="never fetch datasets")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("eval", help="evaluate a run or checkpoint: loss, top-1/5, per-class accuracy, confusion")
+    e = sub.add_parser("eval", help="evaluate a run or checkpoint: loss, top-1/5, per-class accuracy, confusion",
+                       epilog=EPILOG_EVAL, formatter_class=argparse.RawDescriptionHelpFormatter)
     e.add_argument("checkpoint", metavar="RUN_DIR|CHECKPOINT")
     e.add_argument("--data", help="dataset (default: the one the checkpoint was trained on)")
     e.add_argument("--model", help="network name, for checkpoints without cnnzoo metadata (torchvision/timm files)")
@@ -274,7 +360,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--device", default="cpu", type=device_arg, help="cpu (default), cuda, cuda:1, mps")
     e.add_argument("--data-dir")
     e.add_argument("--no-download", action="store_true")
-    e.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    e.add_argument("--protocol", metavar="NAME[,NAME...]",
+                   help="test-time protocols to report side by side: center, 10crop, 144crop, dense, multiscale, or "
+                        "several joined with '+' (softmax outputs averaged), e.g. dense+10crop+multiscale")
+    e.add_argument("--scales", metavar="Q[,Q...]", help="shorter sides of the multiscale protocols (default VGG's "
+                                                        "{S-32, S, S+32}, scaled to the training size)")
+    e.add_argument("--no-flip", action="store_true", help="no horizontal reflections in 10crop/144crop/dense")
+    e.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
+    e.add_argument("--json", action="store_true", help="print the metrics as JSON (same as --format json)")
     e.add_argument("--plot", metavar="PNG", help="also save the confusion matrix as a PNG")
     e.set_defaults(func=cmd_eval)
 

@@ -14,8 +14,10 @@ is 3.
 
 Transforms are plain PIL/NumPy (no torchvision), seeded per sample from (seed, epoch, position in the epoch):
 train = random-resized crop (scale 0.08-1, aspect 3/4-4/3; Szegedy et al. 2015, "Going deeper with
-convolutions", Sec. 6) or resize + random crop with padding, then horizontal flip; eval = resize the shorter
-side to size/0.875 and centre-crop (the 256 -> 224 protocol of Krizhevsky et al. 2012 and He et al. 2016).
+convolutions", Sec. 6), VGG's scale jitter (shorter side to S ~ U{S_min..S_max}, then a random crop) or resize +
+random crop with padding, then horizontal flip, and AlexNet's PCA colour noise added on the device (see
+`cnnzoo.data.augment`); eval = resize the shorter side to size/0.875 and centre-crop (the 256 -> 224 protocol of
+Krizhevsky et al. 2012 and He et al. 2016).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import torch
 from PIL import Image
 
 from ..fileio import atomic_write
+from .augment import parse_pca_lighting, parse_scale_jitter
 from .bundle import DataBundle, FolderSplit
 from .loader import _BaseLoader, epoch_seed, rank_slice
 
@@ -46,7 +49,7 @@ EVAL_CROP_PCT = 0.875  # 224 / 256: resize the shorter side to 256, centre-crop 
 RRC_SCALE = (0.08, 1.0)  # Szegedy et al. 2015, Sec. 6: "patches ... whose size is distributed evenly between 8%
 RRC_RATIO = (3 / 4, 4 / 3)  # and 100% of the image area with aspect ratio constrained to [3/4, 4/3]"
 STATS_SAMPLES = 256  # train images decoded to estimate the normalisation mean/std
-FOLDER_AUGMENT_KEYS = ("random_resized_crop", "random_crop_padding", "hflip")
+FOLDER_AUGMENT_KEYS = ("random_resized_crop", "random_crop_padding", "scale_jitter", "hflip", "pca_lighting")
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -373,6 +376,14 @@ class FolderTransform:
         if not isinstance(flip, bool):
             raise ValueError(f"augment['hflip'] must be true or false, got {flip!r}")  # noqa: TRY004 (user input)
         self.size, self.train, self.rrc, self.padding, self.hflip = size, train, rrc or None, padding, flip
+        # VGG's scale jitter and AlexNet's colour noise (cnnzoo.data.augment; the noise is added by FolderLoader)
+        self.jitter = parse_scale_jitter(augment.get("scale_jitter"))
+        self.pca_lighting = parse_pca_lighting(augment.get("pca_lighting"))
+        if self.jitter and self.rrc:
+            raise ValueError("augment: random_resized_crop and scale_jitter are two ways of choosing the training "
+                             "crop; use one of them")
+        if self.jitter and self.jitter[0] < size:
+            raise ValueError(f"augment scale_jitter {list(self.jitter)}: S_min must be at least the crop size {size}")
 
     @property
     def draft_size(self) -> tuple[int, int] | None:
@@ -383,6 +394,8 @@ class FolderTransform:
         if self.train and self.rrc:
             return None
         side = self.size if self.train else round(self.size / EVAL_CROP_PCT)
+        if self.train and self.jitter:
+            side = self.jitter[1]
         return side, side
 
     def __call__(self, img: Image.Image, rng: random.Random) -> torch.Tensor:
@@ -391,6 +404,8 @@ class FolderTransform:
             arr = np.asarray(center_crop(resize_shorter(img, round(s / EVAL_CROP_PCT)), s))
         elif self.rrc:
             arr = np.asarray(random_resized_crop(img, s, rng, scale=self.rrc))
+        elif self.jitter:  # VGG Sec. 3.1: shorter side to S ~ U{S_min..S_max}, then a random crop
+            arr = random_crop(np.asarray(resize_shorter(img, rng.randint(*self.jitter))), s, 0, rng)
         elif self.padding:
             arr = random_crop(np.asarray(resize_shorter(img, s)), s, self.padding, rng)
         else:
@@ -526,6 +541,11 @@ class FolderLoader(_BaseLoader):
         std = torch.tensor(bundle.std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
         self._scale, self._shift = 1.0 / (255.0 * std), -mean / std
         self._size = size
+        self.lighting = None  # AlexNet's colour noise, drawn per position from (seed, epoch, 1)
+        if train and self.transform.pca_lighting:
+            from .pca import dataset_pca
+
+            self.lighting = dataset_pca(bundle)
 
     def close(self) -> None:
         """Stop the persistent worker processes now (they also stop when the loader is garbage-collected)."""
@@ -536,8 +556,17 @@ class FolderLoader(_BaseLoader):
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         steps = 0
+        shares = [s for s in (rank_slice(a, b, self.rank, self.world_size) for a, b in self._plan) if s[1] > s[0]]
+        alpha = None
+        if self.lighting is not None:
+            g = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch, 1))
+            alpha = torch.randn(self.dataset_size, 3, generator=g, dtype=torch.float64) * self.transform.pca_lighting
         for x, y in self.loader:
-            x = x.to(self.device, non_blocking=True).float() * self._scale + self._shift
+            x = x.to(self.device, non_blocking=True)
+            if alpha is not None:
+                lo, hi = shares[steps]
+                x = self.lighting.apply(x, alpha[lo:hi])
+            x = x.float() * self._scale + self._shift
             yield x, y.to(self.device, non_blocking=True)
             steps += 1
         for _ in range(len(self) - steps):  # this rank's share of a tiny final batch was empty

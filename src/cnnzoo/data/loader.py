@@ -26,9 +26,11 @@ from .augment import AugmentPolicy, apply_augment, draw_params
 from .bundle import DataBundle, FolderSplit, TensorSplit
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """A well-mixed 63-bit seed from (seed, epoch) (NumPy's SeedSequence hashing; distinct pairs never collide)."""
-    state = np.random.SeedSequence([int(seed), int(epoch)]).generate_state(2, dtype=np.uint32)
+def epoch_seed(seed: int, epoch: int, *more: int) -> int:
+    """A well-mixed 63-bit seed from (seed, epoch[, more...]) (NumPy's SeedSequence hashing; distinct tuples never
+    collide). Extra integers give independent streams: (seed, epoch, 1) the folders' colour noise, (seed, epoch,
+    step, ...) the batch mixing of `cnnzoo.data.mix`."""
+    state = np.random.SeedSequence([int(seed), int(epoch), *map(int, more)]).generate_state(2, dtype=np.uint32)
     return int((int(state[0]) << 31) ^ int(state[1]))
 
 
@@ -128,17 +130,24 @@ class TensorLoader(_BaseLoader):
         self._scale = 1.0 / (255.0 * std)
         self._shift = -mean / std
         native = tuple(self.images.shape[2:])
+        self.native = native
         self.input_size = None if input_size is None or (input_size, input_size) == native else input_size
+        policy.check_images(c, native, bundle.name)
+        self.lighting = None  # AlexNet's colour noise: the training set's RGB PCA (computed once, cached)
+        if policy.pca_lighting:
+            from .pca import dataset_pca
+
+            self.lighting = dataset_pca(bundle)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
         order = self._order(generator)
-        params = draw_params(self.policy, self.dataset_size, generator) if self.policy.active else {}
+        params = draw_params(self.policy, self.dataset_size, generator, self.native) if self.policy.active else {}
         order_dev = order.to(self.device)
         for start, end in self._plan:
             lo, hi = rank_slice(start, end, self.rank, self.world_size)
             idx = order_dev[lo:hi]
-            x = apply_augment(self.images[idx], {k: v[lo:hi] for k, v in params.items()})
+            x = apply_augment(self.images[idx], {k: v[lo:hi] for k, v in params.items()}, self.lighting)
             x = x.float() * self._scale + self._shift
             if self.input_size is not None and x.shape[0] > 0:
                 x = F.interpolate(
@@ -189,9 +198,11 @@ def make_loader(
         rank, world_size: data-parallel position; see the module docstring for the sharding.
         drop_last: drop the final partial global batch; defaults to ``train``.
         augment: augmentation options; None means the dataset's default policy when training and none otherwise,
-            {} means none. Tensor datasets: {"random_crop_padding": int, "translate": int, "hflip": bool}.
+            {} means none. Tensor datasets: {"random_crop_padding": int, "translate": int, "hflip": bool,
+            "random_resized_crop": bool | [min_area, max_area], "scale_jitter": [S_min, S_max],
+            "pca_lighting": bool | sigma} (see `cnnzoo.data.augment`).
             Folders: {"random_resized_crop": bool | [min_scale, max_scale], "random_crop_padding": int,
-            "hflip": bool}.
+            "scale_jitter": [S_min, S_max], "hflip": bool, "pca_lighting": bool | sigma}.
         input_size: square size the model wants; batches are resized to it (on the device) when it differs from
             the native size. For folders it is the crop size (default: the bundle's image_size).
         num_workers: decoding processes for folder datasets (ignored for tensor datasets).

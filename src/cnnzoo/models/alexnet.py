@@ -62,6 +62,8 @@ ALEXNET = Paper(
 class _FCHead(ZooModel):
     """Shared head logic: ``features`` -> ``avgpool`` (6x6) -> ``classifier`` (fc, relu and dropout, ..., fc)."""
 
+    dense_window = 6  # fc6 reads a 6x6 map: a 6x6 convolution in dense evaluation
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
 

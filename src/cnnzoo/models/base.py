@@ -9,6 +9,8 @@
 - ``num_classes``, ``num_features``, ``head_hidden_size``, ``in_channels``, ``min_input_size``.
 - ``feature_info``: one dict per stage, ``{"num_chs": C, "reduction": stride, "module": "layer1"}``,
   naming the submodule whose output is that stage.
+- ``dense_window``: the side of the window of the last feature map that ``forward_head`` reads: 1 for a head that
+  pools globally, k for a flatten + fc head built for a k x k map (`cnnzoo.evaluate.to_dense` slides it).
 """
 
 from __future__ import annotations
@@ -69,6 +71,9 @@ class ZooModel(nn.Module):
     #: smallest square input (pixels) the network accepts; smaller raises ValueError.
     min_input_size: int = 1
     feature_info: list[dict]
+    #: window of the last feature map the classifier reads (dense evaluation): 1 = global pooling; a flatten + fc
+    #: head overrides it with the k of its k x k grid (VGG: 7).
+    dense_window: int = 1
 
     @property
     def head_hidden_size(self) -> int:

@@ -86,6 +86,8 @@ class EffNetBlock(nn.Module):
 class EffNet(ZooModel):
     """EffNet for CIFAR-10 (Table 1): three EffNet blocks and a fully connected classifier."""
 
+    dense_window = HEAD_GRID  # the fc reads a 4x4 map: a 4x4 convolution in dense evaluation
+
     def __init__(self, *, widths: tuple[int, ...] = WIDTHS, bottleneck_factor: int = 2, act_layer="leaky_relu",
                  num_classes: int = 10, in_channels: int = 3, drop_rate: float = 0.0):
         super().__init__()

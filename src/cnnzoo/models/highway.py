@@ -46,6 +46,11 @@ This implementation
     the width changes and 2x2 max-pooling between stages (Fitnet-style), then global average
     pooling and a linear classifier. Highway layers have no normalisation, as in the paper.
     Weights: Kaiming-normal for H and the plain layers; T's weights the same, its bias ``gate_bias``.
+
+    Its card's recipe trains it with Adam (lr 1e-3): without normalisation its globally pooled
+    features are nearly the same for every image at first (non-negative, large mean), and plain SGD
+    barely moves it: on mnist5k, 80 steps of the SGD recipe leave it at 10-16% test accuracy at
+    lr 0.01, 0.03 or 0.1, where Adam reaches 60.1% (seed 0).
 """
 
 from __future__ import annotations
@@ -192,7 +197,9 @@ def highway_fc_mnist(**kwargs) -> HighwayFC:
 
 @register_model(HighwayConv, paper=HIGHWAY, input_size=(3, 32, 32), dataset="CIFAR-10",
                 deviations=(("stage layout reconstructed (Fitnet-style 3 stages); the supplementary's exact "
-                            "Table 1 architectures were not checked"),))
+                            "Table 1 architectures were not checked"),
+                            "trained with Adam (lr 1e-3, card recipe) where the paper used SGD with momentum"),
+                recipe={"optim.name": "adam", "optim.lr": 0.001})
 def highway_conv_cifar(**kwargs) -> HighwayConv:
     """Convolutional highway net for CIFAR-10 (Section 3.2; reconstructed 3-stage layout)."""
     return HighwayConv(**kwargs)

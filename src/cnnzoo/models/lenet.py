@@ -75,6 +75,7 @@ class LeNet5(ZooModel):
     """Modern LeNet-5: conv6-pool-conv16-pool-fc120-fc84-fc(num_classes)."""
 
     min_input_size = 28
+    dense_window = 5  # the classifier reads S4's 5x5 maps: a 5x5 convolution in dense evaluation
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, act_layer="relu", pool: str = "max",
                  drop_rate: float = 0.0):
@@ -246,6 +247,7 @@ class LeNet5Paper(ZooModel):
     """LeNet-5 as the paper describes it: Table I's C3, trainable subsampling, scaled tanh, RBF output."""
 
     min_input_size = 28
+    dense_window = 5  # C5 (a 5x5 convolution) reads S4's 5x5 maps; dense evaluation slides it
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1):
         super().__init__()

@@ -78,6 +78,7 @@ class VGG(ZooModel):
     """VGG of Table 1: ``cfg`` is a configuration letter ("A", "A-LRN", "B", "C", "D", "E")."""
 
     min_input_size = 32  # five 2x2/2 pools
+    dense_window = 7  # Sec. 3.2: "the first FC layer to a 7x7 conv. layer" in dense evaluation
 
     def __init__(self, cfg: str = "D", num_classes: int = 1000, in_channels: int = 3, norm_layer=None,
                  drop_rate: float = 0.5):

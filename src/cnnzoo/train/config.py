@@ -39,6 +39,7 @@ __all__ = [
     "OptimConfig",
     "ScheduleConfig",
     "TrainConfig",
+    "apply_card_hints",
     "apply_overrides",
     "check_device",
     "config_from_dict",
@@ -164,6 +165,10 @@ class ModelConfig:
     name: str = "lenet5"
     options: dict = field(default_factory=dict)
     weights: str | None = None
+    # the initialisation scheme (cnnzoo.train.init): paper | normal | xavier | kaiming, or {name: ..., PARAM: ...};
+    # config.yaml records the mapping with every parameter filled in
+    init: str | dict = field(default_factory=lambda: {"name": "paper"})
+    init_from: str | None = None  # a trained run/checkpoint whose matching layers start this one (VGG Sec. 3.1)
     sync_bn: bool = False
     channels_last: bool = False
     compile: bool = False
@@ -192,6 +197,7 @@ class OptimConfig:
     name: str = "sgd"
     lr: float = 0.1
     momentum: float = 0.9
+    alpha: float = 0.99  # RMSprop's smoothing constant (TensorFlow's "decay"); torch's default
     nesterov: bool = False
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
@@ -229,6 +235,9 @@ class TrainConfig:
     limit_batches: int | None = None  # train on at most this many batches per epoch (smoke tests)
     log_every: int = 20
     save_every: int = 1  # epochs between "last" checkpoints
+    mix: dict | None = None  # {name: mixup|cutmix|manifold_mixup|patchup|puzzlemix, ...} (see cnnzoo.data.mix)
+    ema: dict | None = None  # weight EMA {decay: 0.9999, warmup: false} (see cnnzoo.train.ema)
+    drop_path_schedule: str = "constant"  # or "linear": NASNet's ScheduledDropPath (see cnnzoo.train.droppath)
 
 
 @dataclass
@@ -248,6 +257,11 @@ class Config:
             ConfigError: naming the key, the value and what is valid.
         """
         self.check_values()
+        m = self.model
+        if m.weights and (m.init["name"] != "paper" or m.init_from):
+            key = "model.init_from" if m.init_from else "model.init"
+            raise ConfigError(key, f"{key} starts a network from scratch, but model.weights (--weights) loads all of "
+                                   f"its weights from {m.weights}: drop one of them")
         # Warmup longer than the run is refused rather than clamped: the rate would never reach optim.lr nor decay,
         # and any clamped length would be a schedule nobody asked for. (onecycle and none ignore warmup_epochs.)
         s, t = self.schedule, self.train
@@ -289,6 +303,15 @@ class Config:
                 raise ConfigError(key, f"{key} must be 0 or more, got {value}")
         if not 0.0 <= o.momentum < 1.0:
             raise ConfigError("optim.momentum", f"optim.momentum must be in [0, 1), got {o.momentum}")
+        if not 0.0 <= o.alpha < 1.0:
+            raise ConfigError("optim.alpha",
+                              f"optim.alpha (RMSprop's smoothing constant) must be in [0, 1), got {o.alpha}")
+        from .init import init_spec
+
+        try:
+            self.model.init = init_spec(self.model.init)
+        except ValueError as e:
+            raise ConfigError("model.init", str(e)) from None
         if len(o.betas) != 2 or not all(0.0 <= b < 1.0 for b in o.betas):
             raise ConfigError("optim.betas", f"optim.betas must be two numbers in [0, 1), got {o.betas}")
         if not 0.0 <= t.label_smoothing < 1.0:
@@ -298,6 +321,16 @@ class Config:
         if any(m < 1 for m in s.milestones):
             raise ConfigError("schedule.milestones", f"schedule.milestones must be epochs >= 1, got {s.milestones}")
         _device_syntax(t.device)
+        _choice("train.drop_path_schedule", t.drop_path_schedule, ("constant", "linear"))
+        from ..data.mix import parse_mix
+        from .ema import parse_ema
+
+        for key, parse in (("mix", parse_mix), ("ema", parse_ema)):  # completed with the defaults: config.yaml says
+            try:                                                      # exactly what the run used
+                spec = parse(getattr(t, key))
+            except ValueError as e:
+                raise ConfigError(f"train.{key}", str(e)) from None
+            setattr(t, key, spec.to_dict() if hasattr(spec, "to_dict") else spec)
         from ..data.datasets import dataset_name
 
         try:
@@ -444,11 +477,13 @@ def _relabel(e: ConfigError, label: str) -> ConfigError:
     return ConfigError(e.key, label + msg[len(e.key):] if msg.startswith(e.key) else f"{label}: {msg}")
 
 
-def apply_overrides(cfg: Config, pairs: list[str | tuple[str, str]] | None) -> Config:
+def apply_overrides(cfg: Config, pairs: list[str | tuple[str, str]] | None, validate: bool = True) -> Config:
     """Apply ``["optim.lr=0.1", "model.options={drop_rate: 0.2}"]`` (values read as YAML); returns ``cfg``.
 
     An item may be ``(flag, pair)``, e.g. ``("--lr", "optim.lr=0.1")``: errors about that key, from reading the
     value or from validating the result, then name ``flag`` (what the user typed) instead of ``--set``.
+    ``validate=False`` checks each value but not how they fit together (a caller that adjusts the result first,
+    e.g. a paper recipe scaled to the run, validates it afterwards).
     """
     labels: dict[str, str] = {}  # section.key -> the flag that set it last
     for item in pairs or []:
@@ -475,7 +510,7 @@ def apply_overrides(cfg: Config, pairs: list[str | tuple[str, str]] | None) -> C
             raise _relabel(e, label) from None
         labels[key] = label
     try:
-        return cfg.validate()
+        return cfg.validate() if validate else cfg.check_values()
     except ConfigError as e:
         if e.key in labels:
             raise _relabel(e, labels[e.key]) from None
@@ -515,6 +550,11 @@ def default_config(model: str, dataset: str = "mnist5k") -> Config:
     if path is not None:
         cfg = load_recipe(path, cfg)
     cfg.model.name, cfg.data.name = model, dataset
+    return apply_card_hints(cfg, model).check_values()
+
+
+def apply_card_hints(cfg: Config, model: str) -> Config:
+    """The network card's recipe hints (``get_card(model).recipe``) set on ``cfg``; returns it (unvalidated)."""
     from ..registry import get_card
 
     for key, value in get_card(model).recipe.items():
@@ -523,4 +563,4 @@ def default_config(model: str, dataset: str = "mnist5k") -> Config:
             raise ConfigError(key, f"{model}'s card recipe: unknown section {section!r} in {key!r}; "
                                    f"valid sections: {', '.join(SECTIONS)}")
         _set(cfg, section, name, value, f"{model}'s card recipe")
-    return cfg.check_values()
+    return cfg

@@ -39,8 +39,11 @@ from . import distributed as dist_utils
 from ..data.record import write_split_file
 from .checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from .config import Config, config_from_dict, config_to_dict, load_yaml_file
+from .init import initialise
 from .rundir import RunLock, check_new_run_dir, clean_debris
 from .losses import ClassificationLoss
+from .droppath import DropPathSchedule
+from .ema import ModelEma
 from .optim import LRSchedule, build_optimizer
 from .progress import make_progress
 
@@ -114,6 +117,7 @@ def default_run_dir(model: str) -> Path:
 
 METRIC_FIELDS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "test_top5", "lr", "epoch_time_s",
                  "images_per_s")
+EMA_FIELDS = ("ema_test_loss", "ema_test_acc", "ema_test_top5")  # with train.ema: the averaged weights' test metrics
 
 
 class Trainer:
@@ -175,6 +179,10 @@ class Trainer:
                              in_channels=self.bundle.in_channels, weights=cfg.model.weights, **cfg.model.options)
         # the options the network was really built with: the user's plus any a checkpoint implied (weights=)
         self.model_options = dict(getattr(model, "pretrained_cfg", {}).get("options", cfg.model.options))
+        self.init_report: dict = {}
+        if self.resume_dir is None:  # model.init, then model.init_from (train/init.py); a resumed run loads its own
+            self.init_report = initialise(model, cfg.model.init, cfg.model.init_from, name=cfg.model.name,
+                                          log=(lambda s: print(s, flush=True)) if self.verbose else None)
         self.input_size = cfg.data.input_size
         native = self.bundle.image_size[0]
         if self.input_size is None and getattr(model, "min_input_size", 1) > native:
@@ -210,6 +218,18 @@ class Trainer:
         amp = cfg.train.amp
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp == "fp16")
+        # train.ema, train.mix, train.drop_path_schedule (train/ema.py, data/mix.py, train/droppath.py); the EMA copy
+        # is taken before the mixer hooks the network
+        self.ema = ModelEma(self.model, **cfg.train.ema) if cfg.train.ema else None
+        self.best_ema_acc = -1.0
+        from ..data.mix import build_mixer
+
+        size = (self.input_size,) * 2 if self.input_size else tuple(self.bundle.image_size)
+        self.mixer = build_mixer(cfg.train.mix, self.model, self.bundle.num_classes, seed=cfg.train.seed,
+                                 rank=self.rank, image_size=size, in_channels=self.bundle.in_channels,
+                                 compiled=cfg.model.compile)
+        self.drop_path = DropPathSchedule(self.model, cfg.train.drop_path_schedule, steps * cfg.train.epochs,
+                                          cfg.model.name, compiled=cfg.model.compile)
 
         # position and history
         self.epoch, self.batch, self.global_step = 0, 0, 0
@@ -285,6 +305,7 @@ class Trainer:
             "num_params": sum(p.numel() for p in self.model.parameters()),
             "input_size": self.input_size,
             "data": self.data_record,
+            "init": self.init_report,  # the init scheme's report and what --init-from copied (train/init.py)
         }
         atomic_write(d / "run.json", json.dumps(info, indent=1).encode())
         write_split_file(self.bundle, d)
@@ -307,17 +328,24 @@ class Trainer:
             "scaler": self.scaler.state_dict(), "rng_cpu": torch.get_rng_state(),
             "config": config_to_dict(self.cfg),
         }
+        if self.ema is not None:
+            state["ema"], state["best_ema_acc"] = self.ema.state_dict(), self.best_ema_acc
         if torch.cuda.is_available():
             state["rng_cuda"] = torch.cuda.get_rng_state_all()
         return state
 
     def save(self, kind: str = "last") -> None:
-        """Write checkpoint ``kind`` ("last" with full state, "best" weights only) on rank 0."""
+        """Write checkpoint ``kind`` ("last" with full state, "best" weights only, "ema_best" the EMA's) on rank 0;
+        with EMA, every "last" also writes the EMA weights as "ema_last"."""
         if not self.is_main:
             return
         tag = f"e{self.epoch:04d}-b{self.batch:06d}"
-        save_checkpoint(self.ckpt_dir, kind, tag, unwrap(self.model).state_dict(), self.weights_metadata(),
-                        self._state() if kind == "last" else None)
+        if kind != "ema_best":
+            save_checkpoint(self.ckpt_dir, kind, tag, unwrap(self.model).state_dict(), self.weights_metadata(),
+                            self._state() if kind == "last" else None)
+        if self.ema is not None and kind in ("last", "ema_best"):  # the EMA weights: a checkpoint of their own
+            meta = {**self.weights_metadata(), "weights": "ema", "ema_decay": self.ema.decay}
+            save_checkpoint(self.ckpt_dir, "ema_last" if kind == "last" else kind, tag, self.ema.state_dict(), meta)
 
     def _restore(self) -> None:
         sd, meta, state = load_checkpoint(self.run_dir / "checkpoints", "last")
@@ -343,6 +371,9 @@ class Trainer:
         self.sums = list(state["sums"])
         self.history = list(state["history"])
         self.best_acc = float(state["best_acc"])
+        if self.ema is not None:  # the average goes on; switched on at --resume, it starts from the weights
+            self.ema.load_state_dict(state.get("ema", unwrap(self.model).state_dict()))
+            self.best_ema_acc = float(state.get("best_ema_acc", -1.0))
 
     # ------------------------------------------------------------------ signals
     def request_stop(self, signum: int = signal.SIGINT) -> None:
@@ -446,9 +477,14 @@ class Trainer:
             if cfg.model.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             lr = self.schedule.apply(self.optimizer, self.global_step)
-            with self.autocast():
+            self.drop_path.apply(self.global_step)
+            target, mixing = labels, contextlib.nullcontext()
+            if self.mixer is not None:  # mixed inputs (or hooks that mix inside) and soft targets, from (seed, e, i)
+                mixed = self.mixer(images, labels, self.epoch, i)
+                images, target, mixing = mixed.images, mixed.target, mixed.context
+            with self.autocast(), mixing:
                 output = self.net(images)
-            loss, logits = self.loss_fn(output, labels)
+            loss, logits = self.loss_fn(output, target)
             stop, bad = self._flags(loss)
             if bad:
                 self._diverged(loss, i)
@@ -459,6 +495,8 @@ class Trainer:
                 nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            if self.ema is not None:
+                self.ema.update(self.model, self.global_step)
             self.global_step += 1
             self.batch = i + 1
             n = labels.numel()
@@ -505,12 +543,18 @@ class Trainer:
                "test_loss": test.loss, "test_acc": test.top1, "test_top5": test.top5,
                "lr": getattr(self, "_last_lr", self.cfg.optim.lr), "epoch_time_s": getattr(self, "_epoch_time", 0.0),
                "images_per_s": getattr(self, "_epoch_seen", 0) / max(getattr(self, "_epoch_time", 0.0), 1e-9)}
+        ema = None
+        if self.ema is not None:
+            ema = evaluate(self.ema.module, self.test_loader, self.bundle.num_classes, self.bundle.classes,
+                           autocast=self.autocast(), channels_last=self.cfg.model.channels_last)
+            row.update(ema_test_loss=ema.loss, ema_test_acc=ema.top1, ema_test_top5=ema.top5)
         self.history.append(row)
         if self.verbose:
             print(f"epoch {row['epoch']}/{self.cfg.train.epochs}  train loss {row['train_loss']:.4f} "
                   f"acc {100 * row['train_acc']:.2f}%  |  test loss {test.loss:.4f} top-1 {100 * test.top1:.2f}% "
                   f"top-5 {100 * test.top5:.2f}%  |  lr {row['lr']:.3g}  {row['epoch_time_s']:.1f} s "
-                  f"({row['images_per_s']:.0f} img/s)", flush=True)
+                  f"({row['images_per_s']:.0f} img/s)" + (f"  |  EMA top-1 {100 * ema.top1:.2f}%" if ema else ""),
+                  flush=True)
         self.epoch += 1
         self.batch = 0
         self.sums = [0.0, 0.0, 0]
@@ -519,12 +563,15 @@ class Trainer:
             if test.top1 > self.best_acc:
                 self.best_acc = test.top1
                 self.save("best")
+            if ema is not None and ema.top1 > self.best_ema_acc:
+                self.best_ema_acc = ema.top1
+                self.save("ema_best")
             if save_last and (self.epoch % self.cfg.train.save_every == 0 or self.epoch == self.cfg.train.epochs):
                 self.save("last")
 
     def _write_metrics(self) -> None:
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=METRIC_FIELDS)
+        w = csv.DictWriter(buf, fieldnames=METRIC_FIELDS + (EMA_FIELDS if self.ema is not None else ()))
         w.writeheader()
         for row in self.history:
             w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
@@ -540,6 +587,12 @@ class Trainer:
                         autocast=self.autocast(), channels_last=self.cfg.model.channels_last)
         if self.is_main:
             atomic_write(self.run_dir / "eval.json", json.dumps(test.to_dict(), indent=1).encode())
+        if self.ema is not None:  # every rank evaluates (the sums are all-reduced); rank 0 writes
+            ema = evaluate(self.ema.module, self.test_loader, self.bundle.num_classes, self.bundle.classes,
+                           autocast=self.autocast(), channels_last=self.cfg.model.channels_last)
+            if self.is_main:
+                atomic_write(self.run_dir / "eval_ema.json", json.dumps(ema.to_dict(), indent=1).encode())
+        if self.is_main:
             try:
                 plot_confusion(test, self.run_dir / "confusion_matrix.png")
             except Exception as e:  # noqa: BLE001

@@ -9,6 +9,11 @@ Two criteria (``train.loss``):
   penalty is the constant j: while the correct penalty is above j the loss pulls it down like the plain
   mean-squared criterion (eq. 8), and the wrong classes are pushed up only when they come close, so the
   penalties cannot all collapse together.
+
+Targets are class indices (B,) or class distributions (B, K) whose rows sum to 1: the mixed targets of mixup,
+CutMix and the rest of `cnnzoo.data.mix`. Both go through the same soft-target loss, and label smoothing acts on
+both the same way (Szegedy et al. 2016, Sec. 7: ``q' = (1 - eps) q + eps / K``), so smoothing and mixing combine.
+With index targets each criterion equals its soft form on the one-hot distribution.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ClassificationLoss", "LOSSES", "MAP_J", "lenet_map_loss"]
+__all__ = ["LOSSES", "MAP_J", "ClassificationLoss", "lenet_map_loss"]
 
 LOSSES = ("cross_entropy", "lenet_map")
 
@@ -31,12 +36,16 @@ def lenet_map_loss(logits: torch.Tensor, target: torch.Tensor, j: float = MAP_J,
     """Eq. 9 of LeCun et al. 1998 on ``logits = -penalties``, averaged over the batch.
 
     With ``label_smoothing`` eps the correct-class term is mixed as cross-entropy mixes it:
-    (1 - eps) x the correct class's term + eps x the mean over the classes.
+    (1 - eps) x the correct class's term + eps x the mean over the classes. A soft target (B, K) weights each
+    class's term by its probability.
     """
     rubbish = logits.new_full((logits.shape[0], 1), -j)
     log_norm = torch.logsumexp(torch.cat([logits, rubbish], 1), 1)  # log(e^-j + sum_i e^-y_i)
     nll = log_norm[:, None] - logits  # (B, K): y_i + log(...) for every class i
-    loss = nll.gather(1, target[:, None]).squeeze(1)
+    if target.is_floating_point():
+        loss = (nll * target.to(nll.dtype)).sum(1)
+    else:
+        loss = nll.gather(1, target[:, None]).squeeze(1)
     if label_smoothing:
         loss = (1 - label_smoothing) * loss + label_smoothing * nll.mean(1)
     return loss.mean()
@@ -63,12 +72,15 @@ class ClassificationLoss:
         self.loss = loss
 
     def criterion(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The loss of one head; ``target`` class indices (B,) or a distribution over the classes (B, K)."""
         if self.loss == "lenet_map":
             return lenet_map_loss(logits.float(), target, label_smoothing=self.label_smoothing)
-        return F.cross_entropy(logits.float(), target, label_smoothing=self.label_smoothing)
+        # probabilities: torch's cross-entropy with class-probability targets, smoothed as index targets are
+        return F.cross_entropy(logits.float(), target.float() if target.is_floating_point() else target,
+                               label_smoothing=self.label_smoothing)
 
     def __call__(self, output: torch.Tensor | tuple, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(total loss, main logits)."""
+        """(total loss, main logits); ``target`` (B,) class indices or (B, K) mixed/soft targets."""
         if isinstance(output, (tuple, list)):
             main, *aux = output
         else:

@@ -28,7 +28,8 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
     if cfg.name == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
     if cfg.name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=cfg.lr, momentum=cfg.momentum, eps=cfg.eps, weight_decay=cfg.weight_decay)
+        return torch.optim.RMSprop(params, lr=cfg.lr, alpha=cfg.alpha, momentum=cfg.momentum, eps=cfg.eps,
+                                   weight_decay=cfg.weight_decay)
     raise ValueError(f"optim.name must be one of sgd, adam, adamw, rmsprop; got {cfg.name!r}")
 
 
@@ -61,8 +62,8 @@ class LRSchedule:
             if step < peak_at:
                 return _cos(start, self.base_lr, step / peak_at)
             return _cos(self.base_lr, end, min(1.0, (step - peak_at) / max(1.0, self.total - peak_at)))
-        if warm > 0 and step < warm and c.name != "none":
-            return self.base_lr * self.scale * (step + 1) / warm
+        if warm > 0 and step < warm and c.name != "none":  # linear to the peak, never past it (fractional warm-ups)
+            return self.base_lr * self.scale * min(1.0, (step + 1) / warm)
         if c.name == "cosine":
             t = min(1.0, (step - warm) / max(1.0, self.total - warm))
             return c.min_lr + (self.base_lr - c.min_lr) * 0.5 * (1 + math.cos(math.pi * t))

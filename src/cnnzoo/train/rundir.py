@@ -142,13 +142,13 @@ def clean_debris(run_dir: Path) -> list[Path]:
     ckpt = run_dir / "checkpoints"
     if ckpt.is_dir():
         referenced = set()
-        for kind in ("last", "best"):
+        for kind in ("last", "best", "ema_last", "ema_best"):
             try:
                 pointer = json.loads((ckpt / f"{kind}.json").read_text())
             except (OSError, ValueError):
                 continue
             referenced |= {pointer.get("weights"), pointer.get("state")}
-        for kind in ("last", "best"):
+        for kind in ("last", "best", "ema_last", "ema_best"):
             for f in ckpt.glob(f"{kind}-e*-b*.*"):
                 if f.name not in referenced and (ckpt / f"{kind}.json").exists():
                     f.unlink(missing_ok=True)

@@ -1,0 +1,468 @@
+"""The papers' test-time protocols: centre crop, AlexNet's 10 crops, GoogLeNet's 144 crops, VGG's dense and
+multi-scale evaluation, on a run's own test split.
+
+Sizes. ``S`` is the side of the square images the network was trained on (the run's input size; else the dataset's
+native size, or a folder's crop size). ImageNet's protocols are stated for S = 224 with images whose shorter side
+is 256 = 224 / 0.875; here every size scales with S, so they apply unchanged to 28-pixel digits or 32-pixel CIFAR
+images: the base test scale is ``R = round(S / 0.875)`` (256 at 224, 32 at 28, 37 at 32), and "resize to Q" means
+the shorter side becomes Q pixels (aspect ratio kept), bilinear with antialiasing. Folder datasets start from the
+original image file; built-in datasets from their stored images (28 x 28 digits, 32 x 32 CIFAR), upsampled.
+
+- ``center``: the run's own test pipeline, unchanged (built-in datasets: the whole image resized to S; folders:
+  resize to R, centre crop S). One view.
+- ``10crop``: AlexNet, Sec. 4.1: resize to R, take the central R x R square ("the central 256x256 patch"), its four
+  S x S corner patches and centre patch, and their horizontal reflections; the softmax outputs of the 10 views
+  are averaged.
+- ``144crop``: GoogLeNet, Sec. 7: resize to 4 scales, round(S * q / 224) for q = 256, 288, 320, 352; take the left,
+  centre and right squares (top, centre, bottom for portrait images); from each, the 4 corner and the centre
+  S x S crops and the square resized to S x S; and their reflections: 4 x 3 x 6 x 2 = 144 views, softmax averaged.
+- ``dense``: VGG, Sec. 3.2: resize to Q = R (VGG's Q = S = 256 for crops of 224), run the network turned fully
+  convolutional (`cnnzoo.evaluate.to_dense`) on the whole uncropped image, average the class score map over
+  positions; the softmax of the image and of its reflection are averaged.
+- ``multiscale``: VGG, Sec. 4.2: the same at several scales Q, softmax outputs averaged. Default Q = round(R * 7/8),
+  R, round(R * 9/8): VGG's {S - 32, S, S + 32} at S = 256 (224, 256, 288 here for a 224 network; 28, 32, 36 for
+  28-pixel digits); or any list (``scales=``). Alone it is dense evaluation at those scales (as in VGG's Table 4);
+  ``10crop+multiscale`` takes the 10 crops of each scale; ``dense+10crop+multiscale`` averages both (Table 5).
+
+Any protocols joined with ``+`` average their softmax outputs (VGG's "multi-crop & dense"). ``flip=False`` drops
+the reflections (for data whose classes are not mirror-symmetric, such as digits). A protocol that cannot apply is
+an error saying why: dense evaluation of a network without a convertible classifier, a crop larger than a scale.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.bundle import DataBundle, FolderSplit, TensorSplit
+from ..data.folder import EVAL_CROP_PCT
+from .dense import DenseNet, _EvalMode, _name, feature_shape, to_dense
+
+__all__ = ["PROTOCOLS", "Protocol", "ProtocolResult", "ProtocolSizes", "evaluate_protocols", "format_table",
+           "googlenet_views", "parse_protocols", "protocol_probs", "ten_crop_views"]
+
+PROTOCOLS = ("center", "10crop", "144crop", "dense", "multiscale")
+GOOGLENET_SCALES = (256, 288, 320, 352)  # Szegedy et al. 2015, Sec. 7: shorter sides, for 224-pixel crops
+GOOGLENET_CROP = 224
+MULTISCALE_STEP = 1 / 8  # Simonyan & Zisserman 2015, Sec. 4.2: Q = {S - 32, S, S + 32} at S = 256
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """One protocol to report: ``parts`` (among center, 10crop, 144crop, dense) whose softmax outputs are averaged,
+    each at the multi-scale set of scales when ``multiscale``."""
+
+    name: str
+    parts: tuple[str, ...]
+    multiscale: bool = False
+
+
+@dataclass(frozen=True)
+class ProtocolSizes:
+    """The protocol sizes for networks trained on S x S images (see the module docstring)."""
+
+    crop: int  # S
+
+    @property
+    def base(self) -> int:
+        """R = S / 0.875: the shorter side for 10crop and dense (256 for 224)."""
+        return round(self.crop / EVAL_CROP_PCT)
+
+    @property
+    def multiscale(self) -> tuple[int, ...]:
+        """VGG's {S - 32, S, S + 32}, scaled: R * (1 - 1/8), R, R * (1 + 1/8)."""
+        r = self.base
+        return round(r * (1 - MULTISCALE_STEP)), r, round(r * (1 + MULTISCALE_STEP))
+
+    @property
+    def googlenet(self) -> tuple[int, ...]:
+        """GoogLeNet's 256, 288, 320, 352 at 224, scaled to S."""
+        return tuple(round(self.crop * q / GOOGLENET_CROP) for q in GOOGLENET_SCALES)
+
+
+@dataclass
+class ProtocolResult:
+    """Accuracy of one protocol. ``nll`` is the mean negative log-likelihood of the averaged softmax outputs;
+    ``views`` the number of network inputs per image (10 for 10crop, 144 for 144crop, ...)."""
+
+    name: str
+    top1: float
+    top5: float
+    nll: float
+    count: int
+    views: float
+
+    def to_dict(self) -> dict:
+        return {"top1": self.top1, "top5": self.top5, "nll": self.nll, "count": self.count, "views": self.views}
+
+
+def parse_protocols(spec: str | Sequence[str]) -> list[Protocol]:
+    """``"center,10crop,dense+multiscale"`` (or a list of names) -> protocols; errors name the valid choices."""
+    items = [s for s in spec.split(",")] if isinstance(spec, str) else list(spec)
+    out: list[Protocol] = []
+    for item in items:
+        name = str(item).strip().lower()
+        parts = [p.strip() for p in name.split("+")]
+        unknown = [p for p in parts if p not in PROTOCOLS]
+        if not name or unknown:
+            raise ValueError(f"unknown protocol {item!r}; valid: {', '.join(PROTOCOLS)}, or several joined with '+' "
+                             f"(e.g. dense+10crop+multiscale)")
+        if len(set(parts)) != len(parts):
+            raise ValueError(f"protocol {item!r} names a part twice")
+        multiscale = "multiscale" in parts
+        parts = [p for p in parts if p != "multiscale"] or ["dense"]
+        if multiscale and not set(parts) <= {"dense", "10crop"}:
+            raise ValueError(f"protocol {item!r}: multiscale combines with dense and 10crop (VGG's Table 5), not with "
+                             f"{', '.join(p for p in parts if p not in ('dense', '10crop'))} (144crop has its own "
+                             f"4 scales; center is one fixed crop)")
+        if any(p.name == name for p in out):
+            raise ValueError(f"protocol {item!r} is listed twice")
+        out.append(Protocol(name, tuple(parts), multiscale))
+    if not out:
+        raise ValueError(f"no protocol given; valid: {', '.join(PROTOCOLS)}")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ images
+
+
+class _Source:
+    """A split's images in order, in batches, as normalised float tensors (C, h, w) resized to a shorter side."""
+
+    def __init__(self, bundle: DataBundle, split: str, device: torch.device, crop: int, num_workers: int):
+        self.bundle, self.data, self.device, self.crop = bundle, bundle.split(split), device, crop
+        c = bundle.in_channels
+        mean = torch.tensor(bundle.mean, dtype=torch.float32, device=device).view(1, c, 1, 1)
+        std = torch.tensor(bundle.std, dtype=torch.float32, device=device).view(1, c, 1, 1)
+        self._scale, self._shift = 1.0 / (255.0 * std), -mean / std  # as the loaders normalise
+        self.num_workers = num_workers
+
+    def batches(self, batch_size: int, draft: int) -> Iterator[tuple[object, torch.Tensor]]:
+        """(images, labels): uint8 tensors (B, C, H, W) for built-in datasets, decoded PIL images for folders
+        (JPEGs decoded at no less than ``draft`` pixels a side)."""
+        if isinstance(self.data, TensorSplit):
+            for lo in range(0, len(self.data), batch_size):
+                yield self.data.images[lo : lo + batch_size].to(self.device), self.data.labels[lo : lo + batch_size]
+            return
+        if not isinstance(self.data, FolderSplit):
+            raise TypeError(f"unsupported split type {type(self.data).__name__}")
+        from ..data.folder import _FolderDataset
+
+        dataset = _FolderDataset(self.data.samples, _Decode(draft))  # unreadable files: the next readable sample
+        n = len(dataset)
+        sampler = [[(i, 0) for i in range(lo, min(lo + batch_size, n))] for lo in range(0, n, batch_size)]
+        loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=self.num_workers,
+                                             collate_fn=_as_lists)
+        for images, labels in loader:
+            yield images, torch.tensor(labels, dtype=torch.int64)
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self.device).float() * self._scale + self._shift
+
+    def center(self, images) -> torch.Tensor:
+        """The run's own test views, (B, C, S, S), exactly as `cnnzoo.data.make_loader` gives them."""
+        s = self.crop
+        if isinstance(images, torch.Tensor):
+            x = self.normalise(images)
+            if tuple(x.shape[-2:]) != (s, s):
+                x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
+            return x
+        import random
+
+        from ..data.folder import FolderTransform
+
+        transform = FolderTransform(s, train=False, augment={})
+        return self.normalise(torch.stack([transform(img, random.Random(0)) for img in images]))
+
+    def resized(self, images, q: int) -> list[torch.Tensor]:
+        """The images with their shorter side resized to ``q``, normalised, in order, as runs of equal shape
+        (B_i, C, h_i, w_i): one run for a batch of built-in images, one per image for folders."""
+        if isinstance(images, torch.Tensor):
+            x = self.normalise(images)
+            size = _shorter_to(x.shape[-2], x.shape[-1], q)
+            if size != tuple(x.shape[-2:]):
+                x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+            return [x]
+        import numpy as np
+
+        from ..data.folder import resize_shorter
+
+        return [self.normalise(torch.from_numpy(np.array(resize_shorter(img, q), dtype=np.uint8))
+                               .permute(2, 0, 1)[None]) for img in images]
+
+
+class _Decode:
+    """The folder dataset's per-item transform for the protocols: keep the decoded image as it is."""
+
+    def __init__(self, draft: int):
+        self.draft_size = (draft, draft)
+
+    def __call__(self, img, rng):
+        return img
+
+
+def _as_lists(batch):
+    return [img for img, _ in batch], [label for _, label in batch]
+
+
+def _shorter_to(h: int, w: int, q: int) -> tuple[int, int]:
+    """(h, w) scaled so that the shorter side is ``q`` (the folder transform's rounding)."""
+    scale = q / min(h, w)
+    return max(q, round(h * scale)), max(q, round(w * scale))
+
+
+def _resize(x: torch.Tensor, s: int) -> torch.Tensor:
+    """(..., C, h, w) -> (..., C, s, s), bilinear with antialiasing (as the loaders resize)."""
+    flat = x.reshape(-1, *x.shape[-3:])
+    out = F.interpolate(flat, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
+    return out.reshape(*x.shape[:-2], s, s)
+
+
+def _five_crops(square: torch.Tensor, s: int) -> list[torch.Tensor]:
+    """The four corner and the centre s x s crops of (..., C, q, q) squares: top-left, top-right, bottom-left,
+    bottom-right, centre."""
+    q = square.shape[-1]
+    c = (q - s) // 2
+    return [square[..., :s, :s], square[..., :s, q - s :], square[..., q - s :, :s], square[..., q - s :, q - s :],
+            square[..., c : c + s, c : c + s]]
+
+
+def _squares(img: torch.Tensor) -> list[torch.Tensor]:
+    """Left, centre and right squares (top, centre, bottom for portrait images) of (..., C, h, w) images."""
+    h, w = img.shape[-2:]
+    q = min(h, w)
+    if w >= h:
+        return [img[..., :q], img[..., (w - q) // 2 : (w - q) // 2 + q], img[..., w - q :]]
+    return [img[..., :q, :], img[..., (h - q) // 2 : (h - q) // 2 + q, :], img[..., h - q :, :]]
+
+
+def ten_crop_views(img: torch.Tensor, s: int, flip: bool = True) -> torch.Tensor:
+    """AlexNet's 10 views of an image resized to its base scale: (C, h, w) -> (10, C, s, s) (5 without
+    reflections); a batch (B, C, h, w) gives (B, 10, C, s, s)."""
+    h, w = img.shape[-2:]
+    q = min(h, w)
+    square = img[..., (h - q) // 2 : (h - q) // 2 + q, (w - q) // 2 : (w - q) // 2 + q]
+    crops = _five_crops(square, s)
+    return torch.stack(crops + ([c.flip(-1) for c in crops] if flip else []), dim=-4)
+
+
+def googlenet_views(img: torch.Tensor, s: int, flip: bool = True) -> torch.Tensor:
+    """GoogLeNet's views of an image at one scale: 3 squares x (4 corners, centre, whole square resized) x 2
+    reflections: (C, h, w) -> (36, C, s, s) (18 without reflections); a batch (B, C, h, w) gives (B, 36, C, s, s)."""
+    views = []
+    for square in _squares(img):
+        views += _five_crops(square, s) + [_resize(square, s)]
+    return torch.stack(views + ([v.flip(-1) for v in views] if flip else []), dim=-4)
+
+
+# ----------------------------------------------------------------------------------------------- running
+
+
+class _Runner:
+    """Softmax outputs of the network on batches of views, counting the views it was given."""
+
+    def __init__(self, model: nn.Module, dense: DenseNet | None, batch_size: int):
+        self.model, self.dense, self.batch_size, self.inputs = model, dense, batch_size, 0
+
+    def probs(self, views: torch.Tensor) -> torch.Tensor:
+        """Softmax outputs of views (N, C, s, s) -> (N, K)."""
+        self.inputs += views.shape[0]
+        return torch.cat([self.model(v).float().softmax(1) for v in views.split(self.batch_size)])
+
+    def view_probs(self, views: torch.Tensor) -> torch.Tensor:
+        """(B, V, C, s, s) views of B images -> (B, K): the softmax outputs averaged over each image's views."""
+        b, v = views.shape[:2]
+        return self.probs(views.flatten(0, 1)).view(b, v, -1).mean(1)
+
+    def dense_probs(self, runs: list[torch.Tensor], flip: bool) -> torch.Tensor:
+        """Class score maps averaged over positions, then softmax; with the reflection's softmax averaged in."""
+        out = []
+        for x in runs:
+            p = []
+            for b in [x, x.flip(-1)] if flip else [x]:
+                self.inputs += b.shape[0]
+                p.append(torch.cat([self.dense.scores(v).float().softmax(1) for v in b.split(self.batch_size)]))
+            out.append(torch.stack(p).mean(0))
+        return torch.cat(out)
+
+
+def _part_probs(part: str, images, source: _Source, runner: _Runner, sizes: ProtocolSizes, scales: tuple[int, ...],
+                flip: bool) -> torch.Tensor:
+    """(B, K) softmax outputs of one part of a protocol on one batch of images."""
+    s = sizes.crop
+    if part == "center":
+        return runner.probs(source.center(images))
+    if part == "144crop":  # the same number of views at each scale: the mean of the scales' means is the mean
+        return torch.stack([torch.cat([runner.view_probs(googlenet_views(run, s, flip))
+                                       for run in source.resized(images, q)]) for q in sizes.googlenet]).mean(0)
+    per_scale = []
+    for q in scales:
+        runs = source.resized(images, q)
+        if part == "10crop":
+            per_scale.append(torch.cat([runner.view_probs(ten_crop_views(run, s, flip)) for run in runs]))
+        else:
+            per_scale.append(runner.dense_probs(runs, flip))
+    return torch.stack(per_scale).mean(0)
+
+
+def _check_scales(protocol: Protocol, scales: tuple[int, ...], crop: int) -> None:
+    if "10crop" in protocol.parts and min(scales) < crop:
+        raise ValueError(f"protocol {protocol.name}: crops of {crop} pixels (the training size) do not fit in an image "
+                         f"resized to {min(scales)}; every scale must be at least {crop}")
+
+
+def _draft(protocol: Protocol, sizes: ProtocolSizes, scales: tuple[int, ...]) -> int:
+    """The largest shorter side the protocol resizes to (JPEGs may be decoded at no less)."""
+    need = [sizes.base]
+    if "144crop" in protocol.parts:
+        need += list(sizes.googlenet)
+    if set(protocol.parts) & {"10crop", "dense"}:
+        need += list(scales)
+    return max(need)
+
+
+def _resolve_scales(protocol: Protocol, sizes: ProtocolSizes, scales: Sequence[int] | None) -> tuple[int, ...]:
+    if not protocol.multiscale:
+        return (sizes.base,)
+    if scales is None:
+        return sizes.multiscale
+    return tuple(scales)
+
+
+def _validate(protocols: list[Protocol], model: nn.Module, sizes: ProtocolSizes, scales, input_size: int
+              ) -> DenseNet | None:
+    if scales is not None:
+        scales = list(scales)
+        if not scales or any(isinstance(q, bool) or not isinstance(q, int) or q < 1 for q in scales):
+            raise ValueError(f"scales must be a non-empty list of positive integers (shorter sides in pixels), got "
+                             f"{scales!r}")
+        if not any(p.multiscale for p in protocols):
+            raise ValueError("scales apply to the multiscale protocols (multiscale, 10crop+multiscale, "
+                             "dense+10crop+multiscale); none was asked for")
+    for p in protocols:
+        _check_scales(p, _resolve_scales(p, sizes, scales), sizes.crop)
+    if not any("dense" in p.parts for p in protocols):
+        return None
+    try:
+        dense = to_dense(model, input_size=input_size)
+    except ValueError as e:
+        raise ValueError(f"protocol dense cannot apply: {e}") from None
+    for p in protocols:
+        q = min(_resolve_scales(p, sizes, scales)) if "dense" in p.parts else None
+        if q is None:
+            continue
+        if q < model.min_input_size:
+            raise ValueError(f"protocol {p.name}: {_name(model)} needs images of at least {model.min_input_size} "
+                             f"pixels, but the scale {q} is smaller")
+        h, w = feature_shape(model, q)[-2:]
+        if min(h, w) < dense.window:
+            raise ValueError(f"protocol {p.name}: at scale {q} the last feature map of {_name(model)} is {h}x{w}, "
+                             f"smaller than the {dense.window}x{dense.window} window its classifier reads; use larger "
+                             f"scales (the training size {input_size} works)")
+    return dense
+
+
+def _run(model: nn.Module, bundle: DataBundle, protocol: Protocol, *, dense: DenseNet | None, sizes: ProtocolSizes,
+         scales: Sequence[int] | None, flip: bool, batch_size: int, device: torch.device, split: str,
+         num_workers: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, _Runner]]:
+    qs = _resolve_scales(protocol, sizes, scales)
+    source = _Source(bundle, split, device, sizes.crop, num_workers)
+    runner = _Runner(model, dense, batch_size)
+    # images per batch: about batch_size network inputs
+    per_image = {"center": 1, "10crop": 10, "144crop": 144, "dense": 2}
+    views = sum(per_image[p] * (len(qs) if p in ("10crop", "dense") else 1) for p in protocol.parts)
+    n_images = max(1, batch_size // views)
+    with _EvalMode(model), torch.no_grad():
+        for images, labels in source.batches(n_images, _draft(protocol, sizes, qs)):
+            probs = torch.stack([_part_probs(part, images, source, runner, sizes, qs, flip)
+                                 for part in protocol.parts]).mean(0)
+            yield probs, labels.to(probs.device), runner
+
+
+def _setup(model, bundle, protocols, input_size, scales, device):
+    if not isinstance(bundle, DataBundle):
+        raise ValueError(  # noqa: TRY004 (user input)
+            f"bundle must be a cnnzoo DataBundle (from load_dataset / reload_dataset), got {type(bundle).__name__}")
+    protocols = parse_protocols(protocols)
+    s = input_size or bundle.image_size[0]
+    if isinstance(s, bool) or not isinstance(s, int) or s < 1:
+        raise ValueError(f"input_size must be a positive integer (the training image size), got {input_size!r}")
+    sizes = ProtocolSizes(s)
+    dense = _validate(protocols, model, sizes, scales, s)
+    if device is None:
+        device = next(model.parameters()).device
+    return protocols, sizes, dense, torch.device(device)
+
+
+def protocol_probs(model: nn.Module, bundle: DataBundle, protocol: str, *, input_size: int | None = None,
+                   scales: Sequence[int] | None = None, flip: bool = True, batch_size: int = 100, device=None,
+                   split: str = "test", num_workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The averaged softmax outputs (N, num_classes) of one protocol on a split, and the labels (N,).
+
+    Arguments as for `evaluate_protocols`.
+    """
+    (p,), sizes, dense, device = _setup(model, bundle, [protocol], input_size, scales, device)
+    out = list(_run(model, bundle, p, dense=dense, sizes=sizes, scales=scales, flip=flip, batch_size=batch_size,
+                    device=device, split=split, num_workers=num_workers))
+    return torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out])
+
+
+def evaluate_protocols(model: nn.Module, bundle: DataBundle, protocols: str | Sequence[str] = "center", *,
+                       input_size: int | None = None, scales: Sequence[int] | None = None, flip: bool = True,
+                       batch_size: int = 100, device=None, split: str = "test",
+                       num_workers: int = 0) -> dict[str, ProtocolResult]:
+    """Top-1/top-5 of ``model`` on ``bundle``'s test split under each protocol (see the module docstring).
+
+    Args:
+        model: a network (in any mode; evaluated in eval mode, its mode restored).
+        bundle: the run's data, as `cnnzoo.data.reload_dataset` gives it (statistics and sizes of the run).
+        protocols: names, a list or a comma-separated string: center, 10crop, 144crop, dense, multiscale, or
+            several joined with '+' (softmax outputs averaged), e.g. "dense+10crop+multiscale".
+        input_size: S, the side of the images the network was trained on; default the bundle's image size.
+        scales: the shorter sides Q of the multiscale protocols (default VGG's {S-32, S, S+32}, scaled).
+        flip: include the horizontal reflections (10crop, 144crop, dense).
+        batch_size: network inputs per forward pass (about).
+        device: where to run; default the model's device.
+        split: "test" (default) or "train".
+        num_workers: decoding processes for folder datasets.
+
+    Returns:
+        {protocol name: ProtocolResult}, in the order given.
+
+    Raises:
+        ValueError: an unknown protocol, or one that cannot apply to this network or these sizes (with the reason).
+    """
+    parsed, sizes, dense, device = _setup(model, bundle, protocols, input_size, scales, device)
+    results = {}
+    for p in parsed:
+        n = nll = 0.0
+        hits = torch.zeros(2, dtype=torch.float64)
+        runner = None
+        for probs, labels, runner in _run(model, bundle, p, dense=dense, sizes=sizes, scales=scales, flip=flip,
+                                          batch_size=batch_size, device=device, split=split,
+                                          num_workers=num_workers):
+            top = probs.topk(min(5, probs.shape[1]), dim=1).indices
+            hits[0] += (top[:, 0] == labels).sum().item()
+            hits[1] += (top == labels[:, None]).any(1).sum().item()
+            nll -= probs.gather(1, labels[:, None]).clamp_min(1e-12).log().sum().item()
+            n += labels.numel()
+        count = max(n, 1)
+        results[p.name] = ProtocolResult(p.name, top1=hits[0].item() / count, top5=hits[1].item() / count,
+                                         nll=nll / count, count=int(n),
+                                         views=(runner.inputs / count) if runner is not None else 0.0)
+    return results
+
+
+def format_table(results: dict[str, ProtocolResult]) -> str:
+    """The results side by side, one protocol per row."""
+    width = max(8, *(len(k) for k in results))
+    lines = [f"{'protocol':<{width}}  {'top-1':>7}  {'top-5':>7}  {'views':>6}"]
+    for name, r in results.items():
+        views = f"{r.views:g}" if math.isfinite(r.views) else "-"
+        lines.append(f"{name:<{width}}  {100 * r.top1:6.2f}%  {100 * r.top5:6.2f}%  {views:>6}")
+    return "\n".join(lines)
