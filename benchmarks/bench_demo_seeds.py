@@ -72,6 +72,7 @@ def worker(args: argparse.Namespace) -> None:
             final = json.loads((run / "eval.json").read_text())
         print(RESULT, json.dumps({"seed": seed, "threads": torch.get_num_threads(), "acc": 100 * final["top1"],
                           "wall_s": wall, "cpu_s": cpu, "train_s": sum(r["epoch_time_s"] for r in rows),
+                          "train_acc": 100 * rows[-1]["train_acc"],
                           "curve": [round(100 * r["test_acc"], 1) for r in rows]}), flush=True)
 
 
@@ -115,7 +116,8 @@ def main() -> None:
                 print(f"{r['seed']:>4} {r['threads']:>7} {r['acc']:>10.2f} {r['wall_s']:>7.1f} {r['train_s']:>7.1f} "
                       f"{r['cpu_s']:>7.1f}", flush=True)
                 if args.curves:
-                    print("     per epoch:", " ".join(f"{a:.1f}" for a in r["curve"]))
+                    print(f"     last epoch's training accuracy {r['train_acc']:.2f}%; test accuracy per epoch:",
+                          " ".join(f"{a:.1f}" for a in r["curve"]))
         if proc.returncode:
             raise SystemExit(f"worker with {threads} thread(s) failed (exit code {proc.returncode})")
     print(f"{'':>16} {'min':>6} {'mean':>6} {'max':>6}")

@@ -47,9 +47,8 @@ def test_scale_jitter_is_resize_to_S_then_a_crop():
 
 
 def test_scale_jitter_of_a_non_square_image_scales_the_shorter_side():
-    x = images(n=6, h=10, w=15)
     params = draw_params(AugmentPolicy(scale_jitter=(20, 20)), 6, torch.Generator().manual_seed(0), (10, 15))
-    top, left, bh, bw = params["scale_box"][0].tolist()
+    _, _, bh, bw = params["scale_box"][0].tolist()
     assert math.isclose(bh, 10 * 10 / 20) and math.isclose(bw, 15 * 15 / 30)  # rescaled to 20 x 30
 
 

@@ -99,7 +99,7 @@ def test_loader_adds_one_shift_per_image_before_normalising():
     stats = pca_mod.dataset_pca(bundle)
     loader = make_loader(bundle, "train", batch_size=16, train=True, augment={"pca_lighting": True}, seed=5)
     loader.set_epoch(2)
-    (x, y), *_ = list(loader)
+    (x, _), *_ = list(loader)
     order = torch.randperm(64, generator=torch.Generator().manual_seed(epoch_seed(5, 2)))  # the loader's shuffle
     raw = bundle.train.images[order[:16]].double()
     mean = torch.tensor(bundle.mean, dtype=torch.float64).view(1, 3, 1, 1)

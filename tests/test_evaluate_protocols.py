@@ -250,6 +250,15 @@ def test_cli_reports_the_protocols_side_by_side(tiny_run, capsys):
     assert "training size S=28" in text and "\ncenter" in text and "\ndense" in text and "top-5" in text
 
 
+def test_reflections_follow_the_runs_training_augmentation(tiny_run, capsys):
+    """mnist5k trains without flips (a mirrored digit is another digit): its multi-view protocols default to none."""
+    capsys.readouterr()
+    assert main(["eval", str(tiny_run), "--protocol", "10crop", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["flip"] is False
+    assert main(["eval", str(tiny_run), "--protocol", "10crop", "--flip", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["flip"] is True
+
+
 def test_dense_scales_too_small_for_the_classifier_are_refused():
     effnet = cnnzoo.create_model("effnet")  # its fc reads a 4x4 map: images of 32 pixels and more
     bundle = _bundle(n=2, size=32, channels=3)

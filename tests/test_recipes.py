@@ -194,7 +194,8 @@ def test_a_different_batch_follows_the_linear_scaling_rule(capsys, monkeypatch):
 
 def test_the_papers_augmentation_applies_to_its_own_kind_of_images(capsys, tiny_folder):
     mnist = config(["resnet20_cifar", "--recipe", "paper"])
-    assert mnist.data.augment == {"translate": 2}  # digits keep their own policy (mnist5k's recipe)
+    # digits keep their own policy (mnist5k's recipe)
+    assert mnist.data.augment == {"translate": 2, "rotate": 10, "zoom": [0.9, 1.1]}
     assert "keeps its own" in capsys.readouterr().err
     assert config(["resnet20_cifar", "--recipe", "paper", "--data", "cifar10"]).data.augment == \
         {"random_crop_padding": 4, "hflip": True}  # Sec. 4.2

@@ -17,7 +17,14 @@ no memory and no arithmetic) under a ``TorchDispatchMode`` that sees every aten 
   so a trace gives the same MACs on every device. One exception: a module that runs a structured
   sparse operation through a dense kernel with zeros (LeNet-5's C3, which connects 60 of the 96 map
   pairs) defines ``count_macs(inputs, output) -> int``, and its row counts what the sparse operation
-  computes instead of the dense kernel's multiplications by zero;
+  computes instead of the dense kernel's multiplications by zero. Recurrent layers: torch's fused RNN kernels
+  (oneDNN's ``mkldnn_rnn_layer``, which runs ``nn.LSTM`` on the CPU, cuDNN's ``_cudnn_rnn`` and MIOpen's
+  ``miopen_rnn``) have no formula in ``FlopCounterMode`` (0 FLOPs); on the meta device the same layers run as
+  per-step ``addmm``s, which it counts. The summary counts the kernels with that arithmetic, (time steps x batch) x
+  the sum of the layer's weight matrices (W_ih + W_hh per layer and direction: 4 gates for the LSTM, 3 for the GRU),
+  so CPU, GPU and meta traces agree. A recurrent layer's row also records the time steps it ran (``steps``), and
+  `Summary.per_step` gives its MACs per step (the same weights run at every step, so its parameters are counted
+  once, not per step);
 - charges them to the innermost module running, so functional ``F.conv2d`` calls inside a
   module's ``forward`` count for that module;
 - propagates receptive fields tensor by tensor (:mod:`cnnzoo.analysis.receptive`), so branches,
@@ -30,6 +37,7 @@ Rows are the leaf modules (plus any non-leaf module whose own ``forward`` runs c
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -65,6 +73,7 @@ class LayerRecord:
     dilation: tuple[int, ...] | None = None
     groups: int | None = None
     depth: int = 0
+    steps: int | None = None  # time steps a recurrent layer (torch.nn.RNNBase) ran over; None for other layers
 
 
 @dataclass
@@ -156,6 +165,16 @@ class Summary:
                         "hw": hw})
         return out
 
+    def per_step(self) -> list[dict]:
+        """The recurrent rows (those with ``steps``): ``{"name", "steps", "macs", "macs_per_step", "params"}`` each.
+
+        A recurrent layer runs the same weights at every time step: its MACs are ``steps`` x ``macs_per_step``, and
+        its parameters are shared by all steps (counted once).
+        """
+        rows = getattr(self, "_rows", None) or self.layers  # the unfolded rows: a folded block holds no steps
+        return [{"name": r.name, "steps": r.steps, "macs": r.macs, "macs_per_step": r.macs // r.steps,
+                 "params": r.params} for r in rows if r.steps]
+
     def find(self, name: str) -> LayerRecord:
         """The row named ``name`` (ValueError listing a few names if there is none)."""
         for r in self.layers:
@@ -174,6 +193,7 @@ class _Call:
     macs: int = 0  # counted ops run directly in this module's forward (not in its children)
     out_numel: int = 0
     out_bytes: int = 0
+    steps: int | None = None
     children: list = dc_field(default_factory=list)
 
 
@@ -196,7 +216,22 @@ def _attention_formulas() -> dict:
             extra[packet] = sdpa  # (query, key, value, ...) -> QK^T and AV, as for the CUDA kernels
     if hasattr(aten, "_native_multi_head_attention") and aten._native_multi_head_attention not in flop_registry:
         extra[aten._native_multi_head_attention] = _native_mha_flop
+    # fused recurrent kernels (module docstring): oneDNN's takes one layer and direction (W_ih, W_hh, b_ih, b_hh as
+    # its 2nd-5th arguments), cuDNN's and MIOpen's the list of every layer's and direction's tensors
+    for name, weights in (("mkldnn_rnn_layer", lambda args: args[:2]), ("_cudnn_rnn", lambda args: args[0]),
+                          ("miopen_rnn", lambda args: args[0])):
+        packet = getattr(aten, name, None)
+        if packet is not None and packet not in flop_registry:
+            extra[packet] = functools.partial(_fused_rnn_flop, weights)
     return extra
+
+
+def _fused_rnn_flop(weights, input, *args, out_val=None, **kwargs) -> int:
+    """FLOPs of a fused recurrent kernel: at every (step, sequence) position the input and the state meet the
+    layer's weight matrices once each (W_ih, W_hh, and an LSTM's projection W_hr: the 2-D tensors of
+    ``weights(args)``; biases are additions, not counted)."""
+    positions = input.numel() // input.shape[-1]  # T x B (batch-first or not), or the rows of a packed sequence
+    return 2 * positions * sum(w.numel() for w in weights(args) if isinstance(w, torch.Tensor) and w.ndim == 2)
 
 
 def _native_mha_flop(query, key, value, embed_dim, num_heads, qkv_weight, qkv_bias, proj_weight, proj_bias, *args,
@@ -313,6 +348,10 @@ def summarize(
             macs = int(count(inputs, output))
             tracer.macs += macs - call.macs
             call.macs = macs
+        if isinstance(module, nn.RNNBase):  # time steps of a recurrent layer (padded input; None when packed)
+            x = inputs[0] if inputs else None
+            if isinstance(x, torch.Tensor) and x.ndim in (2, 3):
+                call.steps = int(x.shape[1] if module.batch_first and x.ndim == 3 else x.shape[0])
         t = _first_tensor(output)
         if t is not None:
             call.output_shape = tuple(t.shape)
@@ -455,6 +494,7 @@ def _record(call: _Call, params: int, macs: int, leaf: bool) -> LayerRecord:
         dilation=_attr(m, "dilation"),
         groups=getattr(m, "groups", None) if isinstance(getattr(m, "groups", None), int) else None,
         depth=0 if not call.name else call.name.count(".") + 1,
+        steps=call.steps,
     )
 
 

@@ -71,9 +71,12 @@ def _si(n: int) -> str:
 
 
 def _totals_lines(s: Summary) -> list[str]:
+    steps = [f"recurrent layer {r['name']}: {r['steps']} time steps x {r['macs_per_step']:,} MACs per step = "
+             f"{r['macs']:,} MACs; its {r['params']:,} parameters are shared by every step" for r in s.per_step()]
     return [
         f"total parameters: {s.total_params:,} (trainable {s.trainable_params:,})",
         f"MACs (multiply-accumulates, conv + linear + matmul): {s.macs:,} = {_si(s.macs)}",
+        *steps,
         f"FLOPs (= 2 x MACs): {s.flops:,} = {_si(s.flops)}",
         f"activation memory at batch 1 (every layer's output): {s.activation_bytes / 2**20:.2f} MiB",
         f"parameter memory: {s.param_bytes / 2**20:.2f} MiB",

@@ -21,7 +21,7 @@ config sections and keys: model, data, optim, schedule, train (see the README's 
 EPILOG_EVAL = """\
 examples:
   cnnzoo eval runs/lenet5-20240101-120000                        # the run's own test pipeline (centre crop)
-  cnnzoo eval RUN --protocol center,10crop,144crop,dense,multiscale --no-flip
+  cnnzoo eval RUN --protocol center,10crop,144crop,dense,multiscale --no-flip   # reflections off (default: as trained)
   cnnzoo eval RUN --protocol dense+10crop+multiscale --scales 224,256,288 --format json
 protocols (sizes scale with the training size S; base scale R = S/0.875): center; 10crop (AlexNet: corners + centre
 + reflections); 144crop (GoogLeNet: 4 scales x 3 squares x 6 crops x 2); dense (VGG: the fully-convolutional net on
@@ -235,20 +235,30 @@ def _eval_protocols(args, meta, model, bundle, input_size, protocols, scales, as
     from ..evaluate.protocols import ProtocolSizes, format_table
 
     size = input_size or bundle.image_size[0]
-    results = evaluate_protocols(model, bundle, protocols, input_size=size, scales=scales, flip=not args.no_flip,
+    flip = _use_flips(args, meta)
+    results = evaluate_protocols(model, bundle, protocols, input_size=size, scales=scales, flip=flip,
                                  batch_size=args.batch_size, device=args.device,
                                  num_workers=0 if bundle.kind != "folder" else 2)
     sizes = ProtocolSizes(size)
     if as_json:
         print(json.dumps({"model": meta["model"], "dataset": bundle.name, "input_size": size, "base_scale": sizes.base,
-                          "multiscale": list(scales or sizes.multiscale), "flip": not args.no_flip,
+                          "multiscale": list(scales or sizes.multiscale), "flip": flip,
                           "protocols": {k: r.to_dict() for k, r in results.items()}}, indent=1))
         return 0
     count = next(iter(results.values())).count
     print(f"{meta['model']} on {bundle.name} test split ({count} images); training size S={size}, base test scale "
-          f"R={sizes.base}" + ("" if args.no_flip else ", with reflections"))
+          f"R={sizes.base}" + (", with reflections" if flip else ", no reflections"))
     print(format_table(results))
     return 0
+
+
+def _use_flips(args, meta: dict) -> bool:
+    """Reflections in the multi-view protocols: as asked, else as the run trained (a model never shown mirrored
+    images, e.g. digits, is not tested on them); True, as in the papers, when the checkpoint does not say."""
+    if args.flip is not None:
+        return args.flip
+    augment = meta.get("train_augment")
+    return True if augment is None else bool(augment.get("hflip", False))
 
 
 def _check_output(path: str, suffixes: tuple[str, ...]) -> None:
@@ -365,7 +375,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "several joined with '+' (softmax outputs averaged), e.g. dense+10crop+multiscale")
     e.add_argument("--scales", metavar="Q[,Q...]", help="shorter sides of the multiscale protocols (default VGG's "
                                                         "{S-32, S, S+32}, scaled to the training size)")
-    e.add_argument("--no-flip", action="store_true", help="no horizontal reflections in 10crop/144crop/dense")
+    e.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="horizontal reflections in 10crop/144crop/dense (default: if the run trained with flips; "
+                        "checkpoints that do not say: yes, as in the papers)")
     e.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON (same as --format json)")
     e.add_argument("--plot", metavar="PNG", help="also save the confusion matrix as a PNG")

@@ -20,6 +20,10 @@ The papers' operations (``data.augment`` of a tensor dataset, e.g. ``{scale_jitt
   ``eigvec @ (alpha * eigval)``, the principal components of the training set's RGB covariance scaled by their
   eigenvalues and by alpha ~ N(0, sigma^2) per image and component (``true`` means the paper's sigma = 0.1; a number
   sets sigma). The eigen-decomposition is computed once per dataset and cached (`cnnzoo.data.pca`). RGB only.
+- ``rotate``, ``zoom``: random affine distortions about the image centre, the kind LeCun et al. 1998 (Sec. III)
+  and Simard et al. 2003 train digit recognisers on: a rotation by an angle uniform in [-rotate, rotate] degrees
+  (positive turns the content counter-clockwise, as torchvision's RandomAffine) and a magnification uniform in
+  ``zoom: [min, max]`` (below 1 shrinks), bilinear with zero fill. The mnist5k recipe uses them.
 
 Resampling (the two crops) is bilinear at the sampled positions (``grid_sample``); the crops only ever enlarge, so
 no anti-aliasing is needed. After a resampling or the colour noise the batch is float on the 0-255 scale (no
@@ -34,7 +38,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-AUGMENT_KEYS = ("random_crop_padding", "translate", "hflip", "random_resized_crop", "scale_jitter", "pca_lighting")
+AUGMENT_KEYS = ("random_crop_padding", "translate", "hflip", "random_resized_crop", "scale_jitter", "pca_lighting",
+                "rotate", "zoom")
 """Keys accepted in a tensor dataset's ``augment`` dict."""
 
 RRC_SCALE = (0.08, 1.0)  # Szegedy et al. 2015, Sec. 6: "patches ... whose size is distributed evenly between 8%
@@ -79,6 +84,27 @@ def parse_pca_lighting(value, key: str = "augment['pca_lighting']") -> float:
     return float(value)
 
 
+def parse_rotate(value, key: str = "augment['rotate']") -> float:
+    """The largest rotation in degrees, a number in [0, 180]; false/None -> 0 (off)."""
+    if value is None or value is False:
+        return 0.0
+    if not _is_number(value) or not math.isfinite(value) or not 0 <= value <= 180:
+        raise ValueError(f"{key} must be the largest rotation in degrees, a number in [0, 180] (digits: 10), "
+                         f"got {value!r}")
+    return float(value)
+
+
+def parse_zoom(value, key: str = "augment['zoom']") -> tuple[float, float] | None:
+    """``[min, max]`` magnification factors with 0 < min <= max; false/None -> None (off)."""
+    if value is None or value is False:
+        return None
+    if not (isinstance(value, list | tuple) and len(value) == 2
+            and all(_is_number(v) and math.isfinite(v) for v in value) and 0 < value[0] <= value[1]):
+        raise ValueError(f"{key} must be [min, max] magnification factors with 0 < min <= max (digits: [0.9, 1.1]), "
+                         f"got {value!r}")
+    return float(value[0]), float(value[1])
+
+
 def _is_number(v) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
@@ -96,6 +122,8 @@ class AugmentPolicy:
         random_resized_crop: (min, max) area fraction of Inception's crop, or None.
         scale_jitter: (S_min, S_max) of VGG's scale jitter, or None.
         pca_lighting: standard deviation of AlexNet's alpha (0: off).
+        rotate: the largest rotation in degrees (0: off).
+        zoom: (min, max) magnification, or None.
     """
 
     random_crop_padding: int = 0
@@ -104,6 +132,8 @@ class AugmentPolicy:
     random_resized_crop: tuple[float, float] | None = None
     scale_jitter: tuple[int, int] | None = None
     pca_lighting: float = 0.0
+    rotate: float = 0.0
+    zoom: tuple[float, float] | None = None
 
     @classmethod
     def from_dict(cls, augment: dict | None) -> AugmentPolicy:
@@ -130,13 +160,14 @@ class AugmentPolicy:
             raise ValueError("augment: random_resized_crop and scale_jitter are two ways of choosing the training "
                              "crop; use one of them")
         return cls(hflip=flip, random_resized_crop=rrc, scale_jitter=jitter,
-                   pca_lighting=parse_pca_lighting(augment.get("pca_lighting")), **values)
+                   pca_lighting=parse_pca_lighting(augment.get("pca_lighting")),
+                   rotate=parse_rotate(augment.get("rotate")), zoom=parse_zoom(augment.get("zoom")), **values)
 
     @property
     def active(self) -> bool:
         """Whether the policy changes anything."""
         return bool(self.random_crop_padding or self.translate or self.hflip or self.random_resized_crop
-                    or self.scale_jitter or self.pca_lighting)
+                    or self.scale_jitter or self.pca_lighting or self.rotate or self.zoom)
 
     def check_images(self, in_channels: int, size: tuple[int, int], dataset: str = "the dataset") -> None:
         """Refuse options the images cannot take (one clear line naming the dataset and what would work)."""
@@ -175,6 +206,10 @@ def draw_params(policy: AugmentPolicy, n: int, generator: torch.Generator,
             params["scale_box"] = jitter_boxes(n, size, policy.scale_jitter, generator)
     if policy.pca_lighting:
         params["lighting"] = torch.randn(n, 3, generator=generator, dtype=torch.float64) * policy.pca_lighting
+    if policy.rotate or policy.zoom:
+        angle = (torch.rand(n, generator=generator, dtype=torch.float64) * 2 - 1) * policy.rotate
+        zoom = torch.empty(n, dtype=torch.float64).uniform_(*(policy.zoom or (1.0, 1.0)), generator=generator)
+        params["affine"] = torch.stack([angle, zoom], 1)  # (n, 2): degrees, magnification
     return params
 
 
@@ -252,6 +287,24 @@ def crop_resize(images: torch.Tensor, boxes: torch.Tensor, within: str = "box") 
     return F.grid_sample(images.float(), grid.float(), mode="bilinear", padding_mode="border", align_corners=True)
 
 
+def rotate_zoom(images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """Rotate each image by ``params[:, 0]`` degrees (counter-clockwise) and magnify it by ``params[:, 1]`` about its
+    centre, bilinearly with zero fill. Returns float32 on the images' scale.
+
+    Output pixel p (x right, y down, from the centre) samples the source at R p / zoom, R = [[cos, -sin], [sin, cos]]
+    of the angle; ``affine_grid`` takes that map in coordinates normalised to [-1, 1] per axis, hence the h/w factors.
+    """
+    b, c, h, w = images.shape
+    if b == 0:
+        return images.float()
+    p = params.to(images.device, torch.float64)
+    angle, zoom = torch.deg2rad(p[:, 0]), p[:, 1]
+    cos, sin, zero = torch.cos(angle) / zoom, torch.sin(angle) / zoom, torch.zeros_like(zoom)
+    theta = torch.stack([torch.stack([cos, -sin * h / w, zero], 1), torch.stack([sin * w / h, cos, zero], 1)], 1)
+    grid = F.affine_grid(theta.float(), [b, c, h, w], align_corners=False)
+    return F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
 def shift(images: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     """Shift each image by integer (dy, dx) with zero fill: out[y, x] = in[y - dy, x - dx].
 
@@ -280,13 +333,15 @@ def shift(images: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
 def apply_augment(images: torch.Tensor, params: dict[str, torch.Tensor], lighting=None) -> torch.Tensor:
     """Apply drawn parameters (already sliced to this batch) to uint8 images (B, C, H, W) on their device.
 
-    Order: the crop box (Inception / VGG), pad-and-crop, translation, flip, then the colour noise, which needs
-    ``lighting`` (a `cnnzoo.data.pca.PCAStats` of the training set) when ``params`` holds alphas.
+    Order: the crop box (Inception / VGG), rotation and zoom, pad-and-crop, translation, flip, then the colour noise,
+    which needs ``lighting`` (a `cnnzoo.data.pca.PCAStats` of the training set) when ``params`` holds alphas.
     """
     if "box" in params:  # Inception: crop, then resize
         images = crop_resize(images, params["box"], within="box")
     if "scale_box" in params:  # VGG: resize, then crop
         images = crop_resize(images, params["scale_box"], within="image")
+    if "affine" in params:
+        images = rotate_zoom(images, params["affine"])
     if "crop" in params:
         images = shift(images, params["crop"])
     if "translate" in params:

@@ -28,8 +28,7 @@ from .bundle import DataBundle, FolderSplit, TensorSplit
 
 def epoch_seed(seed: int, epoch: int, *more: int) -> int:
     """A well-mixed 63-bit seed from (seed, epoch[, more...]) (NumPy's SeedSequence hashing; distinct tuples never
-    collide). Extra integers give independent streams: (seed, epoch, 1) the folders' colour noise, (seed, epoch,
-    step, ...) the batch mixing of `cnnzoo.data.mix`."""
+    collide). Extra integers give independent streams, e.g. (seed, epoch, 1) for the folders' colour noise."""
     state = np.random.SeedSequence([int(seed), int(epoch), *map(int, more)]).generate_state(2, dtype=np.uint32)
     return int((int(state[0]) << 31) ^ int(state[1]))
 

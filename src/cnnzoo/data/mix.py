@@ -55,8 +55,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["MIX_METHODS", "MixSpec", "Mixer", "Mixed", "build_mixer", "parse_mix", "soft_targets", "cutmix_box", "patchup_mask",
-           "puzzle_mask", "puzzle_transport"]
+__all__ = [
+    "MIX_METHODS",
+    "MixSpec",
+    "Mixed",
+    "Mixer",
+    "build_mixer",
+    "cutmix_box",
+    "parse_mix",
+    "patchup_mask",
+    "puzzle_mask",
+    "puzzle_transport",
+    "soft_targets",
+]
 
 _COMMON = {"alpha": 1.0, "prob": 1.0}
 MIX_METHODS: dict[str, dict] = {

@@ -31,7 +31,7 @@ import torch
 
 from .bundle import DataBundle, FolderSplit
 
-__all__ = ["PCA_SAMPLES", "PCAStats", "dataset_pca", "rgb_covariance", "pca_of_covariance"]
+__all__ = ["PCA_SAMPLES", "PCAStats", "dataset_pca", "pca_of_covariance", "rgb_covariance"]
 
 log = logging.getLogger("cnnzoo.data")
 

@@ -103,7 +103,7 @@ class ProtocolResult:
 
 def parse_protocols(spec: str | Sequence[str]) -> list[Protocol]:
     """``"center,10crop,dense+multiscale"`` (or a list of names) -> protocols; errors name the valid choices."""
-    items = [s for s in spec.split(",")] if isinstance(spec, str) else list(spec)
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
     out: list[Protocol] = []
     for item in items:
         name = str(item).strip().lower()
@@ -132,7 +132,7 @@ def parse_protocols(spec: str | Sequence[str]) -> list[Protocol]:
 
 
 class _Source:
-    """A split's images in order, in batches, as normalised float tensors (C, h, w) resized to a shorter side."""
+    """A split's images in order, in batches, normalised and resized the ways the protocols need."""
 
     def __init__(self, bundle: DataBundle, split: str, device: torch.device, crop: int, num_workers: int):
         self.bundle, self.data, self.device, self.crop = bundle, bundle.split(split), device, crop

@@ -37,7 +37,9 @@ This implementation
     with no normalisation, He's gain and two dropouts (x2 variance each in training) make the initial
     logits large (loss 5.6, gradient norm 72 on mnist5k) and the first steps drive every class map
     below zero, where the final ReLU lets no gradient through; nin_cifar then stays at 10.0% for 400
-    steps of the mnist5k recipe.
+    steps of the mnist5k recipe. With Glorot's init it learns, slowly (no normalisation, class maps
+    through a ReLU): 19.1% after 80 steps at 28 px; in a 400-step run at 16 px 22.5% after 100 steps,
+    28.3% after 200, 60.1% after 300 and 82.5% after 400 (seed 0).
 """
 
 from __future__ import annotations
@@ -143,7 +145,10 @@ class NiN(ZooModel):
 
 
 @register_model(NiN, paper=NINPAPER, input_size=(3, 32, 32), dataset="CIFAR-10",
-                deviations=("Glorot-uniform init instead of the authors' hand-set Gaussian per layer",))
+                deviations=("Glorot-uniform init instead of the authors' hand-set Gaussian per layer",
+                            ("short budget: without normalisation it needs ~300 steps of the mnist5k recipe to "
+                             "pass 50% (19.1% after 80 steps at 28 px; 28.3% after 200, 60.1% after 300, 82.5% after "
+                             "400 at 16 px)")))
 def nin_cifar(**kwargs) -> NiN:
     """NiN for CIFAR-10: three mlpconv layers and global average pooling (966,986 parameters)."""
     return NiN(**{"blocks": "cifar", "num_classes": 10, **kwargs})

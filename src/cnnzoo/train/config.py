@@ -55,6 +55,7 @@ __all__ = [
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("none", "step", "multistep", "plateau", "cosine", "onecycle")
 AMP_MODES = ("off", "bf16", "fp16")
+GRAD_CLIP_MODES = ("norm", "value")
 DEVICES = "auto, cpu, cuda, cuda:N, mps"
 
 
@@ -202,7 +203,11 @@ class OptimConfig:
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
+    # gradient clipping (note 002), every step after backward: "norm" rescales the whole gradient g to g v / ||g||
+    # when its global L2 norm ||g|| exceeds v = grad_clip (torch's clip_grad_norm_); "value" clamps each component to
+    # [-v, v] (clip_grad_value_). The norm before clipping is logged per epoch (metrics: grad_norm, grad_norm_max).
     grad_clip: float | None = None
+    grad_clip_mode: str = "norm"
 
 
 @dataclass
@@ -278,6 +283,7 @@ class Config:
         _choice("optim.name", self.optim.name, OPTIMIZERS)
         _choice("schedule.name", self.schedule.name, SCHEDULES)
         _choice("train.amp", self.train.amp, AMP_MODES)
+        _choice("optim.grad_clip_mode", self.optim.grad_clip_mode, GRAD_CLIP_MODES)
         _choice("train.loss", self.train.loss, LOSSES)
         o, s, d, t = self.optim, self.schedule, self.data, self.train
         for key, value in (("data.batch_size", d.batch_size), ("data.eval_batch_size", d.eval_batch_size),
@@ -296,7 +302,8 @@ class Config:
                 raise ConfigError(key, f"{key} must be positive, got {value}")
         if o.grad_clip is not None and o.grad_clip <= 0:
             raise ConfigError("optim.grad_clip", f"optim.grad_clip must be positive (the largest gradient norm "
-                                                 f"allowed) or null (no clipping), got {o.grad_clip}")
+                                                 f"allowed, or with optim.grad_clip_mode=value the largest "
+                                                 f"absolute component) or null (no clipping), got {o.grad_clip}")
         for key, value in (("optim.weight_decay", o.weight_decay), ("schedule.min_lr", s.min_lr),
                            ("schedule.warmup_epochs", s.warmup_epochs)):
             if value < 0:

@@ -17,6 +17,7 @@ import contextlib
 import csv
 import io
 import json
+import math
 import shlex
 import signal
 import subprocess
@@ -32,7 +33,7 @@ import yaml
 from torch import nn
 
 from .. import __version__
-from ..data import load_dataset, make_loader
+from ..data import default_policy, load_dataset, make_loader
 from ..evaluate.metrics import EvalResult, evaluate, plot_confusion, plot_curves
 from ..registry import create_model, get_card
 from . import distributed as dist_utils
@@ -116,7 +117,7 @@ def default_run_dir(model: str) -> Path:
 
 
 METRIC_FIELDS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "test_top5", "lr", "epoch_time_s",
-                 "images_per_s")
+                 "images_per_s", "grad_norm", "grad_norm_max")  # grad_norm: the epoch's mean global norm before clipping
 EMA_FIELDS = ("ema_test_loss", "ema_test_acc", "ema_test_top5")  # with train.ema: the averaged weights' test metrics
 
 
@@ -204,6 +205,8 @@ class Trainer:
 
         common = dict(device=self.device, seed=cfg.train.seed, rank=self.rank, world_size=self.world,
                       input_size=self.input_size, num_workers=cfg.data.num_workers)
+        # the training augmentation as applied (the dataset's default when the config leaves it None)
+        self.train_augment = dict(cfg.data.augment if cfg.data.augment is not None else default_policy(self.bundle))
         self.train_loader = make_loader(self.bundle, "train", batch_size=cfg.data.batch_size, train=True,
                                         augment=cfg.data.augment, **common)
         self.test_loader = make_loader(self.bundle, "test", batch_size=cfg.data.eval_batch_size, train=False,
@@ -234,6 +237,7 @@ class Trainer:
         # position and history
         self.epoch, self.batch, self.global_step = 0, 0, 0
         self.sums = [0.0, 0.0, 0]  # train loss sum, correct, count of the current epoch
+        self.grad_stats = [0.0, 0.0, 0]  # the epoch's sum and max of the gradient norm before clipping, steps
         self.history: list[dict] = []
         self.best_acc = -1.0
         self.lock: RunLock | None = None
@@ -318,12 +322,14 @@ class Trainer:
                 "options": self.model_options, "num_classes": b.num_classes, "in_channels": b.in_channels,
                 "classes": list(b.classes), "mean": list(b.mean), "std": list(b.std), "dataset": b.name,
                 "image_size": list(b.image_size), "input_size": self.input_size, "epoch": self.epoch,
-                "batch": self.batch, "global_step": self.global_step, "data": self.data_record}
+                "batch": self.batch, "global_step": self.global_step, "data": self.data_record,
+                "train_augment": self.train_augment}
 
     def _state(self) -> dict:
         state = {
             "epoch": self.epoch, "batch": self.batch, "global_step": self.global_step,
-            "sums": list(self.sums), "history": self.history, "best_acc": self.best_acc,
+            "sums": list(self.sums), "grad_stats": list(self.grad_stats), "history": self.history,
+            "best_acc": self.best_acc,
             "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
             "scaler": self.scaler.state_dict(), "rng_cpu": torch.get_rng_state(),
             "config": config_to_dict(self.cfg),
@@ -369,6 +375,7 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["rng_cuda"])
         self.epoch, self.batch, self.global_step = state["epoch"], state["batch"], state["global_step"]
         self.sums = list(state["sums"])
+        self.grad_stats = list(state.get("grad_stats", [0.0, 0.0, 0]))  # runs saved before it: none recorded
         self.history = list(state["history"])
         self.best_acc = float(state["best_acc"])
         if self.ema is not None:  # the average goes on; switched on at --resume, it starts from the weights
@@ -467,6 +474,7 @@ class Trainer:
         start_batch = self.batch
         if start_batch == 0:
             self.sums = [0.0, 0.0, 0]
+            self.grad_stats = [0.0, 0.0, 0]
         task = progress.start_epoch(self.epoch, cfg.train.epochs, self.steps_per_epoch, start_batch)
         t0, seen = time.perf_counter(), 0
         for i, (images, labels) in enumerate(loader):
@@ -490,9 +498,7 @@ class Trainer:
                 self._diverged(loss, i)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
-            if cfg.optim.grad_clip is not None:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
+            self._clip_gradients()
             self.scaler.step(self.optimizer)
             self.scaler.update()
             if self.ema is not None:
@@ -513,6 +519,24 @@ class Trainer:
             stop = stop or self._stop_signal is not None
             if stop:
                 self._interrupted()
+
+    def _clip_gradients(self) -> None:
+        """``optim.grad_clip``/``grad_clip_mode`` (note 002: g <- g v / ||g|| when ||g|| > v, or each component
+        clamped to [-v, v]), on the unscaled gradient; the global L2 norm before clipping goes into the epoch's
+        ``grad_norm`` (mean over the steps whose norm is finite) and ``grad_norm_max``."""
+        o = self.cfg.optim
+        self.scaler.unscale_(self.optimizer)  # a no-op without fp16; step() would unscale the same way
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if o.grad_clip is not None and o.grad_clip_mode == "norm":
+            norm = nn.utils.clip_grad_norm_(params, o.grad_clip)  # returns the norm before clipping
+        else:
+            norm = nn.utils.get_total_norm([p.grad for p in params]) if params else torch.zeros(())
+            if o.grad_clip is not None:
+                nn.utils.clip_grad_value_(params, o.grad_clip)
+        value = float(norm)
+        if math.isfinite(value):  # fp16 steps with inf/NaN gradients are skipped by the scaler: not counted
+            stats = self.grad_stats
+            stats[0], stats[1], stats[2] = stats[0] + value, max(stats[1], value), stats[2] + 1
 
     def _diverged(self, loss: torch.Tensor, batch: int) -> None:
         last = "no checkpoint was written yet"
@@ -538,11 +562,14 @@ class Trainer:
         test = evaluate(self.net, self.test_loader, self.bundle.num_classes, self.bundle.classes,
                         autocast=self.autocast(), channels_last=self.cfg.model.channels_last)
         self.schedule.end_epoch(test.loss)
+        self._last_eval = (self.global_step, test)  # _final_eval reuses it when no step was taken since
         loss_sum, correct, count = self.sums
         row = {"epoch": self.epoch + 1, "train_loss": loss_sum / max(count, 1), "train_acc": correct / max(count, 1),
                "test_loss": test.loss, "test_acc": test.top1, "test_top5": test.top5,
                "lr": getattr(self, "_last_lr", self.cfg.optim.lr), "epoch_time_s": getattr(self, "_epoch_time", 0.0),
-               "images_per_s": getattr(self, "_epoch_seen", 0) / max(getattr(self, "_epoch_time", 0.0), 1e-9)}
+               "images_per_s": getattr(self, "_epoch_seen", 0) / max(getattr(self, "_epoch_time", 0.0), 1e-9),
+               "grad_norm": self.grad_stats[0] / self.grad_stats[2] if self.grad_stats[2] else None,
+               "grad_norm_max": self.grad_stats[1] if self.grad_stats[2] else None}  # None: no finite norm
         ema = None
         if self.ema is not None:
             ema = evaluate(self.ema.module, self.test_loader, self.bundle.num_classes, self.bundle.classes,
@@ -558,6 +585,7 @@ class Trainer:
         self.epoch += 1
         self.batch = 0
         self.sums = [0.0, 0.0, 0]
+        self.grad_stats = [0.0, 0.0, 0]
         if self.is_main:
             self._write_metrics()
             if test.top1 > self.best_acc:
@@ -583,8 +611,10 @@ class Trainer:
             print(f"warning: could not draw curves.png: {e}", file=sys.stderr)
 
     def _final_eval(self) -> EvalResult:
-        test = evaluate(self.net, self.test_loader, self.bundle.num_classes, self.bundle.classes,
-                        autocast=self.autocast(), channels_last=self.cfg.model.channels_last)
+        last = getattr(self, "_last_eval", None)  # the last epoch's evaluation of these very weights: not run twice
+        test = last[1] if last is not None and last[0] == self.global_step else evaluate(
+            self.net, self.test_loader, self.bundle.num_classes, self.bundle.classes, autocast=self.autocast(),
+            channels_last=self.cfg.model.channels_last)
         if self.is_main:
             atomic_write(self.run_dir / "eval.json", json.dumps(test.to_dict(), indent=1).encode())
         if self.ema is not None:  # every rank evaluates (the sums are all-reduced); rank 0 writes

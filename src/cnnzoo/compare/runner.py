@@ -1,0 +1,804 @@
+"""Planning and running a comparison: one run directory per spec x seed, trained by the ordinary `Trainer`.
+
+Layout of ``--out DIR``::
+
+    DIR/runs/SLUG/seedS/     a cnnzoo run directory (as `cnnzoo train --run-dir` writes it) + compare.json
+    DIR/logs/SLUG-seedS.log  the output of a run trained in a subprocess (--jobs N)
+    DIR/report.html, DIR/results.csv, DIR/results.json
+
+What makes re-running a comparison safe:
+
+- A run whose last checkpoint has reached ``train.epochs`` (and whose final evaluation is written) is finished: it is
+  reused as it is, and its measurements (inference speed, protocol accuracies) are read back from its
+  ``compare.json``, so the numbers are the same.
+- A run with a checkpoint short of that is resumed (`Trainer(resume=...)`, bit-identical on CPU); a run killed before
+  its first checkpoint starts again.
+- A run directory whose config differs from what the command now asks for (e.g. another ``train.epochs``) is never
+  touched: the command fails before training anything, naming the difference.
+- One comparison at a time writes DIR (a lock, as for run directories); each run has its own lock besides.
+
+Runs of one spec x seed are independent, so ``jobs`` runs them in subprocesses side by side; each gets ``threads``
+intra-op threads (a run's floating-point sums depend on its thread count, so a comparison equals another one run
+with the same ``threads``, whatever ``jobs``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import math
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+
+from ..fileio import atomic_write
+from .spec import RESERVED_KEYS, Spec, parse_specs
+
+__all__ = ["Comparison", "ComparisonInterrupted", "RunPlan", "execute_run", "plan_comparison", "run_comparison"]
+
+#: config keys that may differ between a run directory and the command now (they do not change what is trained)
+IGNORED_KEYS = {"train.run_dir", "train.device", "train.log_every", "data.num_workers", "data.download",
+                "data.data_dir"}
+RECORD = "compare.json"
+INFER_BATCH = 64  # inference speed: images per forward pass
+INFER_BUDGET_S = 2.0  # ... and about this long a measurement (after one warm-up batch)
+INFER_MAX_IMAGES = 512
+
+
+class ComparisonInterrupted(RuntimeError):
+    """Ctrl-C or SIGTERM: the running runs saved checkpoints; re-running the same command continues."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+
+@dataclass
+class RunPlan:
+    """One spec x seed: its resolved config, its run directory and what is left to do there."""
+
+    spec: Spec
+    seed: int
+    run_dir: Path
+    cfg: object  # cnnzoo.train.Config
+    state: str  # "new", "resume" (from epochs_done), "finished"
+    epochs_done: int
+    params: int
+    macs: int
+    input_size: tuple[int, int, int]
+    train_images: int  # per epoch (train.limit_batches applied)
+    test_images: int
+    command: list[str]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def epochs(self) -> int:
+        return self.cfg.train.epochs
+
+    def work(self, epochs: float | None = None) -> float:
+        """MACs of ``epochs`` epochs (default all): a training image costs about 3 forward passes (forward, and a
+        backward twice as costly), each epoch evaluates the test split once."""
+        n = self.epochs if epochs is None else epochs
+        return float(self.macs) * (3 * self.train_images + self.test_images) * n
+
+    @property
+    def name(self) -> str:
+        return f"{self.spec.label} seed {self.seed}"
+
+
+@dataclass
+class Comparison:
+    """What `run_comparison` returns: the plan, one record per run (in plan order) and the files written."""
+
+    out: Path
+    plans: list[RunPlan]
+    records: list[dict]
+    rows: list[dict]
+    files: dict[str, Path]
+    env: dict
+
+
+# ---------------------------------------------------------------------------------------------------- planning
+def _namespace(spec: Spec, data: str, recipe: str | None, sets: list[str], seed: int, run_dir: Path,
+               download: bool, data_dir: str | None) -> argparse.Namespace:
+    """The arguments `cnnzoo train` would get for this spec x seed (so the config is resolved exactly as there)."""
+    extra = [f"train.seed={seed}", f"train.run_dir={json.dumps(str(run_dir))}"]
+    if data_dir is not None:
+        extra.append(f"data.data_dir={json.dumps(str(data_dir))}")
+    return argparse.Namespace(name=spec.name, data=data, recipe=recipe, options=list(spec.options),
+                              set=list(sets) + list(spec.overrides) + extra, no_download=not download)
+
+
+def train_command(spec: Spec, data: str, recipe: str | None, sets: list[str], seed: int, run_dir: Path) -> list[str]:
+    """The `cnnzoo train` command line equivalent to this run (recorded in its run.json)."""
+    cmd = ["cnnzoo", "train", spec.name, "--data", data]
+    if recipe:
+        cmd += ["--recipe", recipe]
+    for o in spec.options:
+        cmd += ["-o", o]
+    for s in list(sets) + list(spec.overrides):
+        cmd += ["--set", s]
+    return cmd + ["--seed", str(seed), "--run-dir", str(run_dir)]
+
+
+def _resolve(spec: Spec, data: str, recipe: str | None, sets: list[str], seed: int, run_dir: Path, download: bool,
+             data_dir: str | None):
+    """(config, notes) of one spec x seed, as `cnnzoo train` builds it; errors name the spec."""
+    from ..cli.train import build_config
+
+    args = _namespace(spec, data, recipe, sets, seed, run_dir, download, data_dir)
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(buf):
+            cfg = build_config(args)
+    except ValueError as e:
+        raise ValueError(f"spec {spec.text!r}: {e}") from None
+    notes = [line.removeprefix("note: ") for line in buf.getvalue().splitlines() if line.strip()]
+    return cfg, notes
+
+
+def _check_sets(sets: list[str]) -> None:
+    for s in sets:
+        key = s.partition("=")[0].strip()
+        if key in RESERVED_KEYS:
+            raise ValueError(f"--set {s!r}: {key} is the comparison's own ({RESERVED_KEYS[key]})")
+
+
+def _model_cost(spec: Spec, cfg, bundle) -> tuple[int, int, tuple[int, int, int]]:
+    """(parameters, MACs per image, (C, S, S)) of the network this spec trains, built on the meta device; an
+    unknown option or a value the network refuses is an error naming the spec."""
+    from ..analysis import summarize
+    from ..registry import UnknownModelError, UnknownOptionError, create_model, get_card
+
+    try:
+        card = get_card(spec.name)
+    except UnknownModelError as e:
+        raise UnknownModelError(f"spec {spec.text!r}: {e}") from None
+    in_ch = bundle.in_channels if bundle is not None else card.input_size[0]
+    classes = bundle.num_classes if bundle is not None else None
+    try:
+        with torch.device("meta"):
+            model = create_model(spec.name, num_classes=classes, in_channels=in_ch, **cfg.model.options)
+    except UnknownOptionError as e:
+        raise UnknownOptionError(f"spec {spec.text!r}: {e}") from None
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"spec {spec.text!r}: {e}") from None
+    native = bundle.image_size[0] if bundle is not None else card.input_size[-1]
+    size = cfg.data.input_size
+    if size is None:  # as the Trainer decides: upsample to the card's size when the data is too small
+        size = card.input_size[-1] if getattr(model, "min_input_size", 1) > native else native
+    if size < getattr(model, "min_input_size", 1):
+        raise ValueError(f"spec {spec.text!r}: {spec.name} needs inputs of at least {model.min_input_size} pixels, "
+                         f"but data.input_size is {size}; set {spec.text}@data.input_size={model.min_input_size} "
+                         f"(or --set data.input_size=...)")
+    shape = (in_ch, size, size)
+    params = sum(p.numel() for p in model.parameters())
+    try:
+        macs = summarize(model, shape).macs
+    except Exception:  # noqa: BLE001 (the cost estimate must never stop a comparison)
+        macs = 0
+    return params, macs, shape
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and prefix == "":
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def config_differences(run_dir: Path, cfg) -> list[str]:
+    """How the config in ``run_dir/config.yaml`` differs from ``cfg`` ("key: there -> now"), ignoring the keys
+    that do not change what is trained."""
+    from ..train.config import config_from_dict, config_to_dict, load_yaml_file
+
+    there = config_from_dict(load_yaml_file(run_dir / "config.yaml", "config") or {}, str(run_dir / "config.yaml"))
+    a = _flat(yaml.safe_load(yaml.safe_dump(config_to_dict(there))))
+    b = _flat(yaml.safe_load(yaml.safe_dump(config_to_dict(cfg))))
+    diffs = []
+    for key in sorted(set(a) | set(b)):
+        if key in IGNORED_KEYS or a.get(key) == b.get(key):
+            continue
+        diffs.append(f"{key} {a.get(key)!r} there, {b.get(key)!r} now")
+    return diffs
+
+
+def _epochs_done(run_dir: Path) -> int | None:
+    """The epoch the last checkpoint was taken at (None: no checkpoint)."""
+    from ..train.checkpoint import latest_pointer
+
+    try:
+        pointer = latest_pointer(run_dir / "checkpoints", "last")
+    except (OSError, ValueError):
+        return None
+    if not pointer:
+        return None
+    tag = str(pointer.get("tag", ""))
+    try:
+        return int(tag.split("-")[0].lstrip("e"))
+    except ValueError:
+        return None
+
+
+def _state(run_dir: Path, cfg, spec: Spec) -> tuple[str, int]:
+    """("new" | "resume" | "finished", epochs done); a ValueError when the directory holds another run."""
+    if not run_dir.is_dir() or not any(run_dir.iterdir()):
+        return "new", 0
+    done = _epochs_done(run_dir)
+    if done is None:
+        return "new", 0  # started, killed before its first checkpoint: it starts again (see _clear_unstarted)
+    if not (run_dir / "config.yaml").is_file():
+        raise ValueError(f"{run_dir} holds a checkpoint but no config.yaml; it is not a run this comparison can "
+                         "reuse: move it away or choose another --out")
+    diffs = config_differences(run_dir, cfg)
+    if diffs:
+        raise ValueError(f"{run_dir} holds a run of {spec.text!r} trained with other settings ({'; '.join(diffs)}); "
+                         "nothing was changed: choose another --out for the new settings, or delete that directory "
+                         "to train it again")
+    if done >= cfg.train.epochs and (run_dir / "eval.json").is_file():
+        return "finished", done
+    return "resume", done
+
+
+def plan_comparison(specs: list[str] | list[Spec], data: str = "mnist5k", *, recipe: str | None = None,
+                    sets: list[str] | tuple[str, ...] = (), seeds: list[int] | tuple[int, ...] = (0,),
+                    out: str | Path = "compare", download: bool = True, data_dir: str | None = None,
+                    load_data: bool = True) -> list[RunPlan]:
+    """Parse and check every spec (names, options, config) and find each spec x seed's run directory and state.
+
+    Nothing is written. Raises a ValueError (naming the spec) for anything that would fail before training.
+    """
+    from ..data import load_dataset
+
+    parsed = [s if isinstance(s, Spec) else None for s in specs]
+    if any(p is None for p in parsed):
+        parsed = parse_specs([s.text if isinstance(s, Spec) else s for s in specs])
+    sets = list(sets)
+    _check_sets(sets)
+    seeds = _check_seeds(seeds)
+    out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a directory (it is created when missing)")
+    plans: list[RunPlan] = []
+    bundle = None
+    for spec in parsed:
+        for seed in seeds:
+            run_dir = out / "runs" / spec.slug / f"seed{seed}"
+            cfg, notes = _resolve(spec, data, recipe, sets, seed, run_dir, download, data_dir)
+            if bundle is None and load_data:
+                bundle = load_dataset(cfg.data.name, data_dir=cfg.data.data_dir, download=download and
+                                      cfg.data.download, seed=seed)
+            params, macs, shape = _model_cost(spec, cfg, bundle)
+            state, done = _state(run_dir, cfg, spec)
+            if bundle is not None:
+                steps = math.ceil(len(bundle.train) / cfg.data.batch_size)  # at most; the loader may drop the last
+                if cfg.train.limit_batches is not None:
+                    steps = min(steps, cfg.train.limit_batches)
+                train_images, test_images = min(len(bundle.train), steps * cfg.data.batch_size), len(bundle.test)
+            else:
+                train_images = test_images = 0
+            plans.append(RunPlan(spec, seed, run_dir, cfg, state, done, params, macs, shape, train_images,
+                                 test_images, train_command(spec, data, recipe, sets, seed, run_dir), notes))
+    return plans
+
+
+def _check_seeds(seeds) -> list[int]:
+    if isinstance(seeds, str):
+        seeds = parse_seeds(seeds)
+    seeds = list(seeds)
+    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
+        raise ValueError(f"seeds must be non-negative integers, e.g. --seeds 0,1,2; got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seed {next(s for s in seeds if seeds.count(s) > 1)} is given twice in --seeds")
+    return seeds
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0,1,2"`` or ``"0-4"`` -> [0, 1, 2] / [0, 1, 2, 3, 4]."""
+    out: list[int] = []
+    for part in str(text).split(","):
+        part = part.strip()
+        lo, dash, hi = part.partition("-")
+        try:
+            out += list(range(int(lo), int(hi) + 1)) if dash and lo else [int(part)]
+        except ValueError:
+            raise ValueError(f"--seeds {text!r}: give non-negative integers, comma-separated (0,1,2) or a range "
+                             f"(0-4)") from None
+    return _check_seeds(out)
+
+
+# ---------------------------------------------------------------------------------------------------- one run
+def _clear_unstarted(run_dir: Path) -> None:
+    """Remove what a run killed before its first checkpoint left (its run.json says cnnzoo wrote it), so that the
+    run can start again; anything else is left for the Trainer to refuse."""
+    from ..train.rundir import RUN_FILES, held_by
+
+    if not run_dir.is_dir() or held_by(run_dir) is not None:
+        return
+    try:
+        ours = "cnnzoo_version" in json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return
+    extra = {"metrics.csv", "metrics.jsonl", "curves.png", "checkpoints", "eval.json", "confusion_matrix.png"}
+    names = {p.name for p in run_dir.iterdir()}
+    if not ours or not names <= (RUN_FILES | extra):
+        return
+    ckpt = run_dir / "checkpoints"
+    if ckpt.is_dir():
+        if any(ckpt.glob("last*")):
+            return
+        for f in ckpt.iterdir():
+            if f.is_file():
+                f.unlink()
+        ckpt.rmdir()
+    for name in names - {"checkpoints", ".lock"}:
+        (run_dir / name).unlink(missing_ok=True)
+
+
+def _history(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def inference_speed(model: torch.nn.Module, bundle, input_size: int, device: torch.device) -> float:
+    """Images per second of ``model`` in eval mode on test images at batch `INFER_BATCH` (after a warm-up batch;
+    about `INFER_BUDGET_S` seconds or `INFER_MAX_IMAGES` images; data loading not counted)."""
+    from ..data import make_loader
+
+    loader = make_loader(bundle, "test", batch_size=INFER_BATCH, train=False, device=device, input_size=input_size,
+                         num_workers=0)
+    batches = []
+    try:
+        for images, _ in loader:
+            batches.append(images)
+            if len(batches) * INFER_BATCH >= INFER_MAX_IMAGES:
+                break
+    finally:
+        if hasattr(loader, "close"):
+            loader.close()
+    if not batches:
+        return float("nan")
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    model.eval()
+    with torch.inference_mode():
+        model(batches[0])  # warm-up (allocations, kernel selection)
+        sync()
+        n, t0 = 0, time.perf_counter()
+        for images in batches:
+            model(images)
+            n += images.shape[0]
+            if time.perf_counter() - t0 > INFER_BUDGET_S:
+                break
+        sync()
+        elapsed = time.perf_counter() - t0
+    return n / max(elapsed, 1e-9)
+
+
+def measure_run(plan_or_dir, protocols: list[str], flip: bool = True, threads: int | None = None,
+                device: str | None = None) -> dict:
+    """The record of a finished run: its metrics per epoch, final and best accuracy, per-class accuracy and confusion
+    matrix (from the run's files), parameters and MACs, training speed, inference speed and the accuracy under each
+    protocol (measured on its final weights). Cached in ``RUN_DIR/compare.json`` against the checkpoint it measured:
+    measured again only when the weights changed or a protocol is missing."""
+    from ..analysis import summarize
+    from ..data.record import reload_dataset
+    from ..evaluate import evaluate_protocols
+    from ..train.checkpoint import latest_pointer, load_trained
+    from ..train.engine import resolve_device
+
+    run_dir = Path(plan_or_dir.run_dir if isinstance(plan_or_dir, RunPlan) else plan_or_dir)
+    pointer = latest_pointer(run_dir / "checkpoints", "last") or {}
+    tag = pointer.get("tag")
+    cached = _read_json(run_dir / RECORD)
+    extra = [p for p in protocols if p != "center"]
+    key = "flip" if flip else "noflip"
+    if cached and cached.get("weights_tag") == tag and all(p in cached.get("protocols", {}).get(key, {})
+                                                          for p in extra):
+        return cached
+    final = _read_json(run_dir / "eval.json") or {}
+    history = _history(run_dir)
+    run_info = _read_json(run_dir / "run.json") or {}
+    cfg_dict = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    dev = resolve_device(device or (cfg_dict.get("train") or {}).get("device", "auto"))
+    old_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        model, meta = load_trained(run_dir / "checkpoints" / "last.safetensors", device=dev)
+        data_dir = (cfg_dict.get("data") or {}).get("data_dir")
+        bundle = reload_dataset(meta["data"], data_dir=data_dir, download=False, split_file=run_dir / "split.json",
+                                where=str(run_dir))
+        size = meta.get("input_size") or bundle.image_size[0]
+        shape = (bundle.in_channels, size, size)
+        record = cached if cached and cached.get("weights_tag") == tag else {}
+        if "infer_images_per_s" not in record:
+            record["infer_images_per_s"] = inference_speed(model, bundle, size, dev)
+            record["infer_threads"] = torch.get_num_threads()
+            record["infer_device"] = str(dev)
+        done = dict((record.get("protocols") or {}).get(key, {}))
+        missing = [p for p in extra if p not in done]
+        if missing:
+            res = evaluate_protocols(model, bundle, missing, input_size=size, flip=flip, device=dev,
+                                     batch_size=(cfg_dict.get("data") or {}).get("eval_batch_size", 100))
+            done.update({k: r.to_dict() for k, r in res.items()})
+        record.setdefault("protocols", {})[key] = done
+        params = sum(p.numel() for p in model.parameters())
+        macs = summarize(model, shape).macs
+    finally:
+        torch.set_num_threads(old_threads)
+    train_time = sum(float(r.get("epoch_time_s", 0.0)) for r in history)
+    train_images = sum(float(r.get("epoch_time_s", 0.0)) * float(r.get("images_per_s", 0.0)) for r in history)
+    best = max(history, key=lambda r: r["test_acc"]) if history else {}
+    record.update({
+        "status": "ok",
+        "weights_tag": tag,
+        "run_dir": str(run_dir),
+        "model": meta.get("model"),
+        "options": meta.get("options", {}),
+        "input_size": list(shape),
+        "params": params,
+        "macs": macs,
+        "epochs": len(history),
+        "history": history,
+        "final": {"top1": final.get("top1"), "top5": final.get("top5"), "loss": final.get("loss")},
+        "best": {"top1": max((r["test_acc"] for r in history), default=None),
+                 "top5": max((r["test_top5"] for r in history), default=None),
+                 "epoch": best.get("epoch")},
+        "per_class": final.get("per_class", {}),
+        "confusion": final.get("confusion", []),
+        "classes": final.get("classes", []),
+        "train_time_s": train_time,
+        "train_images_per_s": train_images / train_time if train_time > 0 else None,
+        "train_device": run_info.get("device"),
+        "git_commit": run_info.get("git_commit"),
+        "cnnzoo_version": run_info.get("cnnzoo_version"),
+    })
+    atomic_write(run_dir / RECORD, json.dumps(record, indent=1).encode())
+    return record
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    if isinstance(e, (ValueError, OSError)) or type(e).__name__ in ("TrainingDiverged",):
+        return text or type(e).__name__
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def execute_run(plan: RunPlan, protocols: list[str], flip: bool = True, threads: int | None = None,
+                verbose: bool = True, device: str | None = None) -> dict:
+    """Train (or resume) one run to its end with the Trainer, then measure it (`measure_run`).
+
+    Returns its record; a run that fails (diverged, refused by the network, ...) returns ``{"status": "failed",
+    "error": ...}``. Ctrl-C / SIGTERM raise `cnnzoo.train.TrainingInterrupted` after the Trainer saved a checkpoint.
+    """
+    from ..train import Trainer, TrainingInterrupted
+
+    old = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        if plan.state != "finished":
+            if plan.state == "new":
+                _clear_unstarted(plan.run_dir)
+                cfg = plan.cfg
+                if device is not None:
+                    cfg.train.device = device
+                trainer = Trainer(cfg, command=plan.command, verbose=verbose)
+            else:
+                trainer = Trainer(resume=plan.run_dir, command=plan.command, verbose=verbose)
+            trainer.fit()
+        record = measure_run(plan, protocols, flip, threads, device)
+    except TrainingInterrupted:
+        raise
+    except Exception as e:  # noqa: BLE001 (a failed spec is reported; the others go on)
+        return {"status": "failed", "error": _one_line(e), "run_dir": str(plan.run_dir)}
+    finally:
+        torch.set_num_threads(old)
+    record["threads"] = threads or old
+    return record
+
+
+# ---------------------------------------------------------------------------------------------------- many runs
+def _fmt_time(s: float | None) -> str:
+    if s is None or not math.isfinite(s):
+        return "?"
+    s = round(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+class _Progress:
+    """The overall line: runs done of N and an ETA. A spec's epochs take the wall time measured on its runs so far;
+    a spec not measured yet is estimated from its MACs at the rate (wall seconds per MAC) of the measured ones."""
+
+    def __init__(self, plans: list[RunPlan], verbose: bool, jobs: int = 1) -> None:
+        self.plans, self.verbose, self.jobs = plans, verbose, jobs
+        self.finished = 0
+        self.closed: set[int] = set()  # runs done or failed: nothing left of them
+        self.started: dict[int, tuple[float, int]] = {}  # run -> (time, epochs done) when it started
+        self.epoch_s: dict[int, float] = {}  # run -> measured wall seconds per epoch
+
+    def epochs_now(self, plan: RunPlan) -> int:
+        return max(len(_history(plan.run_dir)), plan.epochs_done) if plan.run_dir.is_dir() else 0
+
+    def start(self, i: int) -> None:
+        self.started[i] = (time.perf_counter(), self.epochs_now(self.plans[i]))
+
+    def observe(self, i: int, done: bool = False) -> None:
+        """Measure run ``i``'s seconds per epoch from what it did since it started (``done``: it has ended)."""
+        if i not in self.started:
+            return
+        t, e0 = self.started[i]
+        e = self.epochs_now(self.plans[i])
+        if e > e0:
+            self.epoch_s[i] = (time.perf_counter() - t) / (e - e0)
+        if done:
+            self.closed.add(i)
+
+    def eta(self) -> float | None:
+        per_spec: dict[str, list[float]] = {}
+        for i, sec in self.epoch_s.items():
+            per_spec.setdefault(self.plans[i].spec.label, []).append(sec)
+        if not per_spec:
+            return None
+        measured = [(i, sec) for i, sec in self.epoch_s.items()]
+        work = sum(self.plans[i].work(1) for i, _ in measured)
+        per_work = sum(sec for _, sec in measured) / work if work > 0 else 0.0
+        left = 0.0
+        for i, p in enumerate(self.plans):
+            if i in self.closed or p.state == "finished":
+                continue
+            epochs_left = p.epochs - min(self.epochs_now(p), p.epochs)
+            known = per_spec.get(p.spec.label)
+            left += epochs_left * (sum(known) / len(known) if known else per_work * p.work(1))
+        return left / max(1, min(self.jobs, len(self.plans)))
+
+    def line(self, index: int | None, what: str) -> str:
+        n = len(self.plans)
+        head = f"[compare {index}/{n}]" if index is not None else f"[compare {self.finished}/{n} done]"
+        return f"{head} {what} | ETA {_fmt_time(self.eta())}"
+
+    def say(self, text: str) -> None:
+        if self.verbose:
+            print(text, flush=True)
+
+
+def _run_sequential(plans, protocols, flip, threads, verbose, progress: _Progress) -> list[dict]:
+    records: list[dict] = []
+    for i, plan in enumerate(plans, 1):
+        what = {"new": "training", "resume": f"resuming (epoch {plan.epochs_done}/{plan.epochs} done)",
+                "finished": "finished run, reused"}[plan.state]
+        progress.say(progress.line(i, f"{plan.name}: {what}; {plan.run_dir}"))
+        progress.start(i - 1)
+        record = execute_run(plan, protocols, flip, threads, verbose)
+        progress.observe(i - 1, done=True)
+        record.update(spec=plan.spec.label, seed=plan.seed, reused=plan.state == "finished")
+        if record["status"] != "ok":
+            progress.say(f"[compare {i}/{len(plans)}] {plan.name} FAILED: {record['error']}")
+        records.append(record)
+        progress.finished = i
+    return records
+
+
+def _job_paths(out: Path, plan: RunPlan) -> tuple[Path, Path, Path]:
+    stem = f"{plan.spec.slug}-seed{plan.seed}"
+    logs = out / "logs"
+    return logs / f"{stem}.job.json", logs / f"{stem}.result.json", logs / f"{stem}.log"
+
+
+def _run_parallel(plans, protocols, flip, threads, jobs, verbose, progress: _Progress, out: Path) -> list[dict]:
+    """Each run in a subprocess (``python -m cnnzoo.compare.worker``), at most ``jobs`` at a time."""
+    from ..train.config import config_to_dict
+
+    records: dict[int, dict] = {}
+    queue = list(range(len(plans)))
+    running: dict[int, tuple[subprocess.Popen, int, object]] = {}
+    stop: list[int] = []
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+    def on_signal(signum, frame):
+        if not stop:
+            stop.append(signum)
+            for proc, _, _ in running.values():
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)  # each saves a checkpoint and exits
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} \
+        if _main_thread() else {}
+    free_slots = list(range(jobs))
+    last_line = ""
+    try:
+        while queue or running:
+            while queue and len(running) < jobs and not stop:
+                i = queue.pop(0)
+                plan = plans[i]
+                slot = free_slots.pop(0)
+                job, result, log = _job_paths(out, plan)
+                device = None
+                if gpus and plan.cfg.train.device in ("auto", "cuda"):
+                    device = f"cuda:{slot % gpus}"
+                payload = {"run_dir": str(plan.run_dir), "state": plan.state, "config": config_to_dict(plan.cfg),
+                           "command": plan.command, "protocols": protocols, "flip": flip, "threads": threads,
+                           "device": device, "result": str(result), "spec": plan.spec.text, "seed": plan.seed,
+                           "epochs_done": plan.epochs_done}
+                atomic_write(job, json.dumps(payload, indent=1).encode())
+                result.unlink(missing_ok=True)
+                env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+                with open(log, "ab") as f:
+                    proc = subprocess.Popen([sys.executable, "-m", "cnnzoo.compare.worker", str(job)], stdout=f,
+                                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                running[i] = (proc, slot, result)
+                progress.start(i)
+                what = {"new": "training", "resume": f"resuming from epoch {plan.epochs_done}",
+                        "finished": "measuring"}[plan.state]
+                progress.say(progress.line(i + 1, f"{plan.name}: {what} in a subprocess (log {log})"))
+            time.sleep(0.2)
+            for i in list(running):
+                proc, slot, result = running[i]
+                if proc.poll() is None:
+                    continue
+                del running[i]
+                free_slots.append(slot)
+                progress.observe(i, done=True)
+                plan = plans[i]
+                rec = _read_json(Path(result))
+                if rec is None or proc.returncode not in (0, 1):
+                    if stop or proc.returncode in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+                        continue  # interrupted: checkpoint saved, resumed next time
+                    log = _job_paths(out, plan)[2]
+                    rec = {"status": "failed", "error": f"the run's process ended with status {proc.returncode} "
+                                                        f"(see {log})", "run_dir": str(plan.run_dir)}
+                rec.update(spec=plan.spec.label, seed=plan.seed, reused=plan.state == "finished")
+                records[i] = rec
+                progress.finished += 1
+                status = "done" if rec["status"] == "ok" else f"FAILED: {rec['error']}"
+                progress.say(progress.line(None, f"{plan.name} {status}"))
+            for j in running:
+                progress.observe(j)
+            if running:
+                parts = [f"{plans[j].name} epoch {min(progress.epochs_now(plans[j]) + 1, plans[j].epochs)}/"
+                         f"{plans[j].epochs}" for j in sorted(running)]
+                line = progress.line(None, "running: " + ", ".join(parts))
+                if line.split(" | ")[0] != last_line:
+                    progress.say(line)
+                    last_line = line.split(" | ")[0]
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    if stop:
+        name = signal.Signals(stop[0]).name
+        raise ComparisonInterrupted(f"{name}: stopped; the running runs saved checkpoints. Re-run the same command "
+                                    f"to continue where it stopped", stop[0])
+    return [records[i] for i in range(len(plans))]
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def environment(threads: int, jobs: int, command: list[str] | None, plans: list[RunPlan]) -> dict:
+    import platform
+
+    from .. import __version__
+    from ..train.engine import _git_commit, resolve_device
+
+    devices = sorted({str(p.cfg.train.device) for p in plans}) or ["auto"]
+    return {
+        "cnnzoo": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "device": ", ".join(str(resolve_device(d)) if d == "auto" else d for d in devices),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "threads_per_run": threads,
+        "jobs": jobs,
+        "git_commit": _git_commit(),
+        "command": shlex.join(command) if command else None,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+def run_comparison(specs: list[str], data: str = "mnist5k", *, recipe: str | None = None,
+                   sets: list[str] | tuple[str, ...] = (), seeds=(0,), out: str | Path = "compare",
+                   protocols: str | list[str] = "center", flip: bool = True, jobs: int = 1,
+                   threads: int | None = None, target: float | None = None, download: bool = True,
+                   data_dir: str | None = None, command: list[str] | None = None, verbose: bool = True,
+                   dry_run: bool = False) -> Comparison:
+    """Train every spec x seed under ``out`` (reusing finished runs, resuming interrupted ones), measure each and
+    write ``report.html``, ``results.csv`` and ``results.json`` there.
+
+    Args:
+        specs: ``NAME[:OPTION=VALUE,...][@SECTION.KEY=VALUE...]`` strings (see `cnnzoo.compare.spec`).
+        data, recipe, sets: as for `cnnzoo train` (``--data``, ``--recipe``, ``--set``), the same for every spec.
+        seeds: one run per seed per spec; the seed fixes the initial weights, data order and augmentation.
+        out: the comparison's directory.
+        protocols: test-time protocols to report besides the centre evaluation (`cnnzoo.evaluate.protocols`).
+        flip: reflections in the 10crop/144crop/dense protocols.
+        jobs: runs trained at once, each in its own process.
+        threads: intra-op threads of each run (default: this process's threads divided by ``jobs``).
+        target: top-1 accuracy (fraction) for "epochs to target" (default: the best accuracy the weakest run
+            reaches, so that every run has a value).
+        download, data_dir: where the data comes from.
+        command: the command line to record in the report.
+        verbose: print progress and the per-epoch output of the runs.
+        dry_run: plan only: parse and check everything, write nothing (``Comparison.records`` is empty).
+
+    Raises:
+        ValueError: a bad spec, option, config key or seed, or a run directory holding another run (before
+            anything trains).
+        ComparisonInterrupted: Ctrl-C or SIGTERM; the runs in progress saved checkpoints.
+    """
+    from ..evaluate import parse_protocols
+    from ..train.rundir import RunDirBusy, RunLock
+    from .report import aggregate, write_outputs
+
+    proto = [p.name for p in parse_protocols(protocols)]
+    if "center" not in proto:
+        proto = ["center", *proto]
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a positive integer (runs trained at once), got {jobs!r}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a positive integer (intra-op threads of each run), got {threads!r}")
+    if target is not None and not (0 < target <= 1):
+        raise ValueError(f"target must be a top-1 accuracy in (0, 100] percent, got {100 * target:g}%")
+    threads = threads or max(1, torch.get_num_threads() // jobs)
+    out = Path(out).expanduser()
+    plans = plan_comparison(specs, data, recipe=recipe, sets=sets, seeds=seeds, out=out, download=download,
+                            data_dir=data_dir, load_data=True)
+    env = environment(threads, jobs, command, plans)
+    if dry_run:
+        return Comparison(out, plans, [], [], {}, env)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = RunLock(out).acquire(env["command"] or "cnnzoo compare")
+    except RunDirBusy as e:
+        raise RunDirBusy(str(e).replace("run directory", "comparison directory").replace("--run-dir", "--out")) \
+            from None
+    try:
+        progress = _Progress(plans, verbose, jobs)
+        for note in dict.fromkeys(f"{p.spec.label}: {n}" for p in plans for n in p.notes):
+            progress.say(f"note: {note}")
+        if jobs == 1:
+            try:
+                records = _run_sequential(plans, proto, flip, threads, verbose, progress)
+            except BaseException as e:
+                from ..train import TrainingInterrupted
+
+                if isinstance(e, TrainingInterrupted):
+                    what = str(e).split(" Resume with:")[0].rstrip(". ")
+                    raise ComparisonInterrupted(f"{what}. Re-run the same `cnnzoo compare` command to continue where "
+                                                "it stopped", e.signum) from None
+                raise
+        else:
+            (out / "logs").mkdir(parents=True, exist_ok=True)
+            records = _run_parallel(plans, proto, flip, threads, jobs, verbose, progress, out)
+        rows = aggregate(plans, records, proto, flip, target)
+        files = write_outputs(out, plans, records, rows, env, proto, flip, target)
+    finally:
+        lock.release()
+    return Comparison(out, plans, records, rows, files, env)
