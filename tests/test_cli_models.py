@@ -116,8 +116,8 @@ def test_cli_errors_for_unknown_option_and_wrong_input(capsys):
 def test_options_of_the_wrong_type_are_refused_naming_what_is_valid():
     with pytest.raises(ValueError, match=r"lenet5: option drop_rate must be a number, got 'high' \(str\)"):
         cnnzoo.create_model("lenet5", drop_rate="high")
-    with pytest.raises(ValueError, match=r"option zero_init_residual must be true/false, got 1 \(int\)"):
-        cnnzoo.create_model("resnet18", zero_init_residual=1)
+    with pytest.raises(ValueError, match=r"option zero_init_last must be true/false, got 1 \(int\)"):
+        cnnzoo.create_model("resnet18", zero_init_last=1)
     with pytest.raises(ValueError, match=r"option layers must be a list of integers, got \[2, 2, 'x', 2\]"):
         cnnzoo.create_model("resnet18", layers=[2, 2, "x", 2])
     # what the annotations allow still builds: an int for a float, a list for a tuple

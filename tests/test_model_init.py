@@ -186,7 +186,7 @@ def _names(fmt: str, stages: int, blocks: int) -> list[str]:
 
 ZERO_INIT = [
     # Goyal et al. 2017, Sec. 5.1: the last BN gamma of each residual branch starts at 0 (torchvision's option)
-    ("resnet18", {"zero_init_residual": True}, _names("layer{i}.{j}.bn2.weight", 5, 2)[2:]),
+    ("resnet18", {"zero_init_last": True}, _names("layer{i}.{j}.bn2.weight", 5, 2)[2:]),
     ("resnet20_cifar", {"zero_init_last": True}, _names("layer{i}.{j}.bn2.weight", 4, 3)[3:]),
     ("resnext29_8x64d_cifar", {"zero_init_last": True, "cardinality": 2, "base_width": 4},
      _names("layer{i}.{j}.bn3.weight", 4, 3)[3:]),

@@ -72,8 +72,8 @@ def test_shortcut_c_projects_on_every_block():
     assert n_params(c) - n_params(b) == extra
 
 
-def test_zero_init_residual_makes_each_block_start_as_identity_plus_relu():
-    model = cnnzoo.create_model("resnet50", zero_init_residual=True).eval()
+def test_zero_init_last_makes_each_block_start_as_identity_plus_relu():
+    model = cnnzoo.create_model("resnet50", zero_init_last=True).eval()
     for blk in (model.layer1[1], model.layer3[2]):
         assert torch.count_nonzero(blk.bn3.weight) == 0
         x = torch.randn(2, blk.conv1.in_channels, 6, 6)

@@ -11,8 +11,8 @@ from torch import nn
 
 import cnnzoo
 from cnnzoo.layers import ATTN_LAYERS
-from cnnzoo.models.resnet_cifar import BasicBlock, CifarResNet, ZeroPadShortcut
-from cnnzoo.models.resnext_cifar import ResNeXtBottleneck
+from cnnzoo.models.resnet import BasicBlock, Bottleneck, ShortcutA
+from cnnzoo.models.resnet_cifar import CifarResNet
 
 
 def n_params(name: str, **opts) -> int:
@@ -44,13 +44,13 @@ def test_plain_nets_have_the_same_layers_and_no_shortcut(depth):
     model = cnnzoo.create_model(f"plain{depth}_cifar")
     blocks = [m for m in model.modules() if isinstance(m, BasicBlock)]
     assert len(blocks) == (depth - 2) // 2
-    assert all(not b.has_shortcut and b.downsample is None for b in blocks)
+    assert all(not b.residual and b.downsample is None for b in blocks)
     assert sum(isinstance(m, nn.Conv2d) for m in model.modules()) + 1 == depth  # + the fc
 
 
 def test_option_a_shortcut_is_parameter_free_and_zero_fills():
     block = BasicBlock(16, 32, stride=2, shortcut="A")
-    assert isinstance(block.downsample, ZeroPadShortcut)
+    assert isinstance(block.downsample, ShortcutA)
     assert not list(block.downsample.parameters())
     x = torch.randn(2, 16, 8, 8)
     s = block.downsample(x)
@@ -67,7 +67,7 @@ def _zero_branch(block: nn.Module) -> None:
 
 def test_residual_block_adds_the_shortcut_and_plain_block_does_not():
     x = torch.randn(2, 16, 8, 8)
-    res, plain = BasicBlock(16, 16, shortcut="A").eval(), BasicBlock(16, 16, shortcut=None).eval()
+    res, plain = BasicBlock(16, 16, shortcut="A").eval(), BasicBlock(16, 16, shortcut="none").eval()
     _zero_branch(res)
     _zero_branch(plain)
     with torch.no_grad():
@@ -84,7 +84,7 @@ def test_shortcut_options_b_and_c_add_projections(shortcut, extra):
     assert (n_params("resnet20_cifar", shortcut=shortcut) > n_params("resnet20_cifar")) == (extra > 0)
 
 
-@pytest.mark.parametrize("shortcut", ["A", "B", "C", None])
+@pytest.mark.parametrize("shortcut", ["A", "B", "C", "none"])
 def test_every_shortcut_option_runs_on_odd_sizes(shortcut):
     """The subsampled shortcut and the stride-2 conv agree on ceil(H/2) pixels (15 -> 8 -> 4)."""
     model = cnnzoo.create_model("resnet20_cifar", shortcut=shortcut).eval()
@@ -161,8 +161,9 @@ def test_very_deep_nets_evaluate_finite_at_init_with_the_papers_init(name):
     "bad,match",
     [
         ({"depth": 21}, "6n\\+2"),
-        ({"shortcut": "D"}, "'A', 'B', 'C' or None"),
-        ({"shortcut": None, "drop_path_rate": 0.1}, "needs shortcuts"),
+        ({"shortcut": "D"}, "'A', 'B', 'C' or 'none'"),
+        ({"shortcut": None}, "unknown shortcut None; valid: 'A', 'B', 'C' or 'none'"),
+        ({"shortcut": "none", "drop_path_rate": 0.1}, "needs shortcuts"),
         ({"widths": (16, 32)}, "3 positive"),
     ],
 )
@@ -192,7 +193,7 @@ def test_attention_in_every_block(name, attn):
     small = {"layers": (1, 1, 1), "base_width": 4} if name.startswith("resnext") else {}  # placement is what counts
     model = cnnzoo.create_model(name, attn_layer=attn, **small)
     cls = ATTN_LAYERS[attn]
-    blocks = [m for m in model.modules() if isinstance(m, (BasicBlock, ResNeXtBottleneck))]
+    blocks = [m for m in model.modules() if isinstance(m, (BasicBlock, Bottleneck))]
     assert blocks and all(isinstance(b.attn, cls) for b in blocks)
     model.eval()
     with torch.no_grad():
@@ -210,7 +211,7 @@ def test_resnext29_parameter_counts_match_table7(name, millions):
 def test_resnext29_grouped_widths_double_per_stage(cardinality):
     with torch.device("meta"):
         model = cnnzoo.create_model(f"resnext29_{cardinality}x64d_cifar")
-    blocks = [m for m in model.modules() if isinstance(m, ResNeXtBottleneck)]
+    blocks = [m for m in model.modules() if isinstance(m, Bottleneck)]
     assert len(blocks) == 9  # 3 stages x 3 blocks: 9 * 3 convs + stem + fc = 29 layers
     for i, block in enumerate(blocks):
         stage = i // 3

@@ -39,21 +39,16 @@ from functools import partial
 import torch
 from torch import nn
 
-from ..layers import ConvNormAct, get_attn
+from ..layers import ConvNormAct, get_attn, init_conv_bn
 from ..registry import Paper, register_model
 from .base import ZooModel
+from .resnet import SENET
 
 BN_PAPER = Paper(
     "Batch Normalization: Accelerating Deep Network Training by Reducing Internal Covariate Shift",
     "S. Ioffe, C. Szegedy",
     2015,
     "https://arxiv.org/abs/1502.03167",
-)
-SENET = Paper(
-    "Squeeze-and-Excitation Networks",
-    "J. Hu, L. Shen, G. Sun",
-    2018,
-    "https://arxiv.org/abs/1709.01507",
 )
 
 # Figure 5: name -> (#1x1, #3x3 reduce, #3x3, double #3x3 reduce, double #3x3, pool, pool proj).
@@ -143,9 +138,7 @@ class BNInception(ZooModel):
             {"num_chs": 608, "reduction": 16, "module": "inception_4d"},
             {"num_chs": 1024, "reduction": 32, "module": "inception_5b"},
         ]
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        init_conv_bn(self)  # He (fan-out) for the convs; the BNs keep their (1, 0)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)

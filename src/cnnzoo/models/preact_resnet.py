@@ -55,7 +55,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ..layers import ClassifierHead, DropPath, FreshBatchNorm2d, drop_path_rates, get_act, get_attn
+from ..layers import ClassifierHead, DropPath, FreshBatchNorm2d, drop_path_rates, get_act, get_attn, init_conv_bn
 from ..registry import Paper, register_converter, register_model
 from .base import ZooModel
 
@@ -67,10 +67,17 @@ PREACT = Paper(
 )
 
 
-class PreActBasicBlock(nn.Module):
-    """Full pre-activation basic unit (Fig. 4(e)): (BN-ReLU-conv3x3) x 2, identity after the sum.
+class _PreActUnit(nn.Module):
+    """Shared head and tail of the pre-activation units: BN-ReLU on the input, the shortcut, attention and drop
+    path on the branch, the sum (no ReLU after it). A unit builds its branch in ``_build_branch``.
 
-    ``drop_rate`` puts dropout between the two convs (Wide ResNet, Zagoruyko & Komodakis 2016, Fig. 1(d)).
+    Args:
+        in_channels: input channels; width: the branch's width (output: ``width * expansion``).
+        stride: stride of the unit's 3x3 conv.
+        drop_rate: dropout before the branch's last conv (WRN, Zagoruyko & Komodakis 2016, Fig. 1(d)).
+        drop_path: stochastic-depth rate of this unit.
+        attn_layer: None or a factory ``channels -> module``, after the branch's last conv, before the sum.
+        preact_shortcut: the shortcut reads the pre-activated input (always so for a projection shortcut).
     """
 
     expansion = 1
@@ -88,50 +95,65 @@ class PreActBasicBlock(nn.Module):
         preact_shortcut: bool = False,
     ):
         super().__init__()
-        out_channels = width
+        out_channels = width * self.expansion
         self.norm1 = FreshBatchNorm2d(in_channels)
         self.act1 = get_act(act_layer, inplace=True)
-        self.conv1 = nn.Conv2d(in_channels, width, 3, stride, 1, bias=False)
-        self.norm2 = FreshBatchNorm2d(width)
-        self.act2 = get_act(act_layer, inplace=True)
-        self.drop = nn.Dropout(drop_rate)
-        self.conv2 = nn.Conv2d(width, out_channels, 3, 1, 1, bias=False)
+        self._build_branch(in_channels, width, stride, drop_rate, act_layer)
         self.attn = attn_layer(out_channels) if attn_layer is not None else nn.Identity()
         self.drop_path = DropPath(drop_path)
         self.downsample = _projection(in_channels, out_channels, stride)
         self.preact_shortcut = preact_shortcut or self.downsample is not None
+
+    def _build_branch(self, in_channels: int, width: int, stride: int, drop_rate: float, act_layer) -> None:
+        raise NotImplementedError
+
+    def branch(self, x_pre: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def last_conv(self) -> nn.Conv2d:
+        raise NotImplementedError
+
+    def zero_init_last(self) -> None:
+        """Zero the branch's last conv (timm resnetv2's zero_init_last): the unit starts as its shortcut."""
+        nn.init.zeros_(self.last_conv().weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x_pre = self.act1(self.norm1(x))
         shortcut = x_pre if self.preact_shortcut else x
         if self.downsample is not None:
             shortcut = self.downsample(x_pre)  # (B, C, H, W) -> (B, C', H/s, W/s)
-        out = self.conv1(x_pre)
-        out = self.conv2(self.drop(self.act2(self.norm2(out))))
-        return self.drop_path(self.attn(out)) + shortcut  # no ReLU after the sum
+        return self.drop_path(self.attn(self.branch(x_pre))) + shortcut  # no ReLU after the sum
 
 
-class PreActBottleneck(nn.Module):
+class PreActBasicBlock(_PreActUnit):
+    """Full pre-activation basic unit (Fig. 4(e)): (BN-ReLU-conv3x3) x 2, identity after the sum.
+
+    ``drop_rate`` puts dropout between the two convs (Wide ResNet, Zagoruyko & Komodakis 2016, Fig. 1(d)).
+    """
+
+    expansion = 1
+
+    def _build_branch(self, in_channels: int, width: int, stride: int, drop_rate: float, act_layer) -> None:
+        self.conv1 = nn.Conv2d(in_channels, width, 3, stride, 1, bias=False)
+        self.norm2 = FreshBatchNorm2d(width)
+        self.act2 = get_act(act_layer, inplace=True)
+        self.drop = nn.Dropout(drop_rate)
+        self.conv2 = nn.Conv2d(width, width, 3, 1, 1, bias=False)
+
+    def last_conv(self) -> nn.Conv2d:
+        return self.conv2
+
+    def branch(self, x_pre: torch.Tensor) -> torch.Tensor:
+        out = self.conv1(x_pre)  # (B, C, H, W) -> (B, w, H/s, W/s)
+        return self.conv2(self.drop(self.act2(self.norm2(out))))
+
+
+class PreActBottleneck(_PreActUnit):
     """Full pre-activation bottleneck unit (Fig. 4(e)): BN-ReLU-1x1, BN-ReLU-3x3 (stride), BN-ReLU-1x1 (x4)."""
 
     expansion = 4
 
-    def __init__(
-        self,
-        in_channels: int,
-        width: int,
-        stride: int = 1,
-        *,
-        drop_rate: float = 0.0,
-        drop_path: float = 0.0,
-        act_layer="relu",
-        attn_layer: Callable[[int], nn.Module] | None = None,
-        preact_shortcut: bool = False,
-    ):
-        super().__init__()
-        out_channels = width * self.expansion
-        self.norm1 = FreshBatchNorm2d(in_channels)
-        self.act1 = get_act(act_layer, inplace=True)
+    def _build_branch(self, in_channels: int, width: int, stride: int, drop_rate: float, act_layer) -> None:
         self.conv1 = nn.Conv2d(in_channels, width, 1, bias=False)
         self.norm2 = FreshBatchNorm2d(width)
         self.act2 = get_act(act_layer, inplace=True)
@@ -139,21 +161,15 @@ class PreActBottleneck(nn.Module):
         self.norm3 = FreshBatchNorm2d(width)
         self.act3 = get_act(act_layer, inplace=True)
         self.drop = nn.Dropout(drop_rate)
-        self.conv3 = nn.Conv2d(width, out_channels, 1, bias=False)
-        self.attn = attn_layer(out_channels) if attn_layer is not None else nn.Identity()
-        self.drop_path = DropPath(drop_path)
-        self.downsample = _projection(in_channels, out_channels, stride)
-        self.preact_shortcut = preact_shortcut or self.downsample is not None
+        self.conv3 = nn.Conv2d(width, width * self.expansion, 1, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x_pre = self.act1(self.norm1(x))
-        shortcut = x_pre if self.preact_shortcut else x
-        if self.downsample is not None:
-            shortcut = self.downsample(x_pre)  # (B, C, H, W) -> (B, 4w, H/s, W/s)
-        out = self.conv1(x_pre)
-        out = self.conv2(self.act2(self.norm2(out)))
-        out = self.conv3(self.drop(self.act3(self.norm3(out))))
-        return self.drop_path(self.attn(out)) + shortcut  # no ReLU after the sum
+    def last_conv(self) -> nn.Conv2d:
+        return self.conv3
+
+    def branch(self, x_pre: torch.Tensor) -> torch.Tensor:
+        out = self.conv1(x_pre)  # (B, C, H, W) -> (B, w, H, W)
+        out = self.conv2(self.act2(self.norm2(out)))  # -> (B, w, H/s, W/s)
+        return self.conv3(self.drop(self.act3(self.norm3(out))))  # -> (B, 4w, H/s, W/s)
 
 
 def _projection(in_channels: int, out_channels: int, stride: int) -> nn.Module | None:
@@ -254,18 +270,13 @@ class PreActResNet(ZooModel):
         self.norm = BatchNormAct(cin, act_layer)
         self.feature_info[-1]["module"] = "norm"
         self.head = ClassifierHead(cin, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_conv_bn(self)  # He et al. 2015 (fan-out) for every conv, BN (1, 0)
         if zero_init_last:
             # Each unit starts as its shortcut (timm resnetv2's zero_init_last; Goyal et al. 2017 zero the last BN;
             # a pre-activation branch ends in a conv).
             for m in self.modules():
-                if isinstance(m, (PreActBasicBlock, PreActBottleneck)):
-                    nn.init.zeros_((m.conv3 if isinstance(m, PreActBottleneck) else m.conv2).weight)
+                if isinstance(m, _PreActUnit):
+                    m.zero_init_last()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stages(self.stem(x))  # ImageNet (B, 3, H, W) -> (B, 2048, H/32, W/32); CIFAR -> (B, 256, H/4, W/4)

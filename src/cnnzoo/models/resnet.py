@@ -37,9 +37,10 @@ This implementation
 
     Options: ``shortcut`` "A" (parameter-free identity, stride-2 subsampling, zero-filled new
     channels), "B" (default), "C", or "none" (the plain networks of Fig. 4; ``plain18``/
-    ``plain34``); ``zero_init_residual`` sets the last BN gamma of every residual branch to 0
+    ``plain34``); ``zero_init_last`` sets the last BN gamma of every residual branch to 0
     so each block starts as identity + ReLU (Goyal et al. 2017, "Accurate, Large Minibatch SGD",
-    Sec. 5.1: helps large-batch training; torchvision's flag of the same name);
+    Sec. 5.1: helps large-batch training; torchvision calls it ``zero_init_residual``, timm
+    ``zero_init_last``, the name every cnnzoo family uses);
     ``groups``/``width_per_group`` give ResNeXt (cardinality x bottleneck width, Xie et al.
     Table 1) and Wide ResNet-50/101-2 (the bottleneck 3x3 twice as wide: width_per_group=128,
     torchvision's definition); ``attn_layer`` "se"/"cbam"/"eca" puts an attention module on the
@@ -79,12 +80,12 @@ from ..layers import DropPath, drop_path_rates, get_act, get_attn, get_norm, ini
 from ..registry import Counterpart, Paper, register_model
 from .base import ZooModel
 
-__all__ = ["SHORTCUTS", "BasicBlock", "Bottleneck", "ResNet", "ShortcutA", "make_shortcut"]
+__all__ = ["SHORTCUTS", "BasicBlock", "Bottleneck", "ResNet", "ShortcutA", "init_resnet", "make_shortcut"]
 
 RESNET = Paper(
     "Deep Residual Learning for Image Recognition",
     "K. He, X. Zhang, S. Ren, J. Sun",
-    2015,
+    2016,
     "https://arxiv.org/abs/1512.03385",
 )
 WRN = Paper("Wide Residual Networks", "S. Zagoruyko, N. Komodakis", 2016, "https://arxiv.org/abs/1605.07146")
@@ -114,12 +115,15 @@ ECA = Paper(
 )
 
 #: Shortcut options (paper Sec. 3.3): A zero-pad identity, B project where the shape changes, C project
-#: everywhere; "none" removes the shortcut (the plain nets of Fig. 4).
+#: everywhere; "none" removes the shortcut (the plain nets of Fig. 4 and of the CIFAR Fig. 6).
 SHORTCUTS = ("A", "B", "C", "none")
 
 
 class ShortcutA(nn.Module):
-    """Option A: identity with stride-s subsampling, the extra output channels filled with zeros (no parameters)."""
+    """Option A: identity with stride-s subsampling, the extra output channels filled with zeros (no parameters).
+
+    The new channels come after the identity ones, as in fb.resnet.torch's CIFAR shortcut.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
         super().__init__()
@@ -159,7 +163,11 @@ def make_shortcut(
 
 
 class _ResidualBlock(nn.Module):
-    """Shared tail: attention on the branch, drop path, shortcut addition, activation."""
+    """Shared tail: attention on the branch, drop path, shortcut addition, activation.
+
+    The attention module is stored as ``se`` whatever its kind (timm's ResNet keys ``layerX.Y.se.*``);
+    ``attn_key`` names it otherwise (the CIFAR ResNet and ResNeXt-29 store it as ``attn``).
+    """
 
     expansion = 1
     out_channels: int
@@ -174,12 +182,13 @@ class _ResidualBlock(nn.Module):
         drop_path: float,
         norm_layer,
         act_layer,
+        attn_key: str,
     ) -> None:
         if shortcut not in SHORTCUTS:
             raise ValueError(f"unknown shortcut {shortcut!r}; valid: {', '.join(map(repr, SHORTCUTS))}")
         attn = get_attn(attn_layer)
-        # Named ``se`` whatever its kind, as timm's ResNet does (checkpoint keys layerX.Y.se.*).
-        self.se = attn(self.out_channels) if attn is not None else nn.Identity()
+        self.attn_key = attn_key
+        self.add_module(attn_key, attn(self.out_channels) if attn is not None else nn.Identity())
         self.residual = shortcut != "none"
         if downsample == "auto":
             downsample = make_shortcut(in_channels, self.out_channels, stride, shortcut, norm_layer)
@@ -197,7 +206,7 @@ class _ResidualBlock(nn.Module):
             nn.init.zeros_(norm.weight)
 
     def _finish(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        out = self.drop_path(self.se(out))
+        out = self.drop_path(getattr(self, self.attn_key)(out))
         if self.residual:
             out = out + (x if self.downsample is None else self.downsample(x))
         return self.act(out)
@@ -215,6 +224,8 @@ class BasicBlock(_ResidualBlock):
         groups, base_width: must be 1 and 64 (kept for a common signature with :class:`Bottleneck`).
         attn_layer: None, "se", "cbam", "eca" or a factory ``channels -> module``; on the branch before the sum.
         drop_path: stochastic-depth rate of this block.
+        norm_layer, act_layer: a name or a class (``get_norm`` / ``get_act``).
+        attn_key: the attribute the attention module is stored under: "se" (timm's key) or, in the CIFAR nets, "attn".
     """
 
     expansion = 1
@@ -233,6 +244,7 @@ class BasicBlock(_ResidualBlock):
         drop_path: float = 0.0,
         norm_layer="batchnorm",
         act_layer="relu",
+        attn_key: str = "se",
     ):
         super().__init__()
         if groups != 1 or base_width != 64:
@@ -243,7 +255,9 @@ class BasicBlock(_ResidualBlock):
         self.act1 = get_act(act_layer, inplace=True)
         self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1, bias=False)
         self.bn2 = get_norm(norm_layer, channels)
-        self._init_tail(in_channels, stride, shortcut, downsample, attn_layer, drop_path, norm_layer, act_layer)
+        self._init_tail(
+            in_channels, stride, shortcut, downsample, attn_layer, drop_path, norm_layer, act_layer, attn_key
+        )
 
     def last_norm(self) -> nn.Module:
         return self.bn2
@@ -281,6 +295,7 @@ class Bottleneck(_ResidualBlock):
         drop_path: float = 0.0,
         norm_layer="batchnorm",
         act_layer="relu",
+        attn_key: str = "se",
     ):
         super().__init__()
         width = int(channels * (base_width / 64.0)) * groups
@@ -294,7 +309,9 @@ class Bottleneck(_ResidualBlock):
         self.act2 = get_act(act_layer, inplace=True)
         self.conv3 = nn.Conv2d(width, self.out_channels, 1, bias=False)
         self.bn3 = get_norm(norm_layer, self.out_channels)
-        self._init_tail(in_channels, stride, shortcut, downsample, attn_layer, drop_path, norm_layer, act_layer)
+        self._init_tail(
+            in_channels, stride, shortcut, downsample, attn_layer, drop_path, norm_layer, act_layer, attn_key
+        )
 
     def last_norm(self) -> nn.Module:
         return self.bn3
@@ -304,6 +321,16 @@ class Bottleneck(_ResidualBlock):
         out = self.act2(self.bn2(self.conv2(out)))  # -> (B, w, H/s, W/s)
         out = self.bn3(self.conv3(out))  # -> (B, 4C, H/s, W/s)
         return self._finish(out, x)
+
+
+def init_resnet(model: nn.Module, zero_init_last: bool = False) -> None:
+    """He et al. 2015 normal init (fan-out) for convs, BN to (1, 0), as torchvision; ``zero_init_last`` then zeroes
+    the last BN gamma of every block that has a shortcut, so each starts as its shortcut (Goyal et al. 2017, 5.1)."""
+    init_conv_bn(model)
+    if zero_init_last:
+        for m in model.modules():
+            if isinstance(m, _ResidualBlock) and m.residual:
+                m.zero_init_last()
 
 
 BLOCKS: dict[str, type[_ResidualBlock]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
@@ -320,7 +347,7 @@ class ResNet(ZooModel):
         groups, width_per_group: ResNeXt cardinality and per-group width; WRN-50-2 is width_per_group=128.
         stride_in_1x1: the paper's v1 bottleneck (stride on the first 1x1) instead of torchvision's v1.5.
         shortcut: "A", "B" (default), "C", or "none" for a plain network.
-        zero_init_residual: zero the last BN gamma of every residual branch.
+        zero_init_last: zero the last BN gamma of every residual branch (torchvision's ``zero_init_residual``).
         attn_layer: None, "se", "cbam" or "eca" on every residual branch.
         drop_rate: dropout before the fc.
         drop_path_rate: stochastic depth; block i of n gets rate * i / (n - 1).
@@ -341,7 +368,7 @@ class ResNet(ZooModel):
         width_per_group: int = 64,
         stride_in_1x1: bool = False,
         shortcut: str = "B",
-        zero_init_residual: bool = False,
+        zero_init_last: bool = False,
         attn_layer: str | Callable[[int], nn.Module] | None = None,
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
@@ -395,14 +422,7 @@ class ResNet(ZooModel):
         self.num_features = c_in
         self.drop = nn.Dropout(drop_rate)
         self.fc = nn.Linear(c_in, num_classes) if num_classes > 0 else nn.Identity()
-        self._init_weights(zero_init_residual)
-
-    def _init_weights(self, zero_init_residual: bool) -> None:
-        init_conv_bn(self)  # He et al. 2015 (fan-out), as torchvision
-        if zero_init_residual:  # Goyal et al. 2017, Sec. 5.1
-            for m in self.modules():
-                if isinstance(m, _ResidualBlock) and m.residual:
-                    m.zero_init_last()
+        init_resnet(self, zero_init_last)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (B, 3, H, W) -> (B, 64, H/4, W/4)

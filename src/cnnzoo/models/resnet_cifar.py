@@ -27,13 +27,14 @@ Training setup in the paper
     then goes back to 0.1. BN after every conv, no dropout, He initialisation.
 
 This implementation
-    ``shortcut`` selects the paper's options (section 3.3): "A" (default, the paper's CIFAR choice)
-    zero-pads the extra channels (identity channels first, zeros after, as in fb.resnet.torch) after
-    taking every other pixel; "B" uses a 1x1 stride-2 conv + BN only where the shape changes; "C"
-    uses a 1x1 conv + BN on every block. The ``plain*_cifar`` networks have ``shortcut=None``.
+    The blocks are ``resnet.py``'s :class:`~cnnzoo.models.resnet.BasicBlock` (one block for the ImageNet and
+    CIFAR ResNets). ``shortcut`` selects the paper's options (section 3.3): "A" (default, the paper's CIFAR
+    choice) zero-pads the extra channels (identity channels first, zeros after, as in fb.resnet.torch) after
+    taking every other pixel; "B" uses a 1x1 stride-2 conv + BN only where the shape changes; "C" uses a 1x1
+    conv + BN on every block; "none" removes the shortcut: the ``plain*_cifar`` networks.
     Options: attn_layer (a channel attention module on the residual branch after its last BN, as in
-    SE-ResNet), drop_path_rate (stochastic depth on the residual branch, growing linearly over the
-    blocks; refused for plain networks, which have no shortcut to keep the signal), act_layer,
+    SE-ResNet; stored as ``attn``), drop_path_rate (stochastic depth on the residual branch, growing linearly
+    over the blocks; refused for plain networks, which have no shortcut to keep the signal), act_layer,
     zero_init_last (default False, the paper's initialisation; True starts the last BN of each residual
     branch at zero, so each block starts as its shortcut, as timm does: on mnist5k in 80 steps that
     leaves ResNet-20 near chance, benchmarks/bench_zoo_training.py).
@@ -50,80 +51,14 @@ This implementation
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..layers import ClassifierHead, DropPath, FreshBatchNorm2d, drop_path_rates, get_act, get_attn
-from ..registry import Paper, register_model
+from ..layers import ClassifierHead, FreshBatchNorm2d, drop_path_rates, get_act, get_attn
+from ..registry import register_model
 from .base import ZooModel
-
-RESNET = Paper(
-    "Deep Residual Learning for Image Recognition",
-    "K. He, X. Zhang, S. Ren, J. Sun",
-    2016,
-    "https://arxiv.org/abs/1512.03385",
-)
-
-SHORTCUTS = ("A", "B", "C", None)
-
-
-class ZeroPadShortcut(nn.Module):
-    """Option A (section 3.3): subsample by ``stride`` and append zero channels; no parameters."""
-
-    def __init__(self, in_channels: int, out_channels: int, stride: int):
-        super().__init__()
-        self.extra, self.stride = out_channels - in_channels, stride
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x[:, :, :: self.stride, :: self.stride]  # (B, C, H, W) -> (B, C, H/2, W/2)
-        return F.pad(x, (0, 0, 0, 0, 0, self.extra))  # -> (B, C + extra, H/2, W/2), new channels all zero
-
-    def extra_repr(self) -> str:
-        return f"zero_channels={self.extra}, stride={self.stride}"
-
-
-class BasicBlock(nn.Module):
-    """Two 3x3 conv-BN layers with a shortcut around them (Fig. 2); ``shortcut=None`` makes a plain block."""
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        stride: int = 1,
-        shortcut: str | None = "A",
-        act_layer="relu",
-        attn_layer: Callable[[int], nn.Module] | None = None,
-        drop_path: float = 0.0,
-    ):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
-        self.bn1 = FreshBatchNorm2d(out_channels)
-        self.act1 = get_act(act_layer, inplace=True)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
-        self.bn2 = FreshBatchNorm2d(out_channels)
-        self.attn = attn_layer(out_channels) if attn_layer is not None else nn.Identity()
-        self.drop_path = DropPath(drop_path)
-        self.act2 = get_act(act_layer, inplace=True)
-        self.has_shortcut = shortcut is not None
-        reshape = stride != 1 or in_channels != out_channels
-        if shortcut == "C" or (shortcut == "B" and reshape):
-            self.downsample = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), FreshBatchNorm2d(out_channels)
-            )
-        elif shortcut == "A" and reshape:
-            self.downsample = ZeroPadShortcut(in_channels, out_channels, stride)
-        else:
-            self.downsample = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.act1(self.bn1(self.conv1(x)))  # (B, C, H, W) -> (B, C', H/s, W/s)
-        out = self.attn(self.bn2(self.conv2(out)))
-        if self.has_shortcut:
-            out = self.drop_path(out) + (x if self.downsample is None else self.downsample(x))
-        return self.act2(out)
+from .resnet import RESNET, SHORTCUTS, BasicBlock, init_resnet
 
 
 class CifarResNet(ZooModel):
@@ -136,7 +71,7 @@ class CifarResNet(ZooModel):
         self,
         depth: int = 20,
         *,
-        shortcut: str | None = "A",
+        shortcut: str = "A",
         widths: tuple[int, int, int] = (16, 32, 64),
         num_classes: int = 10,
         in_channels: int = 3,
@@ -150,18 +85,19 @@ class CifarResNet(ZooModel):
         if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
             raise ValueError(f"depth must be 6n+2 with n >= 1 (20, 32, 44, 56, 110, 1202...), got {depth!r}")
         if shortcut not in SHORTCUTS:
-            raise ValueError(f"shortcut must be one of 'A', 'B', 'C' or None (plain network), got {shortcut!r}")
+            raise ValueError(f"unknown shortcut {shortcut!r}; valid: 'A', 'B', 'C' or 'none' (plain network)")
         if len(widths) != 3 or min(widths) < 1:
             raise ValueError(f"widths must be 3 positive channel counts, got {widths!r}")
-        if shortcut is None and drop_path_rate > 0:
+        if shortcut == "none" and drop_path_rate > 0:
             raise ValueError(
-                "drop_path_rate needs shortcuts: a plain network (shortcut=None) would drop its whole "
+                "drop_path_rate needs shortcuts: a plain network (shortcut='none') would drop its whole "
                 "signal; use drop_path_rate=0 or shortcut 'A', 'B' or 'C'"
             )
         if shortcut == "A" and any(b < a for a, b in itertools.pairwise(widths)):
             raise ValueError(f"shortcut 'A' zero-pads channels, so widths must not decrease, got {widths!r}")
         n = (depth - 2) // 6
-        attn = get_attn(attn_layer)
+        opts = {"shortcut": shortcut, "attn_layer": get_attn(attn_layer), "norm_layer": FreshBatchNorm2d,
+                "act_layer": act_layer, "attn_key": "attn"}
         self.num_classes, self.in_channels, self.num_features = num_classes, in_channels, widths[-1]
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)  # (B, 3, 32, 32) -> (B, 16, 32, 32)
         self.bn1 = FreshBatchNorm2d(widths[0])
@@ -173,22 +109,12 @@ class CifarResNet(ZooModel):
             stride = 1 if i == 0 else 2  # stages on 32x32, 16x16, 8x8 maps
             blocks = []
             for j in range(n):
-                blocks.append(BasicBlock(cin, w, stride if j == 0 else 1, shortcut, act_layer, attn, next(dpr)))
+                blocks.append(BasicBlock(cin, w, stride if j == 0 else 1, drop_path=next(dpr), **opts))
                 cin = w
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
             self.feature_info.append({"num_chs": w, "reduction": 2**i, "module": f"layer{i + 1}"})
         self.head = ClassifierHead(cin, num_classes, drop_rate=drop_rate)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-        if zero_init_last and shortcut is not None:
-            # Each block starts as its shortcut (Goyal et al. 2017, "Accurate, Large Minibatch SGD", 5.1).
-            for m in self.modules():
-                if isinstance(m, BasicBlock):
-                    nn.init.zeros_(m.bn2.weight)
+        init_resnet(self, zero_init_last)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act1(self.bn1(self.conv1(x)))  # (B, 3, H, W) -> (B, 16, H, W)
@@ -246,22 +172,22 @@ def resnet1202_cifar(**kwargs) -> CifarResNet:
 @register_model(CifarResNet, **_CARD)
 def plain20_cifar(**kwargs) -> CifarResNet:
     """Plain-20 for CIFAR-10: ResNet-20's layers without shortcuts (Fig. 6 left)."""
-    return CifarResNet(**{"depth": 20, "shortcut": None, **kwargs})
+    return CifarResNet(**{"depth": 20, "shortcut": "none", **kwargs})
 
 
 @register_model(CifarResNet, **_CARD)
 def plain32_cifar(**kwargs) -> CifarResNet:
     """Plain-32 for CIFAR-10: ResNet-32's layers without shortcuts (Fig. 6 left)."""
-    return CifarResNet(**{"depth": 32, "shortcut": None, **kwargs})
+    return CifarResNet(**{"depth": 32, "shortcut": "none", **kwargs})
 
 
 @register_model(CifarResNet, **_CARD)
 def plain44_cifar(**kwargs) -> CifarResNet:
     """Plain-44 for CIFAR-10: ResNet-44's layers without shortcuts (Fig. 6 left)."""
-    return CifarResNet(**{"depth": 44, "shortcut": None, **kwargs})
+    return CifarResNet(**{"depth": 44, "shortcut": "none", **kwargs})
 
 
 @register_model(CifarResNet, **_CARD)
 def plain56_cifar(**kwargs) -> CifarResNet:
     """Plain-56 for CIFAR-10: ResNet-56's layers without shortcuts (Fig. 6 left)."""
-    return CifarResNet(**{"depth": 56, "shortcut": None, **kwargs})
+    return CifarResNet(**{"depth": 56, "shortcut": "none", **kwargs})

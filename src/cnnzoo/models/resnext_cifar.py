@@ -23,7 +23,8 @@ Training setup in the paper
 This implementation
     Blocks follow the authors' Torch code (template C): 1x1 conv - BN - ReLU, 3x3 grouped conv
     (stride 2 in the first block of stages 2 and 3) - BN - ReLU, 1x1 conv - BN, sum with the shortcut,
-    ReLU. Shortcuts are identities where the shape is kept, else 1x1 conv + BN (option B). The
+    ReLU: ``resnet.py``'s :class:`~cnnzoo.models.resnet.Bottleneck` (the ImageNet ResNeXt's block) with
+    ``groups`` = C and ``base_width`` = d, whose grouped 3x3 has C * d * 2^stage channels. Shortcuts are identities where the shape is kept, else 1x1 conv + BN (option B). The
     paper's parameter counts come out with a 10-way classifier (CIFAR-10); the CIFAR-100 nets have
     92,160 more. Options: cardinality, base_width, attn_layer (on the branch after its last BN),
     drop_path_rate (stochastic depth, linear over the blocks), drop_rate (dropout before the fc),
@@ -33,62 +34,13 @@ This implementation
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import nn
 
-from ..layers import ClassifierHead, DropPath, drop_path_rates, get_act, get_attn
-from ..registry import Paper, register_model
+from ..layers import ClassifierHead, drop_path_rates, get_act, get_attn
+from ..registry import register_model
 from .base import ZooModel
-
-RESNEXT = Paper(
-    "Aggregated Residual Transformations for Deep Neural Networks",
-    "S. Xie, R. Girshick, P. Dollar, Z. Tu, K. He",
-    2017,
-    "https://arxiv.org/abs/1611.05431",
-)
-
-
-class ResNeXtBottleneck(nn.Module):
-    """ResNeXt block, template C (Fig. 3(c)): 1x1 (C*d) -> 3x3 grouped (C groups, stride) -> 1x1 (out), + shortcut."""
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        cardinality: int,
-        width: int,
-        stride: int = 1,
-        act_layer="relu",
-        attn_layer: Callable[[int], nn.Module] | None = None,
-        drop_path: float = 0.0,
-    ):
-        super().__init__()
-        inner = cardinality * width
-        self.conv1 = nn.Conv2d(in_channels, inner, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(inner)
-        self.act1 = get_act(act_layer, inplace=True)
-        self.conv2 = nn.Conv2d(inner, inner, 3, stride, 1, groups=cardinality, bias=False)
-        self.bn2 = nn.BatchNorm2d(inner)
-        self.act2 = get_act(act_layer, inplace=True)
-        self.conv3 = nn.Conv2d(inner, out_channels, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(out_channels)
-        self.attn = attn_layer(out_channels) if attn_layer is not None else nn.Identity()
-        self.drop_path = DropPath(drop_path)
-        self.act3 = get_act(act_layer, inplace=True)
-        self.downsample = None
-        if stride != 1 or in_channels != out_channels:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), nn.BatchNorm2d(out_channels)
-            )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = x if self.downsample is None else self.downsample(x)
-        out = self.act1(self.bn1(self.conv1(x)))  # (B, Cin, H, W) -> (B, C*d, H, W)
-        out = self.act2(self.bn2(self.conv2(out)))  # C groups of d channels -> (B, C*d, H/s, W/s)
-        out = self.attn(self.bn3(self.conv3(out)))  # -> (B, out, H/s, W/s)
-        return self.act3(self.drop_path(out) + shortcut)
+from .resnet import RESNEXT, Bottleneck, init_resnet
 
 
 class CifarResNeXt(ZooModel):
@@ -117,7 +69,8 @@ class CifarResNeXt(ZooModel):
                 raise ValueError(f"{key} must be a positive integer, got {value!r}")
         if not layers or min(layers) < 1:
             raise ValueError(f"layers must be positive block counts per stage, got {layers!r}")
-        attn = get_attn(attn_layer)
+        opts = {"groups": cardinality, "base_width": base_width, "attn_layer": get_attn(attn_layer),
+                "act_layer": act_layer, "attn_key": "attn"}
         self.num_classes, self.in_channels = num_classes, in_channels
         self.cardinality, self.base_width = cardinality, base_width
         self.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)  # (B, 3, 32, 32) -> (B, 64, 32, 32)
@@ -127,30 +80,17 @@ class CifarResNeXt(ZooModel):
         self.feature_info = []
         cin = 64
         for i, n in enumerate(layers):
-            # Table 7: d = 64 at the first stage, doubled per stage; outputs 256, 512, 1024 (4x the stage's 64*2^i).
-            width, cout, stride = base_width * 2**i, 256 * 2**i, 1 if i == 0 else 2
+            # Table 7: d = base_width at the first stage, doubled per stage; outputs 256, 512, 1024 (4 x 64 * 2^i).
+            stride = 1 if i == 0 else 2
             blocks = []
             for j in range(n):
-                blocks.append(
-                    ResNeXtBottleneck(
-                        cin, cout, cardinality, width, stride if j == 0 else 1, act_layer, attn, next(dpr)
-                    )
-                )
-                cin = cout
+                blocks.append(Bottleneck(cin, 64 * 2**i, stride if j == 0 else 1, drop_path=next(dpr), **opts))
+                cin = blocks[-1].out_channels
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
-            self.feature_info.append({"num_chs": cout, "reduction": 2**i, "module": f"layer{i + 1}"})
+            self.feature_info.append({"num_chs": cin, "reduction": 2**i, "module": f"layer{i + 1}"})
         self.num_features = cin
         self.head = ClassifierHead(cin, num_classes, drop_rate=drop_rate)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-        if zero_init_last:  # each block starts as its shortcut (Goyal et al. 2017, section 5.1; timm's default)
-            for m in self.modules():
-                if isinstance(m, ResNeXtBottleneck):
-                    nn.init.zeros_(m.bn3.weight)
+        init_resnet(self, zero_init_last)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act1(self.bn1(self.conv1(x)))  # (B, 3, H, W) -> (B, 64, H, W)

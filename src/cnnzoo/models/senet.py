@@ -41,15 +41,9 @@ import torch
 from torch import nn
 
 from ..layers import ClassifierHead, DropPath, SEModule, drop_path_rates, init_conv_bn
-from ..registry import Paper, register_converter, register_model
+from ..registry import register_converter, register_model
 from .base import ZooModel
-
-SENET = Paper(
-    "Squeeze-and-Excitation Networks",
-    "J. Hu, L. Shen, S. Albanie, G. Sun, E. Wu",
-    2018,
-    "https://arxiv.org/abs/1709.01507",
-)
+from .resnet import SENET
 
 
 class SEBottleneck(nn.Module):

@@ -38,15 +38,9 @@ This implementation
 
 from __future__ import annotations
 
-from ..registry import Paper, register_model
+from ..registry import register_model
 from .preact_resnet import PreActResNet
-
-WRN = Paper(
-    "Wide Residual Networks",
-    "S. Zagoruyko, N. Komodakis",
-    2016,
-    "https://arxiv.org/abs/1605.07146",
-)
+from .resnet import WRN
 
 
 class WideResNet(PreActResNet):

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..layers import init_conv_bn
 from ..registry import Paper, register_model
 from .base import ZooModel
 
@@ -129,12 +130,7 @@ class Xception(ZooModel):
             {"num_chs": 2048, "reduction": 32, "module": "act4"},
         ]
         self.fc = nn.Linear(2048, num_classes)
-        for m in self.modules():  # timm's init
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_conv_bn(self)  # timm's init
         # conv1 (3x3/2) and conv2 (3x3) are unpadded: conv2 needs a 3x3 map, i.e. a 7x7 input
         self.min_input_size = 7
 
