@@ -42,6 +42,7 @@ import torch
 import cnnzoo
 from cnnzoo.analysis import summarize
 from cnnzoo.train import Trainer
+from cnnzoo.train.engine import TrainingInterrupted
 from cnnzoo.train.config import apply_overrides, default_config
 
 BATCH = 32  # the mnist5k recipe's batch size
@@ -216,6 +217,8 @@ def main() -> None:
         try:
             b = budget(name, args.cap)
             row = train_one(name, b, args.seed)
+        except TrainingInterrupted:  # Ctrl-C or a kill: stop the sweep (finished rows are kept in --results)
+            raise SystemExit(f"interrupted during {name}; rerun the same command to continue") from None
         except Exception as e:  # noqa: BLE001  (one broken network must not stop a sweep of hours)
             print(f"{name:28s} FAILED: {type(e).__name__}: {e}", flush=True)
             rows.append({"network": name, "family": cnnzoo.get_card(name).family, "seed": args.seed, "size": 0,
