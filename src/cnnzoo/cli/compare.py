@@ -45,27 +45,12 @@ def _command(args: argparse.Namespace) -> list[str]:
     return cmd
 
 
-def _conv_rate() -> float:
-    """MACs per second of a mid-sized 3x3 convolution (forward) on this machine's CPU, for the dry run's estimate."""
-    import time
-
-    import torch
-
-    x, w = torch.randn(8, 32, 32, 32), torch.randn(32, 32, 3, 3)
-    torch.nn.functional.conv2d(x, w, padding=1)
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < 0.3:
-        torch.nn.functional.conv2d(x, w, padding=1)
-        n += 1
-    return n * 8 * 32 * 32 * 32 * 32 * 9 / (time.perf_counter() - t0)
-
-
 def _dry_run(result, threads: int) -> None:
     from rich.console import Console
     from rich.table import Table
 
     from ..compare.report import _si
-    from ..compare.runner import _fmt_time
+    from ..compare.runner import _fmt_time, conv_rate
 
     plans = result.plans
     t = Table(title=f"cnnzoo compare: plan ({len(plans)} runs; nothing is trained)")
@@ -82,7 +67,7 @@ def _dry_run(result, threads: int) -> None:
                   "x".join(map(str, p.input_size)), str(p.epochs), f"{p.train_images:,} + {p.test_images:,} test",
                   _si(cost))
     Console(width=None if sys.stdout.isatty() else 1000).print(t)
-    rate = _conv_rate()
+    rate = conv_rate()
     print(f"cost = MACs/image x (3 x training images + test images) x epochs still to train = {_si(total)}MAC in all; "
           f"at {_si(rate)}MAC/s (a 3x3 convolution on this machine, {threads} thread(s)) about "
           f"{_fmt_time(total / rate)}: a lower bound (small layers, data and checkpoints run slower)")

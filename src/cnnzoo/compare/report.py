@@ -304,14 +304,16 @@ def make_plots(rows: list[dict]) -> dict[str, bytes]:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, key, label in ((axes[0], "macs", "MACs per image"), (axes[1], "params", "parameters")):
-        for r in good:
+        points = sorted((r for r in good if r["final_top1"] is not None and r[key]),
+                        key=lambda r: r["final_top1"]["mean"])
+        for k, r in enumerate(points):
             y, x = r["final_top1"], r[key]
-            if y is None or not x:
-                continue
             err = 100 * y["std"] if y["std"] is not None else None
             ax.errorbar([x], [100 * y["mean"]], yerr=[err] if err else None, fmt="o", color=colors[r["spec"]],
                         capsize=3, ms=7)
-            ax.annotate(r["spec"], (x, 100 * y["mean"]), textcoords="offset points", xytext=(6, 4), fontsize=8)
+            # labels alternate above and below their point, so that neighbours in accuracy do not overlap
+            ax.annotate(r["spec"], (x, 100 * y["mean"]), textcoords="offset points", fontsize=8,
+                        xytext=(7, 5 if k % 2 else -11), color=colors[r["spec"]])
         xs = [r[key] for r in good if r[key]]
         log = bool(xs) and max(xs) > 10 * min(xs)  # networks a decade or more apart: log scale
         if log:
