@@ -1,0 +1,134 @@
+"""Time to 97.4% test accuracy on mnist5k: `cnnzoo train lenet5` (its default recipe) vs a plain PyTorch loop.
+
+The main job of cnnzoo today. Both in one process, one after the other, on the built-in mnist5k split (4,000 train
+/ 1,000 test):
+
+- cnnzoo: ``cnnzoo train lenet5 --data mnist5k`` with the default recipe (src/cnnzoo/train/recipes/mnist5k.yaml),
+  seed 0; epoch times from its metrics.jsonl (training only, the test evaluation excluded).
+- plain: the 20-line loop a user would write: LeNet-5 built by hand with nn.Sequential (the same layers as
+  cnnzoo's lenet5: 5x5 convolutions with ReLU and 2x2 max-pools, 120-84-10 fully connected; the zero padding of
+  28x28 digits to LeCun's 32x32 done by the first convolution's padding=2), Adam lr 1e-3, batch 64, shuffled
+  TensorDataset + DataLoader, no augmentation, inputs normalised by the train split's mean and std.
+
+Timed: training time per epoch, summed until the first epoch whose test accuracy reaches 97.4%. Issue 13's target:
+cnnzoo >= 2x sooner than the plain loop.
+
+    python benchmarks/bench_time_to_accuracy.py                     # cnnzoo: the recipe's epochs; plain: up to 30
+    python benchmarks/bench_time_to_accuracy.py --epochs 2 --plain-epochs 2 --threads 1     # a quick check
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from cnnzoo.bench import machine_kind
+from cnnzoo.cli.main import main as cnnzoo_main
+from cnnzoo.data import load_dataset
+from cnnzoo.train.config import default_config
+
+TARGET = 0.974
+
+
+def time_to_target(epoch_times: list[float], accs: list[float]) -> tuple[float | None, int | None]:
+    total = 0.0
+    for i, (t, a) in enumerate(zip(epoch_times, accs), 1):
+        total += t
+        if a >= TARGET:
+            return total, i
+    return None, None
+
+
+def run_cnnzoo(epochs: int | None, device: str) -> tuple[list[float], list[float]]:
+    with tempfile.TemporaryDirectory() as d:
+        run = Path(d) / "run"
+        argv = ["train", "lenet5", "--data", "mnist5k", "--run-dir", str(run), "--no-download", "--quiet",
+                "--device", device, "--seed", "0"]
+        if epochs:
+            argv += ["--epochs", str(epochs)]
+        code = cnnzoo_main(argv)
+        if code:
+            raise SystemExit(f"cnnzoo train failed with status {code}")
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r["epoch_time_s"] for r in rows], [r["test_acc"] for r in rows]
+
+
+def run_plain(max_epochs: int, device: str) -> tuple[list[float], list[float]]:
+    torch.manual_seed(0)
+    data = load_dataset("mnist5k")  # the same split cnnzoo trains on
+    mean, std = data.mean[0], data.std[0]
+
+    def prep(split):
+        return TensorDataset(((split.images.float() / 255 - mean) / std).to(device), split.labels.to(device))
+
+    train = DataLoader(prep(data.train), batch_size=64, shuffle=True)
+    test = DataLoader(prep(data.test), batch_size=500)
+    model = nn.Sequential(
+        nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10)).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    times, accs = [], []
+    for _ in range(max_epochs):
+        model.train()
+        t0 = time.perf_counter()
+        for x, y in train:
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+        model.eval()
+        with torch.no_grad():
+            correct = sum((model(x).argmax(1) == y).sum().item() for x, y in test)
+        accs.append(correct / len(test.dataset))
+        if accs[-1] >= TARGET:
+            break
+    return times, accs
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--epochs", type=int, default=None, help="cnnzoo's epochs (default: the recipe's)")
+    p.add_argument("--plain-epochs", type=int, default=30, help="the plain loop stops at the target or after these")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"machine: {machine_kind()}")
+    if args.device.startswith("cuda"):
+        print(f"GPU: {torch.cuda.get_device_name(torch.device(args.device))}")
+    epochs = args.epochs or default_config("lenet5", "mnist5k").train.epochs
+    results = {f"cnnzoo train lenet5 (default recipe, {epochs} epochs)": run_cnnzoo(args.epochs, args.device),
+               f"plain loop (Adam 1e-3, batch 64, up to {args.plain_epochs} epochs)": run_plain(args.plain_epochs,
+                                                                                                args.device)}
+    print(f"time to {TARGET:.1%} test accuracy, lenet5 on mnist5k, {torch.get_num_threads()} threads "
+          f"(training time summed over epochs)")
+    reached = []
+    for name, (times, accs) in results.items():
+        t, ep = time_to_target(times, accs)
+        reached.append(t)
+        when = f"{t:7.2f} s (epoch {ep})" if t is not None else f"not reached in {len(accs)} epochs"
+        best = max(range(len(accs)), key=accs.__getitem__)
+        print(f"  {name:58s} {when}; test acc final {accs[-1]:.2%}, best {accs[best]:.2%} (epoch {best + 1}); "
+              f"mean epoch {sum(times) / len(times):.2f} s")
+    tz, tp = reached
+    if tz and tp:
+        print(f"  ratio plain / cnnzoo: {tp / tz:.2f}x (target >= 2x)")
+    else:
+        print("  ratio: not available (a side did not reach the target; run more epochs)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""`cnnzoo bench`: images/s, latency and peak memory of networks on this machine (the work is cnnzoo.bench's)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+
+from .. import bench
+from ..registry import create_model, get_card
+from .common import device_arg, parse_input_size, parse_options, resolve_input_size
+
+EPILOG = """examples:
+  cnnzoo bench resnet50                                 inference, batch 16, fp32, at the card's 3x224x224
+  cnnzoo bench resnet50 mobilenet_v2 --precision bf16 --channels-last --batch 1
+  cnnzoo bench resnet18 --mode train --input 3x32x32 -o num_classes=10 --batch 128
+  cnnzoo bench resnet50 --matrix --format json          every precision x memory format; fastest marked
+  cnnzoo bench resnet50 --against torchvision           the same network from torchvision, when installed
+"""
+
+CSV_FIELDS = ("name", "source", "mode", "device", "batch", "input_size", "precision", "channels_last", "compile",
+              "threads", "warmup", "iters", "images_per_s", "latency_ms_median", "latency_ms_p90", "latency_ms_min",
+              "latency_ms_max", "total_time_s", "peak_memory_mb", "memory_increase_mb", "memory_measure", "params",
+              "step", "compile_time_s", "fastest")
+
+
+def _device(text: str) -> str:
+    if text == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if not (text == "cpu" or text.startswith("cuda")):
+        raise argparse.ArgumentTypeError(f"{text!r}: cnnzoo bench runs on cpu or cuda (e.g. cuda:0)")
+    return device_arg(text)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
+    return n
+
+
+def _configs(args: argparse.Namespace) -> list[tuple[str, bool, bool]]:
+    if args.matrix:
+        if args.precision is not None or args.channels_last:
+            raise ValueError("--matrix runs every precision and memory format; drop --precision / --channels-last "
+                             "(or drop --matrix to measure one configuration)")
+        return bench.matrix_configs(args.device, args.compile)
+    return [(args.precision or "fp32", args.channels_last, args.compile)]
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    cards = [get_card(n) for n in args.names]  # an unknown name fails before any work
+    options = parse_options(args.options)
+    configs = _configs(args)
+    for precision, _, _ in configs:  # a bad configuration fails before any work too
+        bench.check_config(mode=args.mode, precision=precision, device=args.device, batch=args.batch,
+                           threads=args.threads, iters=args.iters, seconds=args.seconds, warmup=args.warmup)
+    notes: list[str] = []
+    if args.against and not bench.library_available(args.against):
+        notes.append(f"{args.against} is not installed: no {args.against} networks measured "
+                     f"(pip install {args.against} to compare)")
+    results: list[bench.BenchResult] = []
+    common = {"mode": args.mode, "batch": args.batch, "threads": args.threads, "device": args.device,
+              "iters": args.iters, "seconds": args.seconds, "warmup": args.warmup}
+    for card in cards:
+        net = create_model(card.name, **options)
+        size = resolve_input_size(card.name, net, args.input, card.input_size)
+        nets = [("cnnzoo", net)]
+        if args.against and bench.library_available(args.against):
+            theirs = bench.build_counterpart(card.name, args.against,
+                                             **({"num_classes": net.num_classes} if "num_classes" in options else {}))
+            if theirs is None:
+                notes.append(f"{card.name} has no {args.against} counterpart; measured cnnzoo's only")
+            else:
+                nets.append((args.against, theirs))
+        for precision, channels_last, compile_ in configs:
+            for source, model in nets:  # interleaved: each configuration measures every library in turn
+                results.append(bench.benchmark(model, name=card.name, source=source, input_size=size,
+                                               aux_weight=card.aux_weight, precision=precision,
+                                               channels_last=channels_last, compile=compile_, **common))
+    if args.matrix:
+        bench.mark_fastest(results)
+    _print(results, notes, args)
+    return 0
+
+
+def _print(results: list[bench.BenchResult], notes: list[str], args: argparse.Namespace) -> None:
+    if args.format == "json":
+        doc = {"machine": bench.machine_info(args.device, args.threads), "results": [r.to_dict() for r in results],
+               "notes": notes}
+        print(json.dumps(doc, indent=2))
+        return
+    if args.format == "csv":
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
+        w.writeheader()
+        for r in results:
+            w.writerow(r.to_dict())
+        print(buf.getvalue(), end="")
+        for note in notes:  # not in the CSV: a parser reads rows only
+            print(f"note: {note}", file=sys.stderr)
+        return
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    first = results[0]
+    step = "inference (forward)" if first.mode == "infer" else "training step (forward, loss, backward, SGD)"
+    table = Table(title=f"{step}, batch {first.batch}, {first.device}, {first.threads} threads",
+                  box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
+    for col, justify in (("network", "left"), ("precision", "left"), ("memory", "left"), ("input", "left"),
+                         ("img/s", "right"), ("median ms", "right"), ("p90 ms", "right"), ("peak MiB", "right"),
+                         ("+MiB", "right")):
+        table.add_column(col, justify=justify, no_wrap=True)
+    if any(r.compile for r in results):
+        table.add_column("compile s", justify="right", no_wrap=True)
+    for r in results:
+        name = r.name if r.source == "cnnzoo" else f"{r.name} ({r.source})"
+        row = [name + (" *" if r.fastest else ""), r.precision, "channels-last" if r.channels_last else "contiguous",
+               "x".join(map(str, r.input_size)), f"{r.images_per_s:.1f}", f"{r.latency_ms_median:.2f}",
+               f"{r.latency_ms_p90:.2f}", f"{r.peak_memory_mb:.0f}", f"{r.memory_increase_mb:.0f}"]
+        if any(x.compile for x in results):
+            row.append(f"{r.compile_time_s:.1f}" if r.compile_time_s is not None else "-")
+        table.add_row(*row)
+    console = Console(width=160)
+    console.print(table)
+    if any(r.fastest for r in results):
+        print("* fastest configuration of the network")
+    print(f"memory: {first.memory_measure}; +MiB is the peak less the memory in use before warm-up")
+    print(f"machine: {bench.machine_kind(args.threads)}")
+    for note in notes:
+        print(f"note: {note}")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="images/s, latency and peak memory of networks for inference or training",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("names", nargs="+", metavar="NAME", help="registered network names (see `cnnzoo list`)")
+    p.add_argument("-o", "--option", dest="options", action="append", metavar="KEY=VALUE",
+                   help="network option for every NAME, repeatable (e.g. -o num_classes=10)")
+    p.add_argument("--mode", choices=bench.MODES, default="infer",
+                   help="infer: forward in eval mode; train: forward, loss, backward and SGD step (default: infer)")
+    p.add_argument("--batch", type=_positive_int, default=16, help="images per batch (default: 16)")
+    p.add_argument("--input", type=parse_input_size, metavar="CxHxW",
+                   help="input size CxHxW, or one size (default: the card's)")
+    p.add_argument("--precision", choices=bench.PRECISIONS, default=None,
+                   help="fp32, or bf16/fp16 autocast (fp16: CUDA only) (default: fp32)")
+    p.add_argument("--channels-last", action="store_true", help="channels-last memory format")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the network (its compile time is reported apart; slow to start)")
+    p.add_argument("--threads", type=_positive_int, help="CPU threads (default: torch's, usually the cores)")
+    p.add_argument("--device", type=_device, default="cpu", help="cpu, cuda or auto (cuda when there is one) (default: cpu)")
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output (default: table)")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--iters", type=_positive_int, help="timed iterations (default: 20)")
+    length.add_argument("--seconds", type=float, help="time to measure, in seconds, instead of --iters")
+    p.add_argument("--warmup", type=int, default=3, help="untimed iterations first (default: 3)")
+    p.add_argument("--matrix", action="store_true",
+                   help="every precision (fp16 on CUDA only) x memory format (x compile with --compile); "
+                        "marks the fastest")
+    p.add_argument("--against", choices=bench.SOURCES[1:],
+                   help="also measure the same network from torchvision or timm, when installed")
+    p.set_defaults(func=cmd_bench)
