@@ -28,4 +28,4 @@ test-all: setup
 	$(PY) -m pytest -n 2 -q -m ""
 
 lint: setup
-	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff check src tests benchmarks

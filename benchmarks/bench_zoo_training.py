@@ -2,9 +2,10 @@
 
 Every registered network (``cnnzoo.list_models()``, so a network registered later joins by itself) is trained
 as ``cnnzoo train NAME --data mnist5k --epochs 1 --limit-batches STEPS`` trains it: the mnist5k recipe, then
-the network card's recipe hints, seed 0, batches of 32. MNIST and CIFAR networks see the 28x28 digits for 80
-steps; ImageNet networks the digits upsampled to 64x64 (or to the network's smallest input, if larger) for 60
-steps: the budget of issue 9. A network whose whole run would cost more than ``--cap`` GMACs (3 passes per
+the network card's recipe hints, seed 0, batches of 64 (an epoch of the 3,600 training digits is 57 of them).
+MNIST and CIFAR networks see the 28x28 digits for up to 80 steps (so one epoch); ImageNet networks the digits
+upsampled to 64x64 (or to the network's smallest input, if larger) for up to 60 steps: the budget of issue 9.
+The table gives the steps actually taken. A network whose whole run would cost more than ``--cap`` GMACs (3 passes per
 training image, 1 per test image for each of the Trainer's two evaluations, from ``cnnzoo.analysis.summarize``)
 runs at a smaller input (16, 12 or 8 px for MNIST/CIFAR networks, 32 px for ImageNet ones, never below its
 minimum) and, if that is still too much, for fewer steps (never below ``MIN_STEPS``); the table says which.
@@ -42,10 +43,10 @@ import torch
 import cnnzoo
 from cnnzoo.analysis import summarize
 from cnnzoo.train import Trainer
-from cnnzoo.train.engine import TrainingInterrupted
 from cnnzoo.train.config import apply_overrides, default_config
+from cnnzoo.train.engine import TrainingInterrupted
 
-BATCH = 32  # the mnist5k recipe's batch size
+BATCH = 64  # the mnist5k recipe's batch size
 TEST_IMAGES = 1000  # mnist5k's test split
 SMALL_STEPS, IMAGENET_STEPS = 80, 60
 SMALL_SIZE, IMAGENET_SIZE = 28, 64
@@ -115,7 +116,7 @@ def train_one(name: str, b: Budget, seed: int) -> dict:
         trainer = Trainer(cfg, verbose=False, command=["bench_zoo_training.py", name])
         result = trainer.fit()
         seconds = time.perf_counter() - t0
-    row = {"network": name, "family": card.family, "seed": seed, "size": b.size, "steps": b.steps,
+    row = {"network": name, "family": card.family, "seed": seed, "size": b.size, "steps": trainer.global_step,
            "seconds": round(seconds, 1), "test_acc": result.test.top1, "train_loss": result.history[-1]["train_loss"],
            "gmacs": round(b.gmacs, 1), "budget_note": b.note, "recipe": dict(card.recipe)}
     row["reason"] = next((d for d in card.deviations if d.startswith(SHORT_BUDGET)), "")
@@ -155,19 +156,22 @@ def markdown(rows: list[dict], info: dict, cap: float) -> str:
         "",
         "Made by `benchmarks/bench_zoo_training.py` (its docstring explains the budget): each registered network",
         "trained as `cnnzoo train NAME --data mnist5k --epochs 1 --limit-batches STEPS` trains it (the mnist5k",
-        "recipe, then the card's recipe hints), batches of 32, on 4,000 digits; test top-1 on the 1,000 test",
+        "recipe, then the card's recipe hints), batches of 64, on 3,600 digits; test top-1 on the 1,000 test",
         f"digits (chance 10%). MNIST/CIFAR networks: 28 px, {SMALL_STEPS} steps; ImageNet networks: {IMAGENET_SIZE} px",
         f"(or their smallest input), {IMAGENET_STEPS} steps; a run over {cap:,.0f} GMACs gets a smaller input, then fewer",
         f"steps. Rows under {LEARNED:.0%} are marked and explained by the network's card.",
         "",
         f"- machine: {info['cpu']}; {info['os']}",
         f"- torch {info['torch']} ({info['threads']} threads), Python {info['python']}, cnnzoo {info['cnnzoo']}",
-        f"- commit: {info['commit']}; {info['date']}",
+        f"- commit: {info['commit']}; {info['date']}; rows measured at commit(s): "
+        + ", ".join(sorted({r.get("commit", "?") for r in rows if not r.get("pending")})),
         f"- command: `{info['command']}`",
         "",
         "| network | family | input px | steps | seconds | test top-1 | card recipe hints | note |",
         "| --- | --- | ---: | ---: | ---: | ---: | --- | --- |",
     ]
+    pending = [r["network"] for r in rows if r.get("pending")]
+    rows = [r for r in rows if not r.get("pending")]
     for r in rows:
         acc = f"{100 * r['test_acc']:.1f}%"
         note = r["budget_note"]
@@ -180,6 +184,9 @@ def markdown(rows: list[dict], info: dict, cap: float) -> str:
     total = sum(r["seconds"] for r in rows)
     learned = sum(r["test_acc"] >= LEARNED for r in rows)
     out += ["", f"{learned} of {len(rows)} networks at or above {LEARNED:.0%}; {total / 60:.0f} minutes in all.", ""]
+    if pending:
+        out += [f"Not measured yet ({len(pending)}; the sweep continues with the same command and `--results`): "
+                + ", ".join(pending) + ".", ""]
     return "\n".join(out)
 
 
@@ -192,6 +199,8 @@ def main() -> None:
     p.add_argument("--cap", type=float, default=1500.0, help="GMACs a network's run may cost before it is reduced")
     p.add_argument("--results", type=Path, default=None, help="JSON-lines file of finished rows (resumable)")
     p.add_argument("--markdown", type=Path, default=None, help="also write the table here (e.g. docs/zoo_training.md)")
+    p.add_argument("--table-only", action="store_true",
+                   help="train nothing: write the table from --results, listing networks not measured yet")
     args = p.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -210,9 +219,14 @@ def main() -> None:
     print(f"{len(names)} networks; {info['cpu']}; torch {info['torch']}, {info['threads']} threads; "
           f"commit {info['commit']}", flush=True)
     rows = []
+    if args.table_only and not args.results:
+        raise SystemExit("--table-only needs --results FILE (the rows of an earlier sweep)")
     for name in names:
         if name in done:
             rows.append(done[name])
+            continue
+        if args.table_only:
+            rows.append({"network": name, "family": cnnzoo.get_card(name).family, "pending": True})
             continue
         try:
             b = budget(name, args.cap)
@@ -226,6 +240,7 @@ def main() -> None:
                          "budget_note": f"FAILED: {type(e).__name__}: {e}"[:200], "recipe": {}, "reason": "",
                          "failed": True})
             continue
+        row["commit"], row["threads"] = info["commit"], info["threads"]
         rows.append(row)
         flag = "" if row["test_acc"] >= LEARNED else "  <- under {:.0%}: {}".format(LEARNED, row["reason"] or "?")
         print(f"{name:28s} {row['size']:3d} px {row['steps']:3d} steps {row['seconds']:7.1f} s  "

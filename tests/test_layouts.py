@@ -50,7 +50,7 @@ def test_layout_loads_and_reproduces_logits(fixture, two_threads, tmp_path):
     assert {k: cfg["options"].get(k) for k in expected_options} == expected_options
     assert sum(p.numel() for p in model.parameters()) == layout["params"]
     model.eval()
-    b, c, h, w = layout["input"]
+    b, c, h, _w = layout["input"]
     x = make_input(b, c, h)
     if fixture in ILL_CONDITIONED:
         model, x = model.double(), x.double()

@@ -68,7 +68,7 @@ def test_eval_scores_the_runs_own_test_split(folder_run, capsys):
 
 
 def test_a_checkpoint_file_alone_carries_what_eval_needs(folder_run, tmp_path, capsys):
-    data, run = folder_run
+    _data, run = folder_run
     lone = tmp_path / "model.safetensors"
     shutil.copy(run / "checkpoints" / "last.safetensors", lone)
     final = json.loads((run / "eval.json").read_text())
@@ -111,7 +111,7 @@ def test_added_images_use_split_file_and_removed_test_images_are_an_error(folder
 
 
 def test_eval_refuses_other_classes_and_a_contradicting_model(folder_run, tmp_path, capsys):
-    data, run = folder_run
+    _data, run = folder_run
     other = tmp_path / "other"
     for name in ("cat", "dog"):
         (other / name).mkdir(parents=True)
@@ -179,8 +179,8 @@ def test_predict_reproduces_the_test_pipeline_of_a_tensor_run(upsampled_run, tmp
 
 
 def test_predict_reproduces_the_test_pipeline_of_a_folder_run(folder_run):
-    data, run = folder_run
-    model, meta = load_trained(run)
+    _data, run = folder_run
+    _model, meta = load_trained(run)
     bundle = reload_dataset(meta["data"])
     loader = make_loader(bundle, "test", batch_size=16, train=False, num_workers=0)
     loader.set_epoch(0)

@@ -67,7 +67,7 @@ def test_resume_is_bit_identical(tmp_path, where):
     a, b = weights(tmp_path / "full"), weights(tmp_path / "cut")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     full_rows = [json.loads(x) for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
-    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("epoch_time_s", "images_per_s")} for r in rows]  # noqa: E731
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("epoch_time_s", "images_per_s")} for r in rows]
     assert strip(resumed.history) == strip(full_rows)
 
 
@@ -76,7 +76,7 @@ def test_interrupt_message_names_epoch_and_step(tmp_path):
         Trainer(small_cfg(tmp_path / "r"), callbacks=[stop_at(1, 1)], verbose=False).fit()
     assert e.value.signum == signal.SIGTERM
     assert "epoch 2 step 2" in str(e.value) and str(tmp_path / "r") in str(e.value)
-    _, meta, state = load_checkpoint(tmp_path / "r" / "checkpoints")
+    _, _meta, state = load_checkpoint(tmp_path / "r" / "checkpoints")
     assert (state["epoch"], state["batch"], state["global_step"]) == (1, 2, 6)
 
 
@@ -93,7 +93,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     run = tmp_path / "r"
     with pytest.raises(TrainingDiverged, match=r"loss is nan at epoch 2 step 2 \(global step 6\).*last good"):
         Trainer(small_cfg(run), verbose=False).fit()
-    sd, meta, state = load_checkpoint(run / "checkpoints")
+    sd, _meta, state = load_checkpoint(run / "checkpoints")
     assert (state["epoch"], state["batch"]) == (1, 0)  # the end of epoch 1, the last good one
     assert all(torch.isfinite(v).all() for v in sd.values())
 

@@ -25,7 +25,7 @@ class _Tiny(ZooModel):
         self.num_classes, self.in_channels, self.num_features, self.flip = num_classes, in_channels, 8, flip
         self.conv = nn.Conv2d(in_channels, 8, 3, 2)
         self.fc = nn.Linear(8, num_classes)
-        self.feature_info = [dict(num_chs=8, reduction=2, module="conv")]
+        self.feature_info = [{"num_chs": 8, "reduction": 2, "module": "conv"}]
 
     def forward_features(self, x):
         x = torch.relu(self.conv(x.flip(-1) if self.flip else x))

@@ -6,9 +6,9 @@ tests/layout_fill.py); every other expectation is about which options and keys t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import http.server
-import functools
 import threading
 
 import pytest

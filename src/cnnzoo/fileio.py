@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write", "TMP_GLOB"]
+__all__ = ["TMP_GLOB", "atomic_write"]
 
 #: the names `atomic_write` gives its temporary files (hidden, beside the target); cleaned up at a run's next start.
 TMP_GLOB = ".*.tmp"

@@ -32,17 +32,17 @@ import torch
 from torch import nn
 
 __all__ = [
-    "Paper",
     "Counterpart",
     "ModelCard",
-    "register_model",
-    "register_converter",
-    "create_model",
-    "list_models",
-    "get_card",
-    "convert_state_dict",
+    "Paper",
     "UnknownModelError",
     "UnknownOptionError",
+    "convert_state_dict",
+    "create_model",
+    "get_card",
+    "list_models",
+    "register_converter",
+    "register_model",
 ]
 
 SOURCES = ("torchvision", "timm")

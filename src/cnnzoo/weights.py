@@ -33,16 +33,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from .registry import SOURCES, Counterpart, _CONVERTERS, _entry, get_card
+from .registry import _CONVERTERS, SOURCES, Counterpart, _entry, get_card
 
 __all__ = [
-    "load_weights",
-    "read_state_dict",
-    "read_checkpoint",
-    "resolve_weights",
-    "WeightsPlan",
     "TORCHVISION_URLS",
+    "WeightsPlan",
     "detect_source",
+    "load_weights",
+    "read_checkpoint",
+    "read_state_dict",
+    "resolve_weights",
 ]
 
 # torchvision's published ImageNet weights (the IMAGENET1K_V1 entries of torchvision.models), by torchvision name.

@@ -392,4 +392,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.set_defaults(func=cmd_predict)
 
 
-__all__ = ["register", "build_config", "Path"]
+__all__ = ["Path", "build_config", "register"]

@@ -87,7 +87,7 @@ def parse_spec(text: str) -> Spec:
     the config.
     """
     if not isinstance(text, str):
-        raise ValueError(f"a spec must be a string like {SYNTAX}; got {text!r}")  # noqa: TRY004 (user input)
+        raise ValueError(f"a spec must be a string like {SYNTAX}; got {text!r}")
     compact = "".join(_split_top(text.strip(), " ")) if " " in text.strip() else text.strip()
     if not compact:
         raise ValueError(f"empty spec; a spec is {SYNTAX}")

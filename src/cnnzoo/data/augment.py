@@ -141,7 +141,7 @@ class AugmentPolicy:
         if augment is None:
             return cls()
         if not isinstance(augment, dict):
-            raise ValueError(f"augment must be a dict with keys from {AUGMENT_KEYS} or None, got {augment!r}")  # noqa: TRY004 (user input)
+            raise ValueError(f"augment must be a dict with keys from {AUGMENT_KEYS} or None, got {augment!r}")
         unknown = sorted(set(augment) - set(AUGMENT_KEYS))
         if unknown:
             raise ValueError(f"unknown augment option(s) {unknown} for a tensor dataset; valid: {list(AUGMENT_KEYS)}")
@@ -153,7 +153,7 @@ class AugmentPolicy:
             values[key] = v
         flip = augment.get("hflip", False)
         if not isinstance(flip, bool):
-            raise ValueError(f"augment['hflip'] must be true or false, got {flip!r}")  # noqa: TRY004 (user input)
+            raise ValueError(f"augment['hflip'] must be true or false, got {flip!r}")
         rrc = parse_rrc(augment.get("random_resized_crop"))
         jitter = parse_scale_jitter(augment.get("scale_jitter"))
         if rrc and jitter:

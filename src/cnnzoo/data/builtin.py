@@ -96,7 +96,7 @@ def _unpickle(data: bytes, source: str) -> dict:
     except Exception as e:  # any decoding failure means a damaged or foreign file
         raise ValueError(f"{source} is not a CIFAR python pickle: {e}") from e
     if not isinstance(obj, dict):
-        raise ValueError(f"{source} is not a CIFAR python pickle (holds {type(obj).__name__}, not a dict)")  # noqa: TRY004
+        raise ValueError(f"{source} is not a CIFAR python pickle (holds {type(obj).__name__}, not a dict)")
     return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
 
 

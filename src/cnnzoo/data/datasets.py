@@ -41,7 +41,7 @@ def dataset_name(spec: str) -> str:
         ValueError: for a name that is not a dataset, listing the valid ones.
     """
     if not isinstance(spec, str):
-        raise ValueError(f"dataset must be one of {list(DATASETS)} or 'folder:PATH'; got {spec!r}")  # noqa: TRY004
+        raise ValueError(f"dataset must be one of {list(DATASETS)} or 'folder:PATH'; got {spec!r}")
     head, sep, rest = spec.strip().partition(":")
     if sep and head.lower() == "folder":
         if not rest:

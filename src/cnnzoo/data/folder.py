@@ -374,7 +374,7 @@ class FolderTransform:
             raise ValueError(f"augment['random_crop_padding'] must be a non-negative integer, got {padding!r}")
         flip = augment.get("hflip", False)
         if not isinstance(flip, bool):
-            raise ValueError(f"augment['hflip'] must be true or false, got {flip!r}")  # noqa: TRY004 (user input)
+            raise ValueError(f"augment['hflip'] must be true or false, got {flip!r}")
         self.size, self.train, self.rrc, self.padding, self.hflip = size, train, rrc or None, padding, flip
         # VGG's scale jitter and AlexNet's colour noise (cnnzoo.data.augment; the noise is added by FolderLoader)
         self.jitter = parse_scale_jitter(augment.get("scale_jitter"))

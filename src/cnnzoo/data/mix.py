@@ -108,7 +108,7 @@ def parse_mix(value) -> MixSpec | None:
     if isinstance(value, str):
         value = {"name": value}
     if not isinstance(value, dict):
-        raise ValueError(f"train.mix must be null or a mapping {{name: METHOD, ...}} with METHOD one of "  # noqa: TRY004
+        raise ValueError(f"train.mix must be null or a mapping {{name: METHOD, ...}} with METHOD one of "
                          f"{', '.join(MIX_METHODS)}; got {value!r}")
     name = value.get("name")
     if name not in MIX_METHODS:

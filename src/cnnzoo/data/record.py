@@ -16,7 +16,7 @@ from pathlib import Path
 from .bundle import DataBundle, FolderSplit
 from .datasets import load_dataset
 
-__all__ = ["reload_dataset", "same_dataset", "write_split_file", "SPLIT_FILE"]
+__all__ = ["SPLIT_FILE", "reload_dataset", "same_dataset", "write_split_file"]
 
 SPLIT_FILE = "split.json"
 

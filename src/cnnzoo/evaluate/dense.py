@@ -128,7 +128,7 @@ def to_dense(model: nn.Module, input_size: int | None = None) -> DenseNet:
     """
     name = _name(model)
     if not isinstance(model, ZooModel):
-        raise ValueError(  # noqa: TRY004 (user input)
+        raise ValueError(
             f"to_dense needs a cnnzoo network (a ZooModel with forward_features / forward_head), got "
             f"{type(model).__name__}")
     if model.num_classes == 0:

@@ -7,12 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-import torch.distributed as dist
 
-
-__all__ = ["EvalResult", "evaluate", "plot_curves", "plot_confusion"]
+__all__ = ["EvalResult", "evaluate", "plot_confusion", "plot_curves"]
 
 
 @dataclass

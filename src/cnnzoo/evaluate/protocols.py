@@ -386,7 +386,7 @@ def _run(model: nn.Module, bundle: DataBundle, protocol: Protocol, *, dense: Den
 
 def _setup(model, bundle, protocols, input_size, scales, device):
     if not isinstance(bundle, DataBundle):
-        raise ValueError(  # noqa: TRY004 (user input)
+        raise ValueError(
             f"bundle must be a cnnzoo DataBundle (from load_dataset / reload_dataset), got {type(bundle).__name__}")
     protocols = parse_protocols(protocols)
     s = input_size or bundle.image_size[0]

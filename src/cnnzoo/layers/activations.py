@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["HardSigmoid", "HardSigmoidKeras", "HardSwish", "get_act", "ACTIVATIONS"]
+__all__ = ["ACTIVATIONS", "HardSigmoid", "HardSigmoidKeras", "HardSwish", "get_act"]
 
 
 class HardSigmoid(nn.Module):

@@ -108,7 +108,7 @@ class _Equations:
 
     def _init_fused(self, fused: bool) -> None:
         if not isinstance(fused, bool):
-            raise ValueError(  # noqa: TRY004 (user input)
+            raise ValueError(
                 f"fused must be True (torch's kernels) or False (the equations), got {fused!r}")
         if not fused and getattr(self, "proj_size", 0):
             raise ValueError("proj_size (an LSTM with projections) runs only with fused=True")
@@ -127,7 +127,7 @@ class _Equations:
     def _check(self, x, hx):
         name = type(self).__name__
         if isinstance(x, nn.utils.rnn.PackedSequence):
-            raise ValueError(  # noqa: TRY004 (user input)
+            raise ValueError(
                 f"{name}(fused=False) takes padded (T, B, F) tensors, not a PackedSequence; pad it "
                 f"(torch.nn.utils.rnn.pad_packed_sequence) or use fused=True")
         if not isinstance(x, torch.Tensor) or x.ndim not in (2, 3):
@@ -249,7 +249,7 @@ class _CellEquations:
 
     def _init_fused(self, fused: bool) -> None:
         if not isinstance(fused, bool):
-            raise ValueError(  # noqa: TRY004 (user input)
+            raise ValueError(
                 f"fused must be True (torch's kernels) or False (the equations), got {fused!r}")
         self.fused = fused
 

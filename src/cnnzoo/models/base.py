@@ -83,7 +83,7 @@ class ZooModel(nn.Module):
         """Raise ValueError naming what the network expects when ``x`` does not fit it."""
         name = type(self).__name__
         if not isinstance(x, torch.Tensor):
-            raise ValueError(  # noqa: TRY004 (user input)
+            raise ValueError(
                 f"{name} expects a tensor of shape (N, {self.in_channels}, H, W), got {type(x).__name__}")
         if x.ndim != 4:
             raise ValueError(

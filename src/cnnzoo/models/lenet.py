@@ -93,8 +93,8 @@ class LeNet5(ZooModel):
             nn.Linear(120, 84), get_act(act_layer),
         )
         self.fc = nn.Linear(84, num_classes)
-        self.feature_info = [dict(num_chs=6, reduction=2, module="features.2"),
-                             dict(num_chs=16, reduction=4, module="features.5")]
+        self.feature_info = [{"num_chs": 6, "reduction": 2, "module": "features.2"},
+                             {"num_chs": 16, "reduction": 4, "module": "features.5"}]
 
     @property
     def head_hidden_size(self) -> int:
@@ -266,8 +266,8 @@ class LeNet5Paper(ZooModel):
             fan_in = layer.weight[0].numel()
             _paper_uniform_(layer.weight.data, fan_in)
             _paper_uniform_(layer.bias.data, fan_in)
-        self.feature_info = [dict(num_chs=6, reduction=2, module="features.act2"),
-                             dict(num_chs=16, reduction=4, module="features.act4")]
+        self.feature_info = [{"num_chs": 6, "reduction": 2, "module": "features.act2"},
+                             {"num_chs": 16, "reduction": 4, "module": "features.act4"}]
 
     @property
     def head_hidden_size(self) -> int:

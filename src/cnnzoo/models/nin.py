@@ -125,7 +125,7 @@ class NiN(ZooModel):
             if "pool" in after:
                 layers.append(nn.MaxPool2d(3, 2, ceil_mode=True))
                 reduction *= 2
-            self.feature_info.append(dict(num_chs=channels, reduction=reduction, module=f"features.{len(layers) - 1}"))
+            self.feature_info.append({"num_chs": channels, "reduction": reduction, "module": f"features.{len(layers) - 1}"})
             if "drop" in after:
                 layers.append(nn.Dropout(drop_rate))
         self.features = nn.Sequential(*layers)

@@ -131,7 +131,7 @@ class ResNeSt(ZooModel):
         self.bn1 = nn.BatchNorm2d(2 * s)
         self.act1 = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
-        self.feature_info = [dict(num_chs=2 * s, reduction=2, module="act1")]
+        self.feature_info = [{"num_chs": 2 * s, "reduction": 2, "module": "act1"}]
         dpr = iter(drop_path_rates(drop_path_rate, sum(layers)))
         inplanes = 2 * s
         for i, (planes, n) in enumerate(zip((64, 128, 256, 512), layers), 1):
@@ -144,7 +144,7 @@ class ResNeSt(ZooModel):
             inplanes = planes * 4
             blocks += [ResNestBottleneck(inplanes, planes, radix=radix, drop_path=next(dpr)) for _ in range(n - 1)]
             self.add_module(f"layer{i}", nn.Sequential(*blocks))
-            self.feature_info.append(dict(num_chs=inplanes, reduction=2 ** (i + 1), module=f"layer{i}"))
+            self.feature_info.append({"num_chs": inplanes, "reduction": 2 ** (i + 1), "module": f"layer{i}"})
         self.num_features = inplanes
         self.drop = nn.Dropout(drop_rate)
         self.fc = nn.Linear(inplanes, num_classes)  # named as in timm, so its checkpoints load directly

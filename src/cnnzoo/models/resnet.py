@@ -565,8 +565,8 @@ def resnext101_64x4d(**kwargs) -> ResNet:
         # timm's own re-trained seresnet50 is v1.5 (stride in the 3x3) with torchvision's padded stem pool.
         Counterpart("timm", "seresnet50", {"stem_pool": "pad", "stride_in_1x1": False}, marker="conv1.weight"),
     ),
-    deviations=("timm's native seresnet50 is the v1.5 variant (stride_in_1x1=False); its legacy_seresnet50 pools "
-                "the stem in ceil mode (stem_pool='ceil'): weights= applies either from the file",),
+    deviations=(("timm's native seresnet50 is the v1.5 variant (stride_in_1x1=False); its legacy_seresnet50 pools "
+                 "the stem in ceil mode (stem_pool='ceil'): weights= applies either from the file"),),
     recipe=_BOTTLENECK_RECIPE,
 )
 def seresnet50(**kwargs) -> ResNet:

@@ -94,7 +94,7 @@ class SENet(ZooModel):
         self.layer0.add_module("pool", nn.MaxPool2d(3, stride=2, ceil_mode=True))
         dpr = iter(drop_path_rates(drop_path_rate, sum(layers)))
         inplanes = 128
-        self.feature_info = [dict(num_chs=128, reduction=4, module="layer0")]
+        self.feature_info = [{"num_chs": 128, "reduction": 4, "module": "layer0"}]
         for i, (planes, n) in enumerate(zip((64, 128, 256, 512), layers), 1):
             stride = 1 if i == 1 else 2
             # 3x3 stride-2 projections in layers 2-4 (the paper's "down-sampling projection" tweak).
@@ -105,7 +105,7 @@ class SENet(ZooModel):
             inplanes = planes * 4
             blocks += [SEBottleneck(inplanes, planes, groups, reduction, drop_path=next(dpr)) for _ in range(n - 1)]
             self.add_module(f"layer{i}", nn.Sequential(*blocks))
-            self.feature_info.append(dict(num_chs=inplanes, reduction=4 * 2 ** (i - 1), module=f"layer{i}"))
+            self.feature_info.append({"num_chs": inplanes, "reduction": 4 * 2 ** (i - 1), "module": f"layer{i}"})
         self.num_features = inplanes
         self.head = ClassifierHead(inplanes, num_classes, drop_rate=drop_rate)
         init_conv_bn(self)
@@ -116,8 +116,8 @@ class SENet(ZooModel):
 
 
 @register_model(SENet, paper=SENET, input_size=(3, 224, 224), counterparts={"timm": "legacy_senet154"},
-                deviations=("adaptive global average pooling instead of the fixed 7x7 average pool "
-                            "(identical at 224, works at other sizes)",))
+                deviations=(("adaptive global average pooling instead of the fixed 7x7 average pool "
+                             "(identical at 224, works at other sizes)"),))
 def senet154(**kwargs) -> SENet:
     """SENet-154: the ILSVRC 2017 winning single model (115.1M parameters)."""
     return SENet(**kwargs)

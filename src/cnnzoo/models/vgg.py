@@ -95,7 +95,7 @@ class VGG(ZooModel):
             if item == "maxpool":
                 layers.append(nn.MaxPool2d(2, 2))
                 reduction *= 2
-                self.feature_info.append(dict(num_chs=channels, reduction=reduction, module=f"features.{len(layers) - 1}"))
+                self.feature_info.append({"num_chs": channels, "reduction": reduction, "module": f"features.{len(layers) - 1}"})
             elif item == "LRN":
                 layers.append(LocalResponseNorm())  # Section 2.3 uses Krizhevsky et al.'s LRN
             else:
@@ -152,9 +152,9 @@ _POOL_DEV = "adaptive 7x7 average pool before fc6 (the identity at 224x224) inst
 _BN_DEV = "BatchNorm after every conv (torchvision's variant; the paper predates BN)"
 # Section 3.1's learning rate: the mnist5k recipe's 0.03 makes vgg11_bn diverge (module docstring).
 _RECIPE = {"optim.lr": 0.01}
-_PLAIN = dict(paper=VGGPAPER, input_size=(3, 224, 224), dataset="ImageNet", deviations=(_POOL_DEV,), recipe=_RECIPE)
-_BN = dict(paper=VGGPAPER, input_size=(3, 224, 224), dataset="ImageNet", deviations=(_POOL_DEV, _BN_DEV),
-           recipe=_RECIPE)
+_PLAIN = {"paper": VGGPAPER, "input_size": (3, 224, 224), "dataset": "ImageNet", "deviations": (_POOL_DEV,), "recipe": _RECIPE}
+_BN = {"paper": VGGPAPER, "input_size": (3, 224, 224), "dataset": "ImageNet", "deviations": (_POOL_DEV, _BN_DEV),
+           "recipe": _RECIPE}
 
 
 def _vgg(cfg: str, bn: bool, kwargs: dict) -> VGG:

@@ -95,9 +95,9 @@ class ZFNet(ZooModel):
             nn.Dropout(drop_rate), nn.Linear(4096, 4096), nn.ReLU(inplace=True),  # fc7
             nn.Linear(4096, num_classes),
         )
-        self.feature_info = [dict(num_chs=96, reduction=4, module=f"features.{i1}"),
-                             dict(num_chs=256, reduction=16, module=f"features.{i2}"),
-                             dict(num_chs=256, reduction=32, module=f"features.{len(layers) - 1}")]
+        self.feature_info = [{"num_chs": 96, "reduction": 4, "module": f"features.{i1}"},
+                             {"num_chs": 256, "reduction": 16, "module": f"features.{i2}"},
+                             {"num_chs": 256, "reduction": 32, "module": f"features.{len(layers) - 1}"}]
         if init == "paper":
             for m in self.modules():
                 if isinstance(m, (nn.Conv2d, nn.Linear)):

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +23,7 @@ from safetensors.torch import load_file, save
 
 from ..fileio import atomic_write
 
-__all__ = ["atomic_write", "save_checkpoint", "load_checkpoint", "latest_pointer", "read_weights", "weights_metadata"]
+__all__ = ["atomic_write", "latest_pointer", "load_checkpoint", "read_weights", "save_checkpoint", "weights_metadata"]
 
 
 def _weights_bytes(state_dict: dict[str, torch.Tensor], metadata: dict[str, Any]) -> bytes:

@@ -439,7 +439,7 @@ def _hints(cls: type) -> dict[str, Any]:
 
 def _update(cfg: Config, data: dict, where: str) -> Config:
     if not isinstance(data, dict):
-        raise ValueError(  # noqa: TRY004 (user input)
+        raise ValueError(
             f"{where}: a recipe is a mapping of sections ({', '.join(SECTIONS)}), got {type(data).__name__}")
     for section, values in data.items():
         if section not in SECTIONS:
@@ -447,7 +447,7 @@ def _update(cfg: Config, data: dict, where: str) -> Config:
         if values is None:
             continue
         if not isinstance(values, dict):
-            raise ValueError(f"{where}: section {section!r} must be a mapping of keys, got {values!r}")  # noqa: TRY004
+            raise ValueError(f"{where}: section {section!r} must be a mapping of keys, got {values!r}")
         for key, value in values.items():
             _set(cfg, section, key, value, where)
     return cfg

@@ -12,8 +12,16 @@ import os
 import torch
 import torch.distributed as dist
 
-__all__ = ["setup", "teardown", "is_distributed", "rank", "world_size", "local_rank", "all_reduce_sum",
-           "broadcast_object"]
+__all__ = [
+    "all_reduce_sum",
+    "broadcast_object",
+    "is_distributed",
+    "local_rank",
+    "rank",
+    "setup",
+    "teardown",
+    "world_size",
+]
 
 
 def is_distributed() -> bool:

@@ -42,7 +42,7 @@ def parse_ema(value) -> dict | None:
     if value is None:
         return None
     if not isinstance(value, dict):
-        raise ValueError(f"train.ema must be null (off) or a mapping {{decay: 0.9999, warmup: false}}, got "  # noqa: TRY004
+        raise ValueError(f"train.ema must be null (off) or a mapping {{decay: 0.9999, warmup: false}}, got "
                          f"{value!r}")
     unknown = sorted(set(value) - set(EMA_KEYS))
     if unknown:
@@ -53,7 +53,7 @@ def parse_ema(value) -> dict | None:
         raise ValueError(f"train.ema decay must be a number in (0, 1) (e.g. 0.9999), got {decay!r}")
     warmup = value.get("warmup", False)
     if not isinstance(warmup, bool):
-        raise ValueError(f"train.ema warmup must be true or false, got {warmup!r}")  # noqa: TRY004
+        raise ValueError(f"train.ema warmup must be true or false, got {warmup!r}")
     return {"decay": float(decay), "warmup": warmup}
 
 

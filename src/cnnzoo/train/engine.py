@@ -34,21 +34,21 @@ from torch import nn
 
 from .. import __version__
 from ..data import default_policy, load_dataset, make_loader
+from ..data.record import write_split_file
 from ..evaluate.metrics import EvalResult, evaluate, plot_confusion, plot_curves
 from ..registry import create_model, get_card
 from . import distributed as dist_utils
-from ..data.record import write_split_file
 from .checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from .config import Config, config_from_dict, config_to_dict, load_yaml_file
-from .init import initialise
-from .rundir import RunLock, check_new_run_dir, clean_debris
-from .losses import ClassificationLoss
 from .droppath import DropPathSchedule
 from .ema import ModelEma
+from .init import initialise
+from .losses import ClassificationLoss
 from .optim import LRSchedule, build_optimizer
 from .progress import make_progress
+from .rundir import RunLock, check_new_run_dir, clean_debris
 
-__all__ = ["Trainer", "FitResult", "TrainingInterrupted", "TrainingDiverged", "resolve_device", "unwrap"]
+__all__ = ["FitResult", "Trainer", "TrainingDiverged", "TrainingInterrupted", "resolve_device", "unwrap"]
 
 
 class TrainingInterrupted(RuntimeError):
@@ -100,7 +100,7 @@ def unwrap(model: nn.Module) -> nn.Module:
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5)
+                             text=True, timeout=5, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
@@ -203,8 +203,8 @@ class Trainer:
             net = torch.compile(net)
         self.net = net
 
-        common = dict(device=self.device, seed=cfg.train.seed, rank=self.rank, world_size=self.world,
-                      input_size=self.input_size, num_workers=cfg.data.num_workers)
+        common = {"device": self.device, "seed": cfg.train.seed, "rank": self.rank, "world_size": self.world,
+                      "input_size": self.input_size, "num_workers": cfg.data.num_workers}
         # the training augmentation as applied (the dataset's default when the config leaves it None)
         self.train_augment = dict(cfg.data.augment if cfg.data.augment is not None else default_policy(self.bundle))
         self.train_loader = make_loader(self.bundle, "train", batch_size=cfg.data.batch_size, train=True,

@@ -93,7 +93,7 @@ def init_spec(value: str | dict | None, key: str = "model.init") -> dict[str, An
     if isinstance(value, str):
         value = {"name": value}
     if not isinstance(value, dict):
-        raise ValueError(  # noqa: TRY004 (user input)
+        raise ValueError(
             f"{key} must be a scheme name ({', '.join(INIT_SCHEMES)}) or a mapping such as {{name: normal, std: 0.01}}, "
             f"got {value!r}")
     name = value.get("name")

@@ -14,7 +14,7 @@ from torch import nn
 
 from .config import OptimConfig, ScheduleConfig
 
-__all__ = ["build_optimizer", "LRSchedule"]
+__all__ = ["LRSchedule", "build_optimizer"]
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:

@@ -148,7 +148,7 @@ def _load(path: Path) -> PaperRecipe:
     where = f"paper recipe {path.name}"
     meta = data.pop("recipe", None)
     if not isinstance(meta, dict):
-        raise ValueError(f"{where}: no 'recipe' section describing it")  # noqa: TRY004 (a file's content)
+        raise ValueError(f"{where}: no 'recipe' section describing it")
     unknown = sorted(set(meta) - _META_KEYS)
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {unknown} in its 'recipe' section; valid: {sorted(_META_KEYS)}")

@@ -30,7 +30,6 @@ class _Plain(_Silent):
 
     def start_epoch(self, epoch: int, epochs: int, steps: int, done: int = 0):
         self.epoch, self.epochs, self.steps, self.t0, self.done0 = epoch, epochs, steps, time.perf_counter(), done
-        return None
 
     def update(self, task, step: int, *, loss: float, acc: float, ips: float, lr: float) -> None:
         if step % self.every and step != self.steps:

@@ -18,10 +18,11 @@ import socket
 import sys
 import time
 from pathlib import Path
+from typing import Self
 
 from ..fileio import TMP_GLOB
 
-__all__ = ["RunLock", "RunDirBusy", "check_new_run_dir", "clean_debris", "RUN_FILES"]
+__all__ = ["RUN_FILES", "RunDirBusy", "RunLock", "check_new_run_dir", "clean_debris"]
 
 LOCK_NAME = ".lock"
 #: files a run writes before its first checkpoint: a directory holding only these may be reused by a new run.
@@ -66,7 +67,7 @@ class RunLock:
     def __del__(self) -> None:
         self.release()
 
-    def __enter__(self) -> RunLock:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
