@@ -33,16 +33,10 @@ RESULT = "result:"  # prefix of the worker's result lines
 def machine() -> str:
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{cpu}; {os.cpu_count()} logical CPUs; Python {platform.python_version()}; torch {torch.__version__}; "
-            f"{platform.system()} {platform.release()}")
+    from cnnzoo.bench import cpu_model  # imports torch: only in the parent, after the workers' threads are set
+
+    return (f"{cpu_model()}; {os.cpu_count()} logical CPUs; Python {platform.python_version()}; "
+            f"torch {torch.__version__}; {platform.system()} {platform.release()}")
 
 
 def worker(args: argparse.Namespace) -> None:

@@ -22,10 +22,8 @@ from __future__ import annotations
 import argparse
 from collections import defaultdict
 
-import torch
-
 import cnnzoo
-from cnnzoo.bench import benchmark, build_counterpart, fastest_inference_config, library_available, machine_kind
+from cnnzoo.bench import benchmark, build_counterpart, fastest_inference_config, library_available, start_script
 
 TARGETS = {True: 2.5, False: 1.35}  # ResNet-50 batch 16, fast path / plain; key: the CPU has native BF16
 
@@ -41,12 +39,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="cpu")
     args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
-    print(f"machine: {machine_kind()}")
-    if args.device.startswith("cuda"):
-        print(f"GPU: {torch.cuda.get_device_name(torch.device(args.device))}")
+    start_script(args.threads, args.device)
     tv = library_available("torchvision")
     if not tv:
         print("torchvision is not installed: its networks are not measured")

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from cnnzoo.bench import machine_kind
+from cnnzoo.bench import start_script, time_to_accuracy
 from cnnzoo.cli.main import main as cnnzoo_main
 from cnnzoo.data import load_dataset
 from cnnzoo.train.config import default_config
@@ -39,12 +39,7 @@ TARGET = 0.974
 
 
 def time_to_target(epoch_times: list[float], accs: list[float]) -> tuple[float | None, int | None]:
-    total = 0.0
-    for i, (t, a) in enumerate(zip(epoch_times, accs), 1):
-        total += t
-        if a >= TARGET:
-            return total, i
-    return None, None
+    return time_to_accuracy(epoch_times, accs, TARGET)
 
 
 def run_cnnzoo(epochs: int | None, device: str) -> tuple[list[float], list[float]]:
@@ -104,11 +99,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="cpu")
     args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    print(f"machine: {machine_kind()}")
-    if args.device.startswith("cuda"):
-        print(f"GPU: {torch.cuda.get_device_name(torch.device(args.device))}")
+    start_script(args.threads, args.device)
     epochs = args.epochs or default_config("lenet5", "mnist5k").train.epochs
     results = {f"cnnzoo train lenet5 (default recipe, {epochs} epochs)": run_cnnzoo(args.epochs, args.device),
                f"plain loop (Adam 1e-3, batch 64, up to {args.plain_epochs} epochs)": run_plain(args.plain_epochs,

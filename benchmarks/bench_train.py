@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 import cnnzoo
-from cnnzoo.bench import benchmark, fastest_inference_config, machine_kind
+from cnnzoo.bench import benchmark, fastest_inference_config, start_script
 from cnnzoo.train.config import default_config
 
 # network, dataset whose default recipe it trains with, (C, H, W), batch
@@ -67,12 +67,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="cpu")
     args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
-    print(f"machine: {machine_kind()}")
-    if args.device.startswith("cuda"):
-        print(f"GPU: {torch.cuda.get_device_name(torch.device(args.device))}")
+    start_script(args.threads, args.device)
     print(f"{args.rounds} rounds x {args.iters} steps per configuration, interleaved; train step img/s\n")
     print(f"{'network':10s} {'batch':>5s} {'plain':>9s} {'default':>9s} {'fast':>9s} {'default/plain':>14s} "
           f"{'fast/plain':>11s}  configurations")

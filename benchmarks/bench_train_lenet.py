@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 import cnnzoo
+from cnnzoo.bench import time_to_accuracy
 from cnnzoo.cli.main import main as cnnzoo_main
 from cnnzoo.data.augment import rotate_zoom
 from cnnzoo.train.config import default_config
@@ -37,12 +38,7 @@ RECIPE = default_config("lenet5", "mnist5k")
 
 
 def time_to_target(epoch_times: list[float], accs: list[float]) -> tuple[float | None, int | None]:
-    total = 0.0
-    for i, (t, a) in enumerate(zip(epoch_times, accs), 1):
-        total += t
-        if a >= TARGET:
-            return total, i
-    return None, None
+    return time_to_accuracy(epoch_times, accs, TARGET)
 
 
 def run_cnnzoo(epochs: int) -> tuple[float | None, int | None]:

@@ -42,6 +42,7 @@ import torch
 
 import cnnzoo
 from cnnzoo.analysis import summarize
+from cnnzoo.bench import cpu_model
 from cnnzoo.train import Trainer
 from cnnzoo.train.config import apply_overrides, default_config
 from cnnzoo.train.engine import TrainingInterrupted
@@ -124,14 +125,7 @@ def train_one(name: str, b: Budget, seed: int) -> dict:
 
 
 def machine() -> dict:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     root = Path(__file__).resolve().parent.parent
     commit = "unknown"
     try:

@@ -506,3 +506,24 @@ def build_counterpart(name: str, library: str, **options: Any) -> nn.Module | No
     import timm
 
     return timm.create_model(cp.name, pretrained=False, **kwargs)
+
+
+def start_script(threads: int | None, device: str) -> None:
+    """What each benchmark script does first: set the threads, then print what kind of machine this is."""
+    if threads:
+        torch.set_num_threads(threads)
+    print(f"machine: {machine_kind()}")
+    if str(device).startswith("cuda"):
+        print(f"GPU: {torch.cuda.get_device_name(torch.device(device))}")
+
+
+def time_to_accuracy(epoch_times: list[float], accs: list[float], target: float) -> tuple[float | None, int | None]:
+    """Training time summed over epochs until the first epoch whose accuracy reaches ``target``, and that epoch
+    (1-based); (None, None) if none does."""
+    total = 0.0
+    for i, (t, a) in enumerate(zip(epoch_times, accs), 1):
+        total += t
+        if a >= target:
+            return total, i
+    return None, None
+
