@@ -21,7 +21,7 @@ import warnings
 import torch
 from torch import nn
 
-__all__ = ["ZooModel"]
+__all__ = ["PooledFcModel", "ZooModel"]
 
 
 def _check_num_classes(model: nn.Module, num_classes) -> None:
@@ -122,3 +122,21 @@ class ZooModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         return self.forward_head(self.forward_features(x))
+
+
+class PooledFcModel(ZooModel):
+    """A network whose head is global average pooling, dropout (``drop_rate``) and one linear layer ``fc`` over
+    ``num_features`` channels: the head of HarDNet, Xception and ShuffleNet v1/v2 (their checkpoints name it ``fc``)."""
+
+    drop_rate: float
+    fc: nn.Linear
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = x.mean((2, 3))  # global average pool
+        if pre_logits:
+            return x
+        return self.fc(nn.functional.dropout(x, self.drop_rate, self.training))
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.fc = nn.Linear(self.num_features, num_classes, device=self.fc.weight.device)
+

@@ -45,7 +45,7 @@ from torch import nn
 
 from ..layers import get_act, init_conv_bn
 from ..registry import Paper, register_model
-from .base import ZooModel
+from .base import PooledFcModel
 
 HARDNET = Paper(
     "HarDNet: A Low Memory Traffic Network",
@@ -134,7 +134,7 @@ class InvertedTransition(nn.Module):
         return self.conv(x)
 
 
-class HarDNet(ZooModel):
+class HarDNet(PooledFcModel):
     """HarDNet-39DS / 68 / 68DS / 85 of the official repository (``arch``, ``depthwise``)."""
 
     def __init__(self, *, arch: str = "68", depthwise: bool = False, transition: str = "conv", act_layer="relu6",
@@ -185,15 +185,6 @@ class HarDNet(ZooModel):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem_pool(self.stem(x))  # (B, 3, H, W) -> (B, C, H/4, W/4)
         return self.stages(x)  # -> (B, num_features, H/32, W/32)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = x.mean((2, 3))
-        if pre_logits:
-            return x
-        return self.fc(F.dropout(x, self.drop_rate, self.training))
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.fc = nn.Linear(self.num_features, num_classes, device=self.fc.weight.device)
 
 
 _CARD = {"paper": HARDNET, "input_size": (3, 224, 224)}

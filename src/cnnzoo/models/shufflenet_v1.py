@@ -41,7 +41,7 @@ from torch import nn
 
 from ..layers import ChannelShuffle, init_conv_bn
 from ..registry import Paper, register_model
-from .base import ZooModel
+from .base import PooledFcModel
 
 SHUFFLENET = Paper(
     "ShuffleNet: An Extremely Efficient Convolutional Neural Network for Mobile Devices",
@@ -93,7 +93,7 @@ class ShuffleUnit(nn.Module):
         return F.relu(torch.cat([F.avg_pool2d(x, 3, stride=2, padding=1), y], 1))
 
 
-class ShuffleNetV1(ZooModel):
+class ShuffleNetV1(PooledFcModel):
     """ShuffleNet of Table 1 for ``groups`` g, scaled by ``width_mult`` (Table 2's "ShuffleNet s x")."""
 
     def __init__(self, *, groups: int = 3, width_mult: float = 1.0, num_classes: int = 1000, in_channels: int = 3,
@@ -126,15 +126,6 @@ class ShuffleNetV1(ZooModel):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.conv1(x))  # (B, 3, H, W) -> (B, 24, H/4, W/4)
         return self.stage4(self.stage3(self.stage2(x)))  # -> (B, C4, H/32, W/32)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = x.mean((2, 3))  # global average pool
-        if pre_logits:
-            return x
-        return self.fc(F.dropout(x, self.drop_rate, self.training))
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.fc = nn.Linear(self.num_features, num_classes, device=self.fc.weight.device)
 
 
 _CARD = {"paper": SHUFFLENET, "input_size": (3, 224, 224)}

@@ -32,12 +32,11 @@ This implementation
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..layers import channel_shuffle
 from ..registry import Paper, register_model
-from .base import ZooModel
+from .base import PooledFcModel
 
 SHUFFLENET_V2 = Paper(
     "ShuffleNet V2: Practical Guidelines for Efficient CNN Architecture Design",
@@ -89,7 +88,7 @@ class ShuffleV2Block(nn.Module):
         return channel_shuffle(out, 2)
 
 
-class ShuffleNetV2(ZooModel):
+class ShuffleNetV2(PooledFcModel):
     """ShuffleNet V2 of Table 5 (torchvision's layout)."""
 
     def __init__(self, *, stage_out_channels: tuple[int, ...] = STAGE_OUT_CHANNELS["1.0x"],
@@ -127,15 +126,6 @@ class ShuffleNetV2(ZooModel):
         x = self.maxpool(self.conv1(x))  # (B, 3, H, W) -> (B, 24, H/4, W/4)
         x = self.stage4(self.stage3(self.stage2(x)))  # -> (B, C4, H/32, W/32)
         return self.conv5(x)  # -> (B, num_features, H/32, W/32)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = x.mean((2, 3))  # global average pool
-        if pre_logits:
-            return x
-        return self.fc(F.dropout(x, self.drop_rate, self.training))
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.fc = nn.Linear(self.num_features, num_classes, device=self.fc.weight.device)
 
 
 def _v2(width: str, kwargs: dict) -> ShuffleNetV2:

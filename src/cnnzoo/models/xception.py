@@ -36,12 +36,11 @@ This implementation
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..layers import init_conv_bn
 from ..registry import Paper, register_model
-from .base import ZooModel
+from .base import PooledFcModel
 
 XCEPTION = Paper(
     "Xception: Deep Learning with Depthwise Separable Convolutions",
@@ -91,7 +90,7 @@ class Block(nn.Module):
         return self.rep(x) + skip  # (B, C_in, H, W) -> (B, C_out, H/s, W/s)
 
 
-class Xception(ZooModel):
+class Xception(PooledFcModel):
     """Xception (Fig. 5), timm's legacy_xception layout."""
 
     def __init__(self, *, middle_blocks: int = 8, num_classes: int = 1000, in_channels: int = 3,
@@ -141,15 +140,6 @@ class Xception(ZooModel):
             x = getattr(self, f"block{i + 1}")(x)  # -> (B, 728, 19, 19) after the entry flow; (B, 1024, 10, 10)
         x = self.act3(self.bn3(self.conv3(x)))
         return self.act4(self.bn4(self.conv4(x)))  # -> (B, 2048, 10, 10)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = x.mean((2, 3))
-        if pre_logits:
-            return x
-        return self.fc(F.dropout(x, self.drop_rate, self.training))
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.fc = nn.Linear(self.num_features, num_classes, device=self.fc.weight.device)
 
 
 @register_model(Xception, paper=XCEPTION, input_size=(3, 299, 299), counterparts={"timm": "legacy_xception"})
