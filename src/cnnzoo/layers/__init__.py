@@ -5,7 +5,7 @@ from .attention import ATTN_LAYERS, SEModule, get_attn
 from .conv import ConvNormAct
 from .drop import DropPath, drop_path, drop_path_rates
 from .head import ClassifierHead, global_pool
-from .init import init_conv_bn
+from .init import init_classifier_uniform, init_conv_bn
 from .mobile import DepthwiseSeparableConv, InvertedResidual, conv_norm_act, make_divisible, strided_feature_info
 from .norm import FreshBatchNorm2d, LocalResponseNorm, get_norm
 from .shuffle import ChannelShuffle, channel_shuffle
@@ -43,6 +43,7 @@ __all__ = [
     "get_attn",
     "get_norm",
     "global_pool",
+    "init_classifier_uniform",
     "init_conv_bn",
     "make_divisible",
     "resample_pos_embed",

@@ -1,10 +1,12 @@
-"""Weight initialisation shared by the residual families."""
+"""Weight initialisation shared by several families."""
 
 from __future__ import annotations
 
+import math
+
 from torch import nn
 
-__all__ = ["init_conv_bn"]
+__all__ = ["init_classifier_uniform", "init_conv_bn"]
 
 
 def init_conv_bn(model: nn.Module) -> None:
@@ -18,3 +20,11 @@ def init_conv_bn(model: nn.Module) -> None:
         elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+def init_classifier_uniform(fc: nn.Linear) -> None:
+    """torchvision's classifier init of MobileNet v3 and EfficientNet: U(+-1/sqrt(outputs)), zero bias."""
+    bound = 1.0 / math.sqrt(fc.out_features) if fc.out_features else 0.0
+    nn.init.uniform_(fc.weight, -bound, bound)
+    nn.init.zeros_(fc.bias)
+

@@ -61,6 +61,7 @@ from ..layers import (
     SEModule,
     conv_norm_act,
     get_act,
+    init_classifier_uniform,
     init_conv_bn,
     make_divisible,
     strided_feature_info,
@@ -149,7 +150,7 @@ class EfficientNet(ZooModel):
         for m in self.modules():  # torchvision's init for the rest
             if isinstance(m, nn.Conv2d) and m.bias is not None:
                 nn.init.zeros_(m.bias)
-        self._init_fc(self.classifier[1])
+        init_classifier_uniform(self.classifier[1])
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)  # (B, 3, H, W) -> (B, 1280 w, H/32, W/32)
@@ -160,14 +161,7 @@ class EfficientNet(ZooModel):
 
     def reset_classifier(self, num_classes: int) -> None:
         self.classifier[1] = nn.Linear(self.num_features, num_classes, device=self.classifier[1].weight.device)
-        self._init_fc(self.classifier[1])
-
-    @staticmethod
-    def _init_fc(fc: nn.Linear) -> None:
-        """torchvision's classifier init: U(+-1/sqrt(outputs)), zero bias."""
-        bound = 1.0 / math.sqrt(fc.out_features) if fc.out_features else 0.0
-        nn.init.uniform_(fc.weight, -bound, bound)
-        nn.init.zeros_(fc.bias)
+        init_classifier_uniform(self.classifier[1])
 
 
 def _card(n: int, width: float, depth: float, size: int) -> dict:

@@ -62,6 +62,7 @@ from ..layers import (
     SEModule,
     conv_norm_act,
     get_act,
+    init_classifier_uniform,
     init_conv_bn,
     make_divisible,
     strided_feature_info,
@@ -164,13 +165,7 @@ class MobileNetV3(ZooModel):
         # and a short run barely leaves it (see the notes: 29-37% training accuracy after 60 steps vs 71-73%).
         nn.init.normal_(self.classifier[0].weight, 0, math.sqrt(2 / self._head_width))
         nn.init.zeros_(self.classifier[0].bias)
-        self._init_fc(self.classifier[3])
-
-    @staticmethod
-    def _init_fc(fc: nn.Linear) -> None:
-        bound = 1 / math.sqrt(fc.out_features) if fc.out_features else 0.0
-        nn.init.uniform_(fc.weight, -bound, bound)
-        nn.init.zeros_(fc.bias)
+        init_classifier_uniform(self.classifier[3])
 
     @property
     def head_hidden_size(self) -> int:
@@ -186,7 +181,7 @@ class MobileNetV3(ZooModel):
 
     def reset_classifier(self, num_classes: int) -> None:
         self.classifier[3] = nn.Linear(self._head_width, num_classes, device=self.classifier[3].weight.device)
-        self._init_fc(self.classifier[3])
+        init_classifier_uniform(self.classifier[3])
 
 
 _DEVIATIONS = (
