@@ -71,7 +71,23 @@ def pad_to(x: torch.Tensor, size: int) -> torch.Tensor:
     return F.pad(x, (dw // 2, dw - dw // 2, dh // 2, dh - dh // 2))
 
 
-class LeNet5(ZooModel):
+class _LeNet(ZooModel):
+    """What both LeNet-5s share: 32x32 inputs (smaller ones padded), a 16x5x5 map into C5, 84 F6 units."""
+
+    @property
+    def head_hidden_size(self) -> int:
+        return 84
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(pad_to(x, 32))
+
+    @staticmethod
+    def map_5x5(x: torch.Tensor) -> torch.Tensor:
+        """Larger inputs give larger maps: pool them to the 5x5 map C5 (or fc1) expects."""
+        return x if x.shape[-2:] == (5, 5) else F.adaptive_avg_pool2d(x, 5)
+
+
+class LeNet5(_LeNet):
     """Modern LeNet-5: conv6-pool-conv16-pool-fc120-fc84-fc(num_classes)."""
 
     min_input_size = 28
@@ -96,17 +112,8 @@ class LeNet5(ZooModel):
         self.feature_info = [{"num_chs": 6, "reduction": 2, "module": "features.2"},
                              {"num_chs": 16, "reduction": 4, "module": "features.5"}]
 
-    @property
-    def head_hidden_size(self) -> int:
-        return 84
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(pad_to(x, 32))
-
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        if x.shape[-2:] != (5, 5):  # larger inputs: pool to the 5x5 map the fc layers expect
-            x = F.adaptive_avg_pool2d(x, 5)
-        x = self.classifier(x)
+        x = self.classifier(self.map_5x5(x))
         return x if pre_logits else self.fc(x)
 
     def reset_classifier(self, num_classes: int) -> None:
@@ -243,7 +250,7 @@ class EuclideanRBF(nn.Module):
         return -self.distances(x)
 
 
-class LeNet5Paper(ZooModel):
+class LeNet5Paper(_LeNet):
     """LeNet-5 as the paper describes it: Table I's C3, trainable subsampling, scaled tanh, RBF output."""
 
     min_input_size = 28
@@ -269,17 +276,8 @@ class LeNet5Paper(ZooModel):
         self.feature_info = [{"num_chs": 6, "reduction": 2, "module": "features.act2"},
                              {"num_chs": 16, "reduction": 4, "module": "features.act4"}]
 
-    @property
-    def head_hidden_size(self) -> int:
-        return 84
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(pad_to(x, 32))
-
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        if x.shape[-2:] != (5, 5):  # larger inputs: pool to the 5x5 map C5 expects
-            x = F.adaptive_avg_pool2d(x, 5)
-        x = self.act(self.c5(x)).flatten(1)  # (B, 16, 5, 5) -> (B, 120)
+        x = self.act(self.c5(self.map_5x5(x))).flatten(1)  # (B, 16, 5, 5) -> (B, 120)
         x = self.act(self.f6(x))  # -> (B, 84)
         return x if pre_logits else self.rbf(x)
 
