@@ -29,7 +29,7 @@ def test_card_recipe_applies_after_the_dataset_recipe_and_before_overrides():
     assert card.recipe == {"optim.lr": 0.005, "train.loss": "lenet_map"}
     cfg = default_config("lenet5_paper", "mnist5k")
     assert (cfg.optim.lr, cfg.train.loss) == (0.005, "lenet_map")  # the card's, not mnist5k's 0.05
-    assert cfg.optim.nesterov and cfg.train.epochs == 45  # the rest is the dataset's recipe
+    assert cfg.optim.nesterov and cfg.train.epochs == 60  # the rest is the dataset's recipe
     cfg = apply_overrides(default_config("lenet5_paper", "mnist5k"), ["optim.lr=0.02", "train.loss=cross_entropy"])
     assert (cfg.optim.lr, cfg.train.loss) == (0.02, "cross_entropy")  # --set (and flags) still win
     plain = default_config("lenet5", "mnist5k")
