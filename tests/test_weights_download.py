@@ -6,10 +6,7 @@ checkpoint built with the layout fixtures' deterministic fill.
 
 from __future__ import annotations
 
-import functools
-import http.server
 import socket
-import threading
 
 import pytest
 import torch
@@ -25,19 +22,6 @@ def hub_dir(tmp_path):
     torch.hub.set_dir(str(tmp_path / "hub"))
     yield tmp_path / "hub"
     torch.hub.set_dir(old)
-
-
-@pytest.fixture
-def server(tmp_path):
-    root = tmp_path / "www"
-    root.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *a, **k: None
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
 
 
 def test_torchvision_weights_download_into_hub_cache(server, hub_dir, monkeypatch):

@@ -6,10 +6,7 @@ tests/layout_fill.py); every other expectation is about which options and keys t
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
-import threading
 
 import pytest
 import torch
@@ -99,18 +96,6 @@ def test_aux_heads_in_the_file_are_dropped_for_a_network_built_without_them(tmp_
         logits = model(make_input(*layout["input"][:2], layout["input"][2]))
     ref = torch.tensor(layout["logits"])
     assert (logits - ref).abs().max() / ref.abs().max() <= 1e-4
-
-
-@pytest.fixture
-def server(tmp_path):
-    root = tmp_path / "www"
-    root.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *a, **k: None
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield root, f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
 
 
 def test_published_googlenet_weights_get_transform_input(server, tmp_path, monkeypatch):

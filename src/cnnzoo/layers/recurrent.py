@@ -101,10 +101,13 @@ def gru_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None) -> torch.Tensor:
 # ----------------------------------------------------------------------------- layers
 
 
-class _Equations:
-    """The from-equations forward shared by the three layers (mixed into subclasses of ``nn.RNNBase``)."""
+class _Fusable:
+    """``fused``: a layer or cell runs torch's own kernels (the class next in the MRO), or ``_forward_equations``."""
 
     fused: bool
+
+    def forward(self, input, hx=None):
+        return super().forward(input, hx) if self.fused else self._forward_equations(input, hx)
 
     def _init_fused(self, fused: bool) -> None:
         if not isinstance(fused, bool):
@@ -113,6 +116,10 @@ class _Equations:
         if not fused and getattr(self, "proj_size", 0):
             raise ValueError("proj_size (an LSTM with projections) runs only with fused=True")
         self.fused = fused
+
+
+class _Equations(_Fusable):
+    """The from-equations forward shared by the three layers (mixed into subclasses of ``nn.RNNBase``)."""
 
     def extra_repr(self) -> str:
         return super().extra_repr() + ("" if self.fused else ", fused=False")
@@ -207,9 +214,6 @@ class RNN(_Equations, nn.RNN):
                          dtype=dtype)
         self._init_fused(fused)
 
-    def forward(self, input, hx=None):
-        return super().forward(input, hx) if self.fused else self._forward_equations(input, hx)
-
 
 class LSTM(_Equations, nn.LSTM):
     """LSTM with a forget gate (module docstring): ``torch.nn.LSTM`` plus ``fused``."""
@@ -220,9 +224,6 @@ class LSTM(_Equations, nn.LSTM):
         super().__init__(input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first, dropout=dropout,
                          bidirectional=bidirectional, proj_size=proj_size, device=device, dtype=dtype)
         self._init_fused(fused)
-
-    def forward(self, input, hx=None):
-        return super().forward(input, hx) if self.fused else self._forward_equations(input, hx)
 
 
 class GRU(_Equations, nn.GRU):
@@ -235,23 +236,12 @@ class GRU(_Equations, nn.GRU):
                          bidirectional=bidirectional, device=device, dtype=dtype)
         self._init_fused(fused)
 
-    def forward(self, input, hx=None):
-        return super().forward(input, hx) if self.fused else self._forward_equations(input, hx)
-
 
 # ----------------------------------------------------------------------------- cells (one step)
 
 
-class _CellEquations:
+class _CellEquations(_Fusable):
     """The from-equations forward of the cells: (B, F) or unbatched (F,) input, state zero when not given."""
-
-    fused: bool
-
-    def _init_fused(self, fused: bool) -> None:
-        if not isinstance(fused, bool):
-            raise ValueError(
-                f"fused must be True (torch's kernels) or False (the equations), got {fused!r}")
-        self.fused = fused
 
     def extra_repr(self) -> str:
         return super().extra_repr() + ("" if self.fused else ", fused=False")
@@ -285,9 +275,6 @@ class RNNCell(_CellEquations, nn.RNNCell):
         super().__init__(input_size, hidden_size, bias, nonlinearity, device=device, dtype=dtype)
         self._init_fused(fused)
 
-    def forward(self, input, hx=None):
-        return super().forward(input, hx) if self.fused else self._forward_equations(input, hx)
-
 
 class LSTMCell(_CellEquations, nn.LSTMCell):
     """One LSTM step: ``torch.nn.LSTMCell`` plus ``fused``."""
@@ -297,9 +284,6 @@ class LSTMCell(_CellEquations, nn.LSTMCell):
         super().__init__(input_size, hidden_size, bias, device=device, dtype=dtype)
         self._init_fused(fused)
 
-    def forward(self, input, hx=None):
-        return super().forward(input, hx) if self.fused else self._forward_equations(input, hx)
-
 
 class GRUCell(_CellEquations, nn.GRUCell):
     """One GRU step: ``torch.nn.GRUCell`` plus ``fused``."""
@@ -308,6 +292,3 @@ class GRUCell(_CellEquations, nn.GRUCell):
                  dtype=None):
         super().__init__(input_size, hidden_size, bias, device=device, dtype=dtype)
         self._init_fused(fused)
-
-    def forward(self, input, hx=None):
-        return super().forward(input, hx) if self.fused else self._forward_equations(input, hx)
