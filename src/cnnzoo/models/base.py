@@ -21,7 +21,7 @@ import warnings
 import torch
 from torch import nn
 
-__all__ = ["PooledFcModel", "ZooModel"]
+__all__ = ["AuxLogitsModel", "PooledFcModel", "ZooModel"]
 
 
 def _check_num_classes(model: nn.Module, num_classes) -> None:
@@ -139,4 +139,30 @@ class PooledFcModel(ZooModel):
 
     def reset_classifier(self, num_classes: int) -> None:
         self.fc = nn.Linear(self.num_features, num_classes, device=self.fc.weight.device)
+
+
+class AuxLogitsModel(ZooModel):
+    """An Inception-line network in torchvision's layout: ``_features(x)`` returns the last map and the auxiliary
+    classifiers' logits (None when they are off or in eval mode); the head is ``avgpool``, ``dropout``, ``fc``.
+    In training with aux heads ``forward`` returns ``(logits, *aux_logits)``."""
+
+    avgpool: nn.Module
+    dropout: nn.Module
+    fc: nn.Linear
+
+    def _features(self, x: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        raise NotImplementedError
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self._features(x)[0]
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.dropout(torch.flatten(self.avgpool(x), 1))
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor):
+        self.check_input(x)
+        x, *aux = self._features(x)
+        x = self.forward_head(x)
+        return (x, *aux) if aux and aux[0] is not None else x
 

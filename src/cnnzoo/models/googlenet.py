@@ -43,7 +43,7 @@ from torch import nn
 
 from ..layers import ConvNormAct, LocalResponseNorm
 from ..registry import Counterpart, Paper, register_model
-from .base import ZooModel
+from .base import AuxLogitsModel
 
 GOOGLENET = Paper(
     "Going Deeper with Convolutions",
@@ -117,7 +117,7 @@ class InceptionAux(nn.Module):
         return self.fc2(x)
 
 
-class GoogLeNet(ZooModel):
+class GoogLeNet(AuxLogitsModel):
     """GoogLeNet (Table 1) in torchvision's layout, with or without BatchNorm.
 
     Args:
@@ -222,13 +222,6 @@ class GoogLeNet(ZooModel):
         x = self.inception5b(self.inception5a(x))  # -> (B, 1024, 7, 7)
         return x, aux1, aux2
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self._features(x)[0]
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.dropout(torch.flatten(self.avgpool(x), 1))
-        return x if pre_logits else self.fc(x)
-
     def reset_classifier(self, num_classes: int) -> None:
         self.num_classes = num_classes
         device = self.fc.weight.device
@@ -236,14 +229,6 @@ class GoogLeNet(ZooModel):
         for aux in (self.aux1, self.aux2):
             if aux is not None:
                 aux.fc2 = nn.Linear(1024, num_classes, device=device)
-
-    def forward(self, x: torch.Tensor):
-        self.check_input(x)
-        x, aux1, aux2 = self._features(x)
-        x = self.forward_head(x)
-        if aux1 is not None:
-            return x, aux1, aux2
-        return x
 
 
 # Section 5: "During training, their loss gets added to the total loss of the network with a discount weight

@@ -45,7 +45,7 @@ from torch import nn
 
 from ..layers import ConvNormAct
 from ..registry import Counterpart, Paper, register_model
-from .base import ZooModel
+from .base import AuxLogitsModel
 
 INCEPTION_V3 = Paper(
     "Rethinking the Inception Architecture for Computer Vision",
@@ -194,7 +194,7 @@ class InceptionAux(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
-class InceptionV3(ZooModel):
+class InceptionV3(AuxLogitsModel):
     """Inception v3 (Table 1) in torchvision's layout.
 
     Args:
@@ -276,25 +276,12 @@ class InceptionV3(ZooModel):
         x = self.Mixed_7c(self.Mixed_7b(self.Mixed_7a(x)))
         return x, aux
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self._features(x)[0]
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.dropout(torch.flatten(self.avgpool(x), 1))
-        return x if pre_logits else self.fc(x)
-
     def reset_classifier(self, num_classes: int) -> None:
         self.num_classes = num_classes
         device = self.fc.weight.device
         self.fc = nn.Linear(2048, num_classes, device=device)
         if self.AuxLogits is not None:
             self.AuxLogits.fc = nn.Linear(768, num_classes, device=device)
-
-    def forward(self, x: torch.Tensor):
-        self.check_input(x)
-        x, aux = self._features(x)
-        x = self.forward_head(x)
-        return (x, aux) if aux is not None else x
 
 
 @register_model(
