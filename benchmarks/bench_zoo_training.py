@@ -2,7 +2,7 @@
 
 Every registered network (``cnnzoo.list_models()``, so a network registered later joins by itself) is trained
 as ``cnnzoo train NAME --data mnist5k --epochs 1 --limit-batches STEPS`` trains it: the mnist5k recipe, then
-the network card's recipe hints, seed 0, batches of 64 (an epoch of the 3,600 training digits is 57 of them).
+the network card's recipe hints, seed 0, batches of 64 (an epoch of the 4,000 training digits is 62 of them).
 MNIST and CIFAR networks see the 28x28 digits for up to 80 steps (so one epoch); ImageNet networks the digits
 upsampled to 64x64 (or to the network's smallest input, if larger) for up to 60 steps: the budget of issue 9.
 The table gives the steps actually taken. A network whose whole run would cost more than ``--cap`` GMACs (3 passes per
@@ -150,7 +150,7 @@ def markdown(rows: list[dict], info: dict, cap: float) -> str:
         "",
         "Made by `benchmarks/bench_zoo_training.py` (its docstring explains the budget): each registered network",
         "trained as `cnnzoo train NAME --data mnist5k --epochs 1 --limit-batches STEPS` trains it (the mnist5k",
-        "recipe, then the card's recipe hints), batches of 64, on 3,600 digits; test top-1 on the 1,000 test",
+        "recipe, then the card's recipe hints), batches of 64, on 4,000 digits; test top-1 on the 1,000 test",
         f"digits (chance 10%). MNIST/CIFAR networks: 28 px, {SMALL_STEPS} steps; ImageNet networks: {IMAGENET_SIZE} px",
         f"(or their smallest input), {IMAGENET_STEPS} steps; a run over {cap:,.0f} GMACs gets a smaller input, then fewer",
         f"steps. Rows under {LEARNED:.0%} are marked and explained by the network's card.",

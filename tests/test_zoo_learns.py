@@ -106,7 +106,7 @@ def test_lenet_map_loss_smooths_labels_as_cross_entropy_does():
 @dataclass(frozen=True)
 class Member:
     """One family's representative: ``epochs`` epochs of at most ``steps`` batches at ``size`` px (the mnist5k
-    recipe's batches of 64; an epoch is 57 of them); must reach test top-1 ``at_least``."""
+    recipe's batches of 64; an epoch is 62 of them); must reach test top-1 ``at_least``."""
 
     network: str
     family_role: str
