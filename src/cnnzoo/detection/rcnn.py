@@ -57,6 +57,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..fileio import atomic_write
+from ..train.engine import default_run_dir as _train_run_dir
 from .bbox import BoxRegressor, box_iou, clip_boxes, fit_box_regressor
 from .config import RCNNConfig, config_to_dict
 from .data import DetectionDataset, load_detection_data
@@ -77,13 +78,8 @@ def _log(msg: str, verbose: bool = True) -> None:
 
 
 def default_run_dir(data: str) -> Path:
-    name = "voc" if data.startswith("voc:") else data
-    base = Path("runs") / f"rcnn-{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    path, n = base, 1
-    while path.exists():
-        n += 1
-        path = base.with_name(f"{base.name}-{n}")
-    return path
+    """./runs/rcnn-DATA-YYYYmmdd-HHMMSS (the Trainer's naming), with a suffix if that exists already."""
+    return _train_run_dir("rcnn-" + ("voc" if data.startswith("voc:") else data))
 
 
 # ------------------------------------------------------------------------------------------------ proposals
