@@ -159,7 +159,10 @@ def markdown(rows: list[dict], info: dict, cap: float) -> str:
         f"- torch {info['torch']} ({info['threads']} threads), Python {info['python']}, cnnzoo {info['cnnzoo']}",
         f"- commit: {info['commit']}; {info['date']}; rows measured at commit(s): "
         + ", ".join(sorted({r.get("commit", "?") for r in rows if not r.get("pending")})),
-        f"- command: `{info['command']}`",
+        f"- command: `{info['command']}`"
+        + (" (this table, from the rows a sweep left in `--results`: `python benchmarks/bench_zoo_training.py "
+           "--threads N --results FILE [--only NAME ...]` trains the networks it lacks)" if "--table-only" in
+           info["command"] else ""),
         "",
         "| network | family | input px | steps | seconds | test top-1 | card recipe hints | note |",
         "| --- | --- | ---: | ---: | ---: | ---: | --- | --- |",

@@ -126,10 +126,12 @@ class ZFNet(ZooModel):
 @register_model(ZFNet, paper=ZFNET, input_size=(3, 224, 224), dataset="ImageNet",
                 deviations=("contrast normalisation = AlexNet's LRN constants (the paper prints none)",
                             "He init for the convs (init='he'); init='paper' gives the paper's N(0, 0.01)",
-                            ("short budget: a plain 8-layer net (no normalisation) needs ~250 steps of the mnist5k "
-                             "recipe to leave chance (10.0% after 60 steps at 64 px; 43.2% after 250, 91.6% after "
-                             "400)"),
-                            "adaptive 6x6 average pool before fc6 (the identity at 224x224) so other sizes run"))
+                            ("recipe hint Adam (lr 3e-4, no weight decay) instead of the paper's SGD (lr 0.01): "
+                             "a plain 8-layer net without normalisation, it stays near chance for ~250 steps of the "
+                             "zoo's SGD recipe (17.1% after 60 steps on 64-px digits) and reaches 60.0% in those 60 "
+                             "steps with Adam (seed 0)"),
+                            "adaptive 6x6 average pool before fc6 (the identity at 224x224) so other sizes run"),
+                recipe={"optim.name": "adam", "optim.lr": 0.0003, "optim.weight_decay": 0.0})
 def zfnet(**kwargs) -> ZFNet:
     """ZFNet of Fig. 3 (62,357,608 parameters)."""
     return ZFNet(**kwargs)
