@@ -219,8 +219,9 @@ def main() -> None:
     if args.table_only and not args.results:
         raise SystemExit("--table-only needs --results FILE (the rows of an earlier sweep)")
     for name in names:
-        if name in done:
-            rows.append(done[name])
+        if name in done:  # the card's reason as it reads now (it may have been written after the row)
+            reasons = (d for d in cnnzoo.get_card(name).deviations if d.startswith(SHORT_BUDGET))
+            rows.append({**done[name], "reason": next(reasons, "")})
             continue
         if args.table_only:
             rows.append({"network": name, "family": cnnzoo.get_card(name).family, "pending": True})
