@@ -4,8 +4,8 @@ One training step is forward, cross-entropy, backward and an SGD update (lr 0.01
 of random images (the data path is not timed). Per network, in turn, ``--rounds`` times:
 
 - plain: a hand-written fp32 loop over the cnnzoo network, contiguous, eager;
-- cnnzoo default: the precision (``train.amp``) and memory format (``model.channels_last``) `cnnzoo train`
-  uses by default for this network and dataset (`cnnzoo.train.config.default_config`);
+- cnnzoo default: the precision (``train.amp``) and memory format (``model.channels_last``; unset means
+  channels-last for conv nets) `cnnzoo train` uses by default for this network and dataset;
 - cnnzoo fast: bf16 autocast where the CPU has native BF16 (bf16 on CUDA), channels-last for conv nets
   (`cnnzoo.bench.fastest_inference_config`'s choice, applied to training).
 
@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 import cnnzoo
-from cnnzoo.bench import benchmark, fastest_inference_config, start_script
+from cnnzoo.bench import benchmark, fastest_inference_config, is_conv_net, start_script
 from cnnzoo.train.config import default_config
 
 # network, dataset whose default recipe it trains with, (C, H, W), batch
@@ -77,7 +77,8 @@ def main() -> None:
         batch = args.batch or batch
         cfg = default_config(name, dataset)
         model = cnnzoo.create_model(name, num_classes=10)
-        default = ("fp32" if cfg.train.amp == "off" else cfg.train.amp, cfg.model.channels_last)
+        channels_last = cfg.model.channels_last if cfg.model.channels_last is not None else is_conv_net(model)
+        default = ("fp32" if cfg.train.amp == "off" else cfg.train.amp, channels_last)
         fast = fastest_inference_config(args.device, model)
         seconds, images = defaultdict(float), defaultdict(int)
         for _ in range(args.rounds):

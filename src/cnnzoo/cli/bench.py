@@ -9,11 +9,13 @@ import json
 import sys
 
 from .. import bench
+from ..evaluate.fastpath import inference_path
 from ..registry import create_model, get_card
 from .common import device_arg, parse_input_size, parse_options, resolve_input_size
 
 EPILOG = """examples:
-  cnnzoo bench resnet50                                 inference, batch 16, fp32, at the card's 3x224x224
+  cnnzoo bench resnet50                                 inference, batch 16, the default path, at 3x224x224
+  cnnzoo bench resnet50 --precision fp32                the plain fp32 path (contiguous)
   cnnzoo bench resnet50 mobilenet_v2 --precision bf16 --channels-last --batch 1
   cnnzoo bench resnet18 --mode train --input 3x32x32 -o num_classes=10 --batch 128
   cnnzoo bench resnet50 --matrix --format json          every precision x memory format; fastest marked
@@ -46,21 +48,35 @@ def _positive_int(text: str) -> int:
     return n
 
 
-def _configs(args: argparse.Namespace) -> list[tuple[str, bool, bool]]:
+def _configs(args: argparse.Namespace) -> list[tuple[str | None, bool | None, bool]]:
+    """(precision, channels_last, compile) to measure; None: the default path, resolved per network by `_resolve`."""
     if args.matrix:
-        if args.precision is not None or args.channels_last:
+        if args.precision is not None or args.channels_last is not None:
             raise ValueError("--matrix runs every precision and memory format; drop --precision / --channels-last "
                              "(or drop --matrix to measure one configuration)")
         return bench.matrix_configs(args.device, args.compile)
-    return [(args.precision or "fp32", args.channels_last, args.compile)]
+    return [(args.precision, args.channels_last, args.compile)]
+
+
+def _resolve(net, mode: str, device: str, precision: str | None, channels_last: bool | None) -> tuple[str, bool]:
+    """The default paths the commands use: inference as `cnnzoo eval` runs it (the machine's fast path,
+    `cnnzoo.evaluate.fastpath`), training as `cnnzoo train` does (fp32, channels-last for conv nets)."""
+    if mode == "infer":
+        path = inference_path(net, device, precision or "auto", channels_last)
+        return path.precision, path.channels_last
+    if precision is None:
+        precision = "fp32"
+    return precision, bench.is_conv_net(net) if channels_last is None else channels_last
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     cards = [get_card(n) for n in args.names]  # an unknown name fails before any work
     options = parse_options(args.options)
+    if args.precision == "auto":
+        args.precision = None
     configs = _configs(args)
     for precision, _, _ in configs:  # a bad configuration fails before any work too
-        bench.check_config(mode=args.mode, precision=precision, device=args.device, batch=args.batch,
+        bench.check_config(mode=args.mode, precision=precision or "fp32", device=args.device, batch=args.batch,
                            threads=args.threads, iters=args.iters, seconds=args.seconds, warmup=args.warmup)
     notes: list[str] = []
     if args.against and not bench.library_available(args.against):
@@ -80,7 +96,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 notes.append(f"{card.name} has no {args.against} counterpart; measured cnnzoo's only")
             else:
                 nets.append((args.against, theirs))
-        for precision, channels_last, compile_ in configs:
+        for asked, asked_cl, compile_ in configs:
+            precision, channels_last = _resolve(net, args.mode, args.device, asked, asked_cl)
             for source, model in nets:  # interleaved: each configuration measures every library in turn
                 results.append(bench.benchmark(model, name=card.name, source=source, input_size=size,
                                                aux_weight=card.aux_weight, precision=precision,
@@ -150,9 +167,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=_positive_int, default=16, help="images per batch (default: 16)")
     p.add_argument("--input", type=parse_input_size, metavar="CxHxW",
                    help="input size CxHxW, or one size (default: the card's)")
-    p.add_argument("--precision", choices=bench.PRECISIONS, default=None,
-                   help="fp32, or bf16/fp16 autocast (fp16: CUDA only) (default: fp32)")
-    p.add_argument("--channels-last", action="store_true", help="channels-last memory format")
+    p.add_argument("--precision", choices=("auto", *bench.PRECISIONS), default=None,
+                   help="auto (default): the path the commands use - for inference this machine's fast path (bf16 "
+                        "autocast only on a CPU with native BF16, bf16/fp16 on CUDA, else fp32; channels-last for "
+                        "conv nets), for training fp32 channels-last; fp32: plain fp32; bf16/fp16 (CUDA): autocast")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="force the memory format (default: channels-last for conv nets, except with --precision fp32 "
+                        "in infer mode)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the network (its compile time is reported apart; slow to start)")
     p.add_argument("--threads", type=_positive_int, help="CPU threads (default: torch's, usually the cores)")

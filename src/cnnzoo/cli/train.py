@@ -165,6 +165,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from ..data import make_loader
     from ..evaluate import evaluate
+    from ..evaluate.fastpath import inference_path
     from ..train.checkpoint import load_trained
 
     if args.plot:
@@ -183,6 +184,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if protocols is None or not any(p.multiscale for p in protocols):
             raise ValueError("--scales sets the test scales of the multiscale protocols: use it with --protocol "
                              "multiscale (or 10crop+multiscale, dense+10crop+multiscale)")
+    _check_inference_args(args)
     device = torch.device(args.device)
     model, meta = load_trained(args.checkpoint, model_name=args.model, device=device)
     bundle, input_size = _eval_bundle(args, meta, model)
@@ -190,14 +192,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ValueError(f"{bundle.name} has no test images to evaluate on")
     if protocols is not None:
         return _eval_protocols(args, meta, model, bundle, input_size, [p.name for p in protocols], scales, as_json)
+    path = inference_path(model, device, args.precision, args.channels_last)
+    path.prepare(model)
     loader = make_loader(bundle, "test", batch_size=args.batch_size, train=False, device=device,
                          input_size=input_size, num_workers=0 if bundle.kind != "folder" else 2)
-    result = evaluate(model, loader, bundle.num_classes, bundle.classes)
+    result = evaluate(model, loader, bundle.num_classes, bundle.classes, autocast=path.autocast(),
+                      channels_last=path.channels_last)
     loader.close()
     if as_json:
-        print(json.dumps(result.to_dict(), indent=1))
+        print(json.dumps({**result.to_dict(), "precision": path.precision, "channels_last": path.channels_last},
+                         indent=1))
         return 0
-    print(f"{meta['model']} on {bundle.name} test split ({result.count} images)")
+    print(f"{meta['model']} on {bundle.name} test split ({result.count} images); inference: {path.describe()}")
     print(f"loss {result.loss:.4f}  top-1 {100 * result.top1:.2f}%  top-5 {100 * result.top5:.2f}%")
     print("per-class accuracy:")
     for name, acc in result.per_class.items():
@@ -232,22 +238,26 @@ def _parse_scales(text: str) -> list[int]:
 def _eval_protocols(args, meta, model, bundle, input_size, protocols, scales, as_json: bool) -> int:
     """``cnnzoo eval --protocol ...``: top-1/top-5 per protocol, side by side (or as JSON)."""
     from ..evaluate import evaluate_protocols
+    from ..evaluate.fastpath import inference_path
     from ..evaluate.protocols import ProtocolSizes, format_table
 
     size = input_size or bundle.image_size[0]
     flip = _use_flips(args, meta)
     results = evaluate_protocols(model, bundle, protocols, input_size=size, scales=scales, flip=flip,
                                  batch_size=args.batch_size, device=args.device,
-                                 num_workers=0 if bundle.kind != "folder" else 2)
+                                 num_workers=0 if bundle.kind != "folder" else 2, precision=args.precision,
+                                 channels_last=args.channels_last)
     sizes = ProtocolSizes(size)
+    path = inference_path(model, args.device, args.precision, args.channels_last)
     if as_json:
         print(json.dumps({"model": meta["model"], "dataset": bundle.name, "input_size": size, "base_scale": sizes.base,
+                          "precision": path.precision, "channels_last": path.channels_last,
                           "multiscale": list(scales or sizes.multiscale), "flip": flip,
                           "protocols": {k: r.to_dict() for k, r in results.items()}}, indent=1))
         return 0
     count = next(iter(results.values())).count
     print(f"{meta['model']} on {bundle.name} test split ({count} images); training size S={size}, base test scale "
-          f"R={sizes.base}" + (", with reflections" if flip else ", no reflections"))
+          f"R={sizes.base}" + (", with reflections" if flip else ", no reflections") + f"; inference: {path.describe()}")
     print(format_table(results))
     return 0
 
@@ -296,25 +306,47 @@ def _image_files(paths: list[str]) -> list[Path]:
 def cmd_predict(args: argparse.Namespace) -> int:
     import torch
 
+    from ..evaluate.fastpath import inference_path
     from ..train.checkpoint import load_trained, preprocess_image
 
     if args.top_k < 1:
         raise ValueError(f"--top-k must be at least 1, got {args.top_k}")
     files = _image_files(args.images)
+    _check_inference_args(args)
     device = torch.device(args.device)
     model, meta = load_trained(args.checkpoint, model_name=args.model, device=device)
     classes = (meta.get("data") or {}).get("classes") or meta.get("classes") or \
         [str(i) for i in range(model.num_classes)]
     k = min(args.top_k, len(classes))
+    fast = inference_path(model, device, args.precision, args.channels_last)
+    fast.prepare(model)
     for path in files:
-        x = preprocess_image(path, meta, device)
-        with torch.no_grad():
+        x = fast.inputs(preprocess_image(path, meta, device))
+        with torch.no_grad(), fast.autocast():
             probs = model(x).float().softmax(1)[0]
         top = probs.topk(k)
         print(path)
         for p, i in zip(top.values.tolist(), top.indices.tolist()):
             print(f"  {classes[i]:>12}  {100 * p:6.2f}%")
     return 0
+
+
+def _add_inference_args(p: argparse.ArgumentParser) -> None:
+    from ..evaluate.fastpath import INFERENCE_PRECISIONS
+
+    p.add_argument("--precision", choices=INFERENCE_PRECISIONS, default="auto",
+                   help="auto (default): this machine's fast path - bf16 autocast only where the CPU has native BF16 "
+                        "(bf16/fp16 on CUDA), else fp32, channels-last for conv nets; fp32: the plain path; bf16, fp16 "
+                        "(CUDA): that autocast")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="force the memory format (default: channels-last for conv nets, except with --precision fp32)")
+
+
+def _check_inference_args(args: argparse.Namespace) -> None:
+    """A precision the device cannot run fails before any loading."""
+    from ..evaluate.fastpath import inference_path
+
+    inference_path(None, args.device, args.precision, args.channels_last)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -343,7 +375,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--warmup-epochs", type=float)
     g.add_argument("--label-smoothing", type=float)
     g.add_argument("--amp", choices=("off", "bf16", "fp16"), help="mixed precision (fp16 uses loss scaling)")
-    g.add_argument("--channels-last", action="store_true", default=None)
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels-last memory format (default: on for convolutional networks)")
     g.add_argument("--compile", action="store_true", default=None, help="torch.compile the network")
     g.add_argument("--sync-bn", action="store_true", default=None, help="SyncBatchNorm under torchrun")
     g.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, mps")
@@ -381,6 +414,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON (same as --format json)")
     e.add_argument("--plot", metavar="PNG", help="also save the confusion matrix as a PNG")
+    _add_inference_args(e)
     e.set_defaults(func=cmd_eval)
 
     r = sub.add_parser("predict", help="top-k classes of images, with probabilities")
@@ -389,6 +423,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("-k", "--top-k", type=int, default=5)
     r.add_argument("--model", help="network name, for checkpoints without cnnzoo metadata")
     r.add_argument("--device", default="cpu", type=device_arg, help="cpu (default), cuda, cuda:1, mps")
+    _add_inference_args(r)
     r.set_defaults(func=cmd_predict)
 
 

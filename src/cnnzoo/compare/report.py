@@ -5,7 +5,8 @@ print CSS; nothing is fetched from the network).
 Accuracies are fractions in [0, 1] in the CSV and JSON files, percentages on screen. ``std`` is the sample standard
 deviation over the seeds (n - 1 in the denominator), absent with one seed. "Train time" is the time spent in training
 steps, summed over the epochs (evaluation and checkpoints excluded); "train img/s" is images over that time;
-"inference img/s" is the network alone in eval mode at batch 64 (see `cnnzoo.compare.runner.inference_speed`).
+"inference img/s" is the network alone in eval mode at batch 64 (see `cnnzoo.compare.runner.inference_speed`), on the
+machine's inference fast path (`cnnzoo.evaluate.fastpath`; each row's ``infer_path`` says which).
 """
 
 from __future__ import annotations
@@ -64,6 +65,9 @@ def aggregate(plans, records: list[dict], protocols: list[str], flip: bool = Tru
             "macs": good[0]["macs"] if good else plan0.macs,
             "input_size": good[0]["input_size"] if good else list(plan0.input_size),
             "run_dirs": [str(p.run_dir) for p, _ in pairs],
+            # the precision and memory format inference ran in (`cnnzoo.evaluate.fastpath`)
+            "infer_path": (f"{good[0].get('infer_precision', 'fp32')}, "
+                           f"{'channels-last' if good[0].get('infer_channels_last') else 'contiguous'}") if good else "",
         }
         for name, get in (("train_time_s", lambda r: r["train_time_s"]),
                           ("train_images_per_s", lambda r: r["train_images_per_s"]),

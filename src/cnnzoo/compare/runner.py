@@ -41,6 +41,8 @@ from pathlib import Path
 import torch
 import yaml
 
+from ..bench import fastest_inference_config
+from ..evaluate.fastpath import InferencePath, inference_path
 from ..fileio import atomic_write
 from .spec import RESERVED_KEYS, Spec, parse_specs
 
@@ -356,9 +358,11 @@ def _history(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def inference_speed(model: torch.nn.Module, bundle, input_size: int, device: torch.device) -> float:
+def inference_speed(model: torch.nn.Module, bundle, input_size: int, device: torch.device,
+                    path: InferencePath | None = None) -> float:
     """Images per second of ``model`` in eval mode on test images at batch `INFER_BATCH` (after a warm-up batch;
-    about `INFER_BUDGET_S` seconds or `INFER_MAX_IMAGES` images; data loading not counted)."""
+    about `INFER_BUDGET_S` seconds or `INFER_MAX_IMAGES` images; data loading not counted), run on ``path`` (the
+    precision and memory format; default plain fp32)."""
     from ..data import make_loader
 
     loader = make_loader(bundle, "test", batch_size=INFER_BATCH, train=False, device=device, input_size=input_size,
@@ -366,7 +370,7 @@ def inference_speed(model: torch.nn.Module, bundle, input_size: int, device: tor
     batches = []
     try:
         for images, _ in loader:
-            batches.append(images)
+            batches.append(path.inputs(images) if path is not None else images)
             if len(batches) * INFER_BATCH >= INFER_MAX_IMAGES:
                 break
     finally:
@@ -376,7 +380,9 @@ def inference_speed(model: torch.nn.Module, bundle, input_size: int, device: tor
         return float("nan")
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     model.eval()
-    with torch.inference_mode():
+    if path is not None:
+        path.prepare(model)
+    with torch.inference_mode(), path.autocast() if path is not None else contextlib.nullcontext():
         model(batches[0])  # warm-up (allocations, kernel selection)
         sync()
         n, t0 = 0, time.perf_counter()
@@ -391,11 +397,12 @@ def inference_speed(model: torch.nn.Module, bundle, input_size: int, device: tor
 
 
 def measure_run(plan_or_dir, protocols: list[str], flip: bool = True, threads: int | None = None,
-                device: str | None = None) -> dict:
+                device: str | None = None, precision: str = "auto") -> dict:
     """The record of a finished run: its metrics per epoch, final and best accuracy, per-class accuracy and confusion
     matrix (from the run's files), parameters and MACs, training speed, inference speed and the accuracy under each
-    protocol (measured on its final weights). Cached in ``RUN_DIR/compare.json`` against the checkpoint it measured:
-    measured again only when the weights changed or a protocol is missing."""
+    protocol (measured on its final weights). Inference runs on the inference path ``precision`` selects
+    (`cnnzoo.evaluate.fastpath`; default auto, the machine's fast path). Cached in ``RUN_DIR/compare.json`` against the
+    checkpoint and inference path it measured: measured again when either changed or a protocol is missing."""
     from ..analysis import summarize
     from ..data.record import reload_dataset
     from ..evaluate import evaluate_protocols
@@ -408,14 +415,16 @@ def measure_run(plan_or_dir, protocols: list[str], flip: bool = True, threads: i
     cached = _read_json(run_dir / RECORD)
     extra = [p for p in protocols if p != "center"]
     key = "flip" if flip else "noflip"
-    if cached and cached.get("weights_tag") == tag and all(p in cached.get("protocols", {}).get(key, {})
-                                                          for p in extra):
+    cfg_dict = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    dev = resolve_device(device or (cfg_dict.get("train") or {}).get("device", "auto"))
+    # the measurements hold for these weights on this inference path (auto: what the probe picks on this machine)
+    asked = {"precision": precision, "probe": fastest_inference_config(dev)[0] if precision == "auto" else None}
+    if cached and cached.get("weights_tag") == tag and cached.get("infer_asked") == asked and \
+            all(p in cached.get("protocols", {}).get(key, {}) for p in extra):
         return cached
     final = _read_json(run_dir / "eval.json") or {}
     history = _history(run_dir)
     run_info = _read_json(run_dir / "run.json") or {}
-    cfg_dict = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    dev = resolve_device(device or (cfg_dict.get("train") or {}).get("device", "auto"))
     old_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
@@ -426,16 +435,21 @@ def measure_run(plan_or_dir, protocols: list[str], flip: bool = True, threads: i
                                 where=str(run_dir))
         size = meta.get("input_size") or bundle.image_size[0]
         shape = (bundle.in_channels, size, size)
-        record = cached if cached and cached.get("weights_tag") == tag else {}
+        same = cached and cached.get("weights_tag") == tag and cached.get("infer_asked") == asked
+        record = cached if same else {}
+        path = inference_path(model, dev, precision)
         if "infer_images_per_s" not in record:
-            record["infer_images_per_s"] = inference_speed(model, bundle, size, dev)
+            record["infer_images_per_s"] = inference_speed(model, bundle, size, dev, path)
             record["infer_threads"] = torch.get_num_threads()
             record["infer_device"] = str(dev)
+            record["infer_asked"] = asked
+            record["infer_precision"], record["infer_channels_last"] = path.precision, path.channels_last
         done = dict((record.get("protocols") or {}).get(key, {}))
         missing = [p for p in extra if p not in done]
         if missing:
             res = evaluate_protocols(model, bundle, missing, input_size=size, flip=flip, device=dev,
-                                     batch_size=(cfg_dict.get("data") or {}).get("eval_batch_size", 100))
+                                     batch_size=(cfg_dict.get("data") or {}).get("eval_batch_size", 100),
+                                     precision=path.precision, channels_last=path.channels_last)
             done.update({k: r.to_dict() for k, r in res.items()})
         record.setdefault("protocols", {})[key] = done
         params = sum(p.numel() for p in model.parameters())

@@ -42,6 +42,7 @@ from torch import nn
 from ..data.bundle import DataBundle, FolderSplit, TensorSplit
 from ..data.folder import EVAL_CROP_PCT
 from .dense import DenseNet, _EvalMode, _name, feature_shape, to_dense
+from .fastpath import InferencePath, inference_path
 
 __all__ = ["PROTOCOLS", "Protocol", "ProtocolResult", "ProtocolSizes", "evaluate_protocols", "format_table",
            "googlenet_views", "parse_protocols", "protocol_probs", "ten_crop_views"]
@@ -266,13 +267,18 @@ def googlenet_views(img: torch.Tensor, s: int, flip: bool = True) -> torch.Tenso
 class _Runner:
     """Softmax outputs of the network on batches of views, counting the views it was given."""
 
-    def __init__(self, model: nn.Module, dense: DenseNet | None, batch_size: int):
-        self.model, self.dense, self.batch_size, self.inputs = model, dense, batch_size, 0
+    def __init__(self, model: nn.Module, dense: DenseNet | None, batch_size: int, path: InferencePath):
+        self.model, self.dense, self.batch_size, self.inputs, self.path = model, dense, batch_size, 0, path
+
+    def _softmax(self, net, v: torch.Tensor) -> torch.Tensor:
+        with self.path.autocast():
+            out = net(self.path.inputs(v))
+        return out.float().softmax(1)
 
     def probs(self, views: torch.Tensor) -> torch.Tensor:
         """Softmax outputs of views (N, C, s, s) -> (N, K)."""
         self.inputs += views.shape[0]
-        return torch.cat([self.model(v).float().softmax(1) for v in views.split(self.batch_size)])
+        return torch.cat([self._softmax(self.model, v) for v in views.split(self.batch_size)])
 
     def view_probs(self, views: torch.Tensor) -> torch.Tensor:
         """(B, V, C, s, s) views of B images -> (B, K): the softmax outputs averaged over each image's views."""
@@ -286,7 +292,7 @@ class _Runner:
             p = []
             for b in [x, x.flip(-1)] if flip else [x]:
                 self.inputs += b.shape[0]
-                p.append(torch.cat([self.dense.scores(v).float().softmax(1) for v in b.split(self.batch_size)]))
+                p.append(torch.cat([self._softmax(self.dense.scores, v) for v in b.split(self.batch_size)]))
             out.append(torch.stack(p).mean(0))
         return torch.cat(out)
 
@@ -369,10 +375,10 @@ def _validate(protocols: list[Protocol], model: nn.Module, sizes: ProtocolSizes,
 
 def _run(model: nn.Module, bundle: DataBundle, protocol: Protocol, *, dense: DenseNet | None, sizes: ProtocolSizes,
          scales: Sequence[int] | None, flip: bool, batch_size: int, device: torch.device, split: str,
-         num_workers: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, _Runner]]:
+         num_workers: int, path: InferencePath) -> Iterator[tuple[torch.Tensor, torch.Tensor, _Runner]]:
     qs = _resolve_scales(protocol, sizes, scales)
     source = _Source(bundle, split, device, sizes.crop, num_workers)
-    runner = _Runner(model, dense, batch_size)
+    runner = _Runner(model, dense, batch_size, path)
     # images per batch: about batch_size network inputs
     per_image = {"center": 1, "10crop": 10, "144crop": 144, "dense": 2}
     views = sum(per_image[p] * (len(qs) if p in ("10crop", "dense") else 1) for p in protocol.parts)
@@ -384,7 +390,7 @@ def _run(model: nn.Module, bundle: DataBundle, protocol: Protocol, *, dense: Den
             yield probs, labels.to(probs.device), runner
 
 
-def _setup(model, bundle, protocols, input_size, scales, device):
+def _setup(model, bundle, protocols, input_size, scales, device, precision, channels_last):
     if not isinstance(bundle, DataBundle):
         raise ValueError(
             f"bundle must be a cnnzoo DataBundle (from load_dataset / reload_dataset), got {type(bundle).__name__}")
@@ -396,26 +402,32 @@ def _setup(model, bundle, protocols, input_size, scales, device):
     dense = _validate(protocols, model, sizes, scales, s)
     if device is None:
         device = next(model.parameters()).device
-    return protocols, sizes, dense, torch.device(device)
+    path = inference_path(model, device, precision, channels_last)
+    path.prepare(model)
+    if dense is not None:
+        path.prepare(dense)
+    return protocols, sizes, dense, torch.device(device), path
 
 
 def protocol_probs(model: nn.Module, bundle: DataBundle, protocol: str, *, input_size: int | None = None,
                    scales: Sequence[int] | None = None, flip: bool = True, batch_size: int = 100, device=None,
-                   split: str = "test", num_workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+                   split: str = "test", num_workers: int = 0, precision: str = "fp32",
+                   channels_last: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The averaged softmax outputs (N, num_classes) of one protocol on a split, and the labels (N,).
 
     Arguments as for `evaluate_protocols`.
     """
-    (p,), sizes, dense, device = _setup(model, bundle, [protocol], input_size, scales, device)
+    (p,), sizes, dense, device, path = _setup(model, bundle, [protocol], input_size, scales, device, precision,
+                                              channels_last)
     out = list(_run(model, bundle, p, dense=dense, sizes=sizes, scales=scales, flip=flip, batch_size=batch_size,
-                    device=device, split=split, num_workers=num_workers))
+                    device=device, split=split, num_workers=num_workers, path=path))
     return torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out])
 
 
 def evaluate_protocols(model: nn.Module, bundle: DataBundle, protocols: str | Sequence[str] = "center", *,
                        input_size: int | None = None, scales: Sequence[int] | None = None, flip: bool = True,
-                       batch_size: int = 100, device=None, split: str = "test",
-                       num_workers: int = 0) -> dict[str, ProtocolResult]:
+                       batch_size: int = 100, device=None, split: str = "test", num_workers: int = 0,
+                       precision: str = "fp32", channels_last: bool | None = None) -> dict[str, ProtocolResult]:
     """Top-1/top-5 of ``model`` on ``bundle``'s test split under each protocol (see the module docstring).
 
     Args:
@@ -430,6 +442,9 @@ def evaluate_protocols(model: nn.Module, bundle: DataBundle, protocols: str | Se
         device: where to run; default the model's device.
         split: "test" (default) or "train".
         num_workers: decoding processes for folder datasets.
+        precision: auto (the machine's fast path), fp32 (default here; the commands default to auto), bf16 or
+            fp16 autocast: see `cnnzoo.evaluate.fastpath`.
+        channels_last: the memory format; None: as `cnnzoo.evaluate.fastpath.inference_path` chooses.
 
     Returns:
         {protocol name: ProtocolResult}, in the order given.
@@ -437,7 +452,8 @@ def evaluate_protocols(model: nn.Module, bundle: DataBundle, protocols: str | Se
     Raises:
         ValueError: an unknown protocol, or one that cannot apply to this network or these sizes (with the reason).
     """
-    parsed, sizes, dense, device = _setup(model, bundle, protocols, input_size, scales, device)
+    parsed, sizes, dense, device, path = _setup(model, bundle, protocols, input_size, scales, device, precision,
+                                                channels_last)
     results = {}
     for p in parsed:
         n = nll = 0.0
@@ -445,7 +461,7 @@ def evaluate_protocols(model: nn.Module, bundle: DataBundle, protocols: str | Se
         runner = None
         for probs, labels, runner in _run(model, bundle, p, dense=dense, sizes=sizes, scales=scales, flip=flip,
                                           batch_size=batch_size, device=device, split=split,
-                                          num_workers=num_workers):
+                                          num_workers=num_workers, path=path):
             top = probs.topk(min(5, probs.shape[1]), dim=1).indices
             hits[0] += (top[:, 0] == labels).sum().item()
             hits[1] += (top == labels[:, None]).any(1).sum().item()

@@ -171,7 +171,9 @@ class ModelConfig:
     init: str | dict = field(default_factory=lambda: {"name": "paper"})
     init_from: str | None = None  # a trained run/checkpoint whose matching layers start this one (VGG Sec. 3.1)
     sync_bn: bool = False
-    channels_last: bool = False
+    # None: channels-last for networks with 2-D convolutions (faster steps on CPU and GPU: measured in
+    # benchmarks/bench_train.py), the default memory format for the others; true/false forces it
+    channels_last: bool | None = None
     compile: bool = False
 
 

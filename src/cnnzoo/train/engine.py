@@ -33,6 +33,7 @@ import yaml
 from torch import nn
 
 from .. import __version__
+from ..bench import is_conv_net
 from ..data import default_policy, load_dataset, make_loader
 from ..data.record import write_split_file
 from ..evaluate.metrics import EvalResult, evaluate, plot_confusion, plot_curves
@@ -189,7 +190,8 @@ class Trainer:
         if self.input_size is None and getattr(model, "min_input_size", 1) > native:
             self.input_size = card.input_size[-1]  # e.g. a 224-pixel network on 32-pixel CIFAR: upsample
         model.to(self.device)
-        if cfg.model.channels_last:
+        self.channels_last = cfg.model.channels_last if cfg.model.channels_last is not None else is_conv_net(model)
+        if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
         net: nn.Module = model
@@ -482,7 +484,7 @@ class Trainer:
                 break
             if i < start_batch:  # resumed mid-epoch: the loader replays the epoch; skip what was done
                 continue
-            if cfg.model.channels_last:
+            if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             lr = self.schedule.apply(self.optimizer, self.global_step)
             self.drop_path.apply(self.global_step)
@@ -560,7 +562,7 @@ class Trainer:
 
     def _end_epoch(self, save_last: bool = True) -> None:
         test = evaluate(self.net, self.test_loader, self.bundle.num_classes, self.bundle.classes,
-                        autocast=self.autocast(), channels_last=self.cfg.model.channels_last)
+                        autocast=self.autocast(), channels_last=self.channels_last)
         self.schedule.end_epoch(test.loss)
         self._last_eval = (self.global_step, test)  # _final_eval reuses it when no step was taken since
         loss_sum, correct, count = self.sums
@@ -573,7 +575,7 @@ class Trainer:
         ema = None
         if self.ema is not None:
             ema = evaluate(self.ema.module, self.test_loader, self.bundle.num_classes, self.bundle.classes,
-                           autocast=self.autocast(), channels_last=self.cfg.model.channels_last)
+                           autocast=self.autocast(), channels_last=self.channels_last)
             row.update(ema_test_loss=ema.loss, ema_test_acc=ema.top1, ema_test_top5=ema.top5)
         self.history.append(row)
         if self.verbose:
@@ -614,12 +616,12 @@ class Trainer:
         last = getattr(self, "_last_eval", None)  # the last epoch's evaluation of these very weights: not run twice
         test = last[1] if last is not None and last[0] == self.global_step else evaluate(
             self.net, self.test_loader, self.bundle.num_classes, self.bundle.classes, autocast=self.autocast(),
-            channels_last=self.cfg.model.channels_last)
+            channels_last=self.channels_last)
         if self.is_main:
             atomic_write(self.run_dir / "eval.json", json.dumps(test.to_dict(), indent=1).encode())
         if self.ema is not None:  # every rank evaluates (the sums are all-reduced); rank 0 writes
             ema = evaluate(self.ema.module, self.test_loader, self.bundle.num_classes, self.bundle.classes,
-                           autocast=self.autocast(), channels_last=self.cfg.model.channels_last)
+                           autocast=self.autocast(), channels_last=self.channels_last)
             if self.is_main:
                 atomic_write(self.run_dir / "eval_ema.json", json.dumps(ema.to_dict(), indent=1).encode())
         if self.is_main:
