@@ -3,8 +3,10 @@
 The main job of cnnzoo today. Both in one process, one after the other, on the built-in mnist5k split (4,000 train
 / 1,000 test):
 
-- cnnzoo: ``cnnzoo train lenet5 --data mnist5k`` with the default recipe (src/cnnzoo/train/recipes/mnist5k.yaml),
-  seed 0; epoch times from its metrics.jsonl (training only, the test evaluation excluded).
+- cnnzoo: ``cnnzoo train lenet5 --data mnist5k`` with its defaults (src/cnnzoo/train/recipes/mnist5k.yaml and
+  lenet5's card hint: a one-cycle schedule from lr/2 peaking after 5% of the run); epoch times from its
+  metrics.jsonl (training only, the test evaluation excluded). The plain loop stops at the target; a seed on which
+  it never gets there gives a lower bound (its whole time over cnnzoo's).
 - plain: the 20-line loop a user would write: LeNet-5 built by hand with nn.Sequential (the same layers as
   cnnzoo's lenet5: 5x5 convolutions with ReLU and 2x2 max-pools, 120-84-10 fully connected; the zero padding of
   28x28 digits to LeCun's 32x32 done by the first convolution's padding=2), Adam lr 1e-3, batch 64, shuffled

@@ -177,3 +177,14 @@ def test_bench_defaults_to_the_commands_paths(forced, capsys):
                  "--precision", "fp32"]) == 0
     (plain,) = json.loads(capsys.readouterr().out)["results"]
     assert (plain["precision"], plain["channels_last"]) == ("fp32", False)
+
+
+@pytest.mark.slow
+def test_compile_time_is_reported_apart_from_epoch_time(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "lenet5", "--epochs", "1", "--limit-batches", "3", "--compile", "--run-dir", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "torch.compile: " in out and "not counted in epoch time" in out
+    (row,) = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert row["compile_time_s"] > row["epoch_time_s"]  # compilation dwarfs two small steps; it is not in them
+    assert "compile_time_s" in (run / "metrics.csv").read_text().splitlines()[0]

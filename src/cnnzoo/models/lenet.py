@@ -125,7 +125,12 @@ class LeNet5(_LeNet):
                 deviations=("ReLU instead of scaled tanh; max-pool instead of trainable subsampling",
                             "full 6->16 C3 connections instead of Table I's sparse table",
                             "linear output layer with softmax cross-entropy instead of Euclidean RBF units",
-                            "larger inputs are average-pooled to 5x5 before the fc layers"))
+                            "larger inputs are average-pooled to 5x5 before the fc layers",
+                            ("recipe hint for speed, not from the paper: the one-cycle schedule starts at lr/2 "
+                             "(div_factor 2) and peaks after 5% of the run, so the demo passes 97.4% test accuracy "
+                             "by epoch 5-9 (seeds 0-4) instead of 9 or later, >= 2x sooner than a plain Adam loop "
+                             "(benchmarks/bench_time_to_accuracy.py), and still ends >= 98.5%")),
+                recipe={"schedule.div_factor": 2.0, "schedule.pct_start": 0.05})
 def lenet5(**kwargs) -> LeNet5:
     """Modern LeNet-5 (ReLU, max-pool, fc120-fc84-fc10; 61,706 parameters)."""
     return LeNet5(**kwargs)

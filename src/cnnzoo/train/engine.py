@@ -242,6 +242,8 @@ class Trainer:
         self.grad_stats = [0.0, 0.0, 0]  # the epoch's sum and max of the gradient norm before clipping, steps
         self.history: list[dict] = []
         self.best_acc = -1.0
+        self._compile_time: float | None = None  # torch.compile's first step in this process (model.compile)
+        self._compile_epoch = 0.0
         self.lock: RunLock | None = None
         self._created_dir = False
         if self.resume_dir is not None:
@@ -479,6 +481,7 @@ class Trainer:
             self.grad_stats = [0.0, 0.0, 0]
         task = progress.start_epoch(self.epoch, cfg.train.epochs, self.steps_per_epoch, start_batch)
         t0, seen = time.perf_counter(), 0
+        compiling = self.cfg.model.compile and self._compile_time is None  # the first step compiles
         for i, (images, labels) in enumerate(loader):
             if i >= self.steps_per_epoch:
                 break
@@ -486,6 +489,8 @@ class Trainer:
                 continue
             if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
+            if compiling:
+                t_compile = time.perf_counter()
             lr = self.schedule.apply(self.optimizer, self.global_step)
             self.drop_path.apply(self.global_step)
             target, mixing = labels, contextlib.nullcontext()
@@ -505,6 +510,13 @@ class Trainer:
             self.scaler.update()
             if self.ema is not None:
                 self.ema.update(self.model, self.global_step)
+            if compiling:  # torch.compile's time (with that one step) is reported apart, not as epoch time
+                self._compile_time = self._compile_epoch = time.perf_counter() - t_compile
+                t0 += self._compile_time
+                compiling = False
+                if self.verbose:
+                    print(f"torch.compile: {self._compile_time:.1f} s (the first step, not counted in epoch time)",
+                          flush=True)
             self.global_step += 1
             self.batch = i + 1
             n = labels.numel()
@@ -572,6 +584,8 @@ class Trainer:
                "images_per_s": getattr(self, "_epoch_seen", 0) / max(getattr(self, "_epoch_time", 0.0), 1e-9),
                "grad_norm": self.grad_stats[0] / self.grad_stats[2] if self.grad_stats[2] else None,
                "grad_norm_max": self.grad_stats[1] if self.grad_stats[2] else None}  # None: no finite norm
+        if self.cfg.model.compile:  # compilation in this epoch (its first step, or a resumed run's), seconds
+            row["compile_time_s"], self._compile_epoch = self._compile_epoch, 0.0
         ema = None
         if self.ema is not None:
             ema = evaluate(self.ema.module, self.test_loader, self.bundle.num_classes, self.bundle.classes,
@@ -601,7 +615,8 @@ class Trainer:
 
     def _write_metrics(self) -> None:
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=METRIC_FIELDS + (EMA_FIELDS if self.ema is not None else ()))
+        w = csv.DictWriter(buf, fieldnames=METRIC_FIELDS + (EMA_FIELDS if self.ema is not None else ()) +
+                           (("compile_time_s",) if self.cfg.model.compile else ()))
         w.writeheader()
         for row in self.history:
             w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
