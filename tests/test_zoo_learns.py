@@ -36,6 +36,21 @@ def test_card_recipe_applies_after_the_dataset_recipe_and_before_overrides():
     assert (plain.optim.lr, plain.train.loss) == (0.05, "cross_entropy")  # no hints: the dataset's recipe
 
 
+def test_card_hint_can_set_a_constructor_option_and_the_model_keeps_the_papers_init():
+    """resnet101's card starts each residual branch at zero for `cnnzoo train` (Goyal et al. 2017); the network
+    create_model builds keeps the paper's init (every BN gamma 1), and --set still turns the hint off."""
+    assert cnnzoo.get_card("resnet101").recipe["model.options.zero_init_last"] is True
+    cfg = default_config("resnet101", "mnist5k")
+    assert cfg.model.options == {"zero_init_last": True} and cfg.optim.lr == 0.0125
+    paper = cnnzoo.create_model("resnet50", num_classes=10)  # cheap member of the same class
+    assert torch.equal(paper.layer1[0].bn3.weight, torch.ones(256))
+    hinted = cnnzoo.create_model("resnet50", num_classes=10, **cfg.model.options)
+    assert torch.equal(hinted.layer1[0].bn3.weight, torch.zeros(256))
+    off = apply_overrides(default_config("resnet101", "mnist5k"), ["model.options.zero_init_last=false"])
+    assert off.model.options == {"zero_init_last": False}
+    assert default_config("resnet50", "mnist5k").model.options == {}  # 50 layers: no such hint
+
+
 def test_a_recipe_file_overrides_the_card(tmp_path):
     from cnnzoo.train.config import load_recipe
 
@@ -53,6 +68,8 @@ def test_bad_card_recipe_is_a_clear_error():
     paper = cnnzoo.get_card("lenet5").paper
     with pytest.raises(ValueError, match="section.key"):
         register_model(Tiny, paper=paper, input_size=(1, 28, 28), recipe={"lr": 0.1})(lambda **kw: Tiny(**kw))
+    with pytest.raises(ValueError, match=r"model.options.NAME.*optim.lr.x"):
+        register_model(Tiny, paper=paper, input_size=(1, 28, 28), recipe={"optim.lr.x": 0.1})(lambda **kw: Tiny(**kw))
     from cnnzoo import registry
 
     def zz_bad_hint(**kwargs):
@@ -138,7 +155,7 @@ FAST_SUBSET: list[Member] = [
     Member("mobilenet_v1_025", "MobileNet v1, alpha 0.25 [43.3%]", 32, ALL, 0.22),
     Member("mobilenet_v2", "MobileNet v2, width 0.5 [51.7%]", 32, ALL, 0.25, {"width_mult": 0.5}),
     Member("mobilenet_v3_large", "MobileNet v3, width 0.5 [31.0%]", 32, ALL, 0.2, {"width_mult": 0.5}),
-    Member("shufflenet_v1_g1", "ShuffleNet v1, width 0.5 [51.0%]", 32, ALL, 0.25, {"width_mult": 0.5}),
+    Member("shufflenet_v1_g1", "ShuffleNet v1, width 0.5 (card recipe: lr) [46.9%]", 32, ALL, 0.25, {"width_mult": 0.5}),
     Member("shufflenet_v2_x0_5", "ShuffleNet v2 0.5x [69.1%]", 32, ALL, 0.35),
     Member("effnet", "EffNet [61.3%]", 28, ALL, 0.3),
     Member("efficientnet_b0", "EfficientNet, width and depth 0.25 [45.7%]", 32, ALL, 0.22,

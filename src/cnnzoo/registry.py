@@ -210,11 +210,13 @@ def register_model(
 
 
 def _recipe(name: str, recipe: Mapping[str, Any] | None) -> dict[str, Any]:
-    """A card's recipe hints: ``"section.key"`` strings (checked against the config when a run uses them)."""
+    """A card's recipe hints: ``"section.key"`` or ``"model.options.NAME"`` strings (checked against the config when a run uses them)."""
     recipe = dict(recipe or {})
-    bad = [k for k in recipe if not isinstance(k, str) or k.count(".") != 1]
+    bad = [k for k in recipe if not isinstance(k, str)
+           or not (k.count(".") == 1 or (k.startswith("model.options.") and k.count(".") == 2))]
     if bad:
-        raise ValueError(f"{name}: recipe keys must be 'section.key' (e.g. 'optim.lr'), got {bad}")
+        raise ValueError(f"{name}: recipe keys must be 'section.key' (e.g. 'optim.lr') or 'model.options.NAME', "
+                         f"got {bad}")
     return recipe
 
 

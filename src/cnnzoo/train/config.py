@@ -568,6 +568,9 @@ def apply_card_hints(cfg: Config, model: str) -> Config:
 
     for key, value in get_card(model).recipe.items():
         section, _, name = key.partition(".")
+        if name.startswith("options."):  # a constructor option, e.g. model.options.zero_init_last
+            cfg.model.options.setdefault(name.partition(".")[2], value)
+            continue
         if section not in SECTIONS:
             raise ConfigError(key, f"{model}'s card recipe: unknown section {section!r} in {key!r}; "
                                    f"valid sections: {', '.join(SECTIONS)}")
