@@ -68,6 +68,14 @@ def test_info_prints_card_and_notes(capsys):
     assert "Key ideas" in out
 
 
+def test_info_shows_the_training_hints_cnnzoo_train_applies(capsys):
+    """A user reads what `cnnzoo train` will change over the dataset recipe before training, not after."""
+    _, out, _ = run(capsys, "info", "resnet101", "--width", "200")
+    assert "training hints: optim.lr=0.0125, model.options.zero_init_last=True" in out
+    _, out, _ = run(capsys, "info", "resnet18", "--width", "200")
+    assert "training hints: none" in out
+
+
 def test_unknown_name_suggests_close_names(capsys):
     code, _, err = run(capsys, "info", "lenet")
     assert code == 2 and "unknown network 'lenet'" in err and "lenet5" in err

@@ -66,6 +66,28 @@ def test_stochastic_depth_grows_linearly_to_0_2():
                                 blocks(meta("efficientnet_b0", drop_path_rate=0.0))))
 
 
+def test_zero_init_last_starts_every_residual_mbconv_as_its_shortcut():
+    """Default: every BN scale 1 (torchvision); zero_init_last: the projection BN of the 9 residual blocks of B0
+    (n - 1 per stage of Table 1) is 0, the other 7 blocks' and every other BN stay 1; the cards carry it as a hint."""
+    def last_bn(b):
+        return [m for m in b.block.modules() if isinstance(m, nn.BatchNorm2d)][-1]
+
+    torch.manual_seed(0)
+    default, zeroed = cnnzoo.create_model("efficientnet_b0"), cnnzoo.create_model("efficientnet_b0", zero_init_last=True)
+    assert all(torch.equal(m.weight, torch.ones_like(m.weight)) for m in default.modules()
+               if isinstance(m, nn.BatchNorm2d))
+    last = {id(last_bn(b)): b.use_res_connect for b in blocks(zeroed)}
+    assert sum(last.values()) == 9
+    for m in zeroed.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            assert torch.equal(m.weight, torch.zeros_like(m.weight) if last.get(id(m)) else torch.ones_like(m.weight))
+    # each residual block is then the identity: block output == block input
+    x = torch.randn(2, 24, 8, 8)
+    block = zeroed.features[2][1].eval()
+    assert block.use_res_connect and torch.equal(block(x), x)
+    assert all(cnnzoo.get_card(f"efficientnet_b{n}").recipe == {"model.options.zero_init_last": True} for n in range(8))
+
+
 # The released TF code's (width, depth, resolution, dropout) per model, the values torchvision and timm use.
 OFFICIAL = {0: (1.0, 1.0, 224, 0.2), 1: (1.0, 1.1, 240, 0.2), 2: (1.1, 1.2, 260, 0.3), 3: (1.2, 1.4, 300, 0.3),
             4: (1.4, 1.8, 380, 0.4), 5: (1.6, 2.2, 456, 0.4), 6: (1.8, 2.6, 528, 0.5), 7: (2.0, 3.1, 600, 0.5)}

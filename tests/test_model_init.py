@@ -194,6 +194,13 @@ ZERO_INIT = [
     ("preact_resnet18", {"zero_init_last": True}, _names("stages.{i}.blocks.{j}.conv2.weight", 4, 2)),
     ("wide_resnet16_8_cifar", {"zero_init_last": True, "widen_factor": 1},
      _names("stages.{i}.blocks.{j}.conv2.weight", 3, 2)),
+    # every split-attention bottleneck, projection-shortcut blocks included (timm's ResNet builder)
+    ("resnest50d", {"zero_init_last": True, "layers": (2, 1, 1, 1)},
+     ["layer1.0.bn3.weight", "layer1.1.bn3.weight", "layer2.0.bn3.weight", "layer3.0.bn3.weight",
+      "layer4.0.bn3.weight"]),
+    ("senet154", {"zero_init_last": True, "layers": (1, 2, 1, 1)},
+     ["layer1.0.bn3.weight", "layer2.0.bn3.weight", "layer2.1.bn3.weight", "layer3.0.bn3.weight",
+      "layer4.0.bn3.weight"]),
 ]
 
 
@@ -205,8 +212,10 @@ def test_zero_init_of_the_last_layer_of_each_branch(name, options, zeroed):
     assert not missing, missing
     for key in zeroed:
         assert_const(params[key], 0.0, key)
-    # everything else keeps the family's init (BN (1, 0), He fan-out convs)
-    check_model(model, conv="he_fan_out", conv_bias=None, linear="torch", linear_bias="torch",
+    # everything else keeps the family's init (BN (1, 0), He fan-out convs; ResNeSt's attention 1x1 convs keep
+    # torch's bias init, as timm's; so do SENet's SE 1x1 convs)
+    conv_bias = "torch" if name.startswith(("resnest", "senet")) else None
+    check_model(model, conv="he_fan_out", conv_bias=conv_bias, linear="torch", linear_bias="torch",
                 special={k: 0.0 for k in zeroed})
 
 

@@ -93,6 +93,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     ]
     if card.aux_weight is not None:
         rows.append(("aux loss weight", str(card.aux_weight)))
+    # what `cnnzoo train` adds over the dataset's recipe (the reasons are in the notes and deviations below)
+    rows.append(("training hints", ", ".join(f"{k}={v}" for k, v in card.recipe.items()) or "none"))
     for key, value in rows:
         console.print(f"{key:>15}: {value}", highlight=False)
     console.print(f"{'deviations':>15}:", highlight=False)

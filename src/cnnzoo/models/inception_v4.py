@@ -453,6 +453,10 @@ def inception_resnet_v1(**kwargs) -> InceptionResNet:
             "10 / 20 / 10 residual blocks instead of 5 / 10 / 5, a final 1x1 conv to 1536"
         ),
         "last Inception-ResNet-C block without ReLU and unscaled (TF-slim)",
+        (
+            "short budget: the zoo sweep trains it on 75-px digits (its smallest input) for only 20 steps (the run "
+            "would exceed the sweep's cost cap), where it reaches 17.4% (seed 0); 40 steps reach 75.1%"
+        ),
     ),
 )
 def inception_resnet_v2(**kwargs) -> InceptionResNet:

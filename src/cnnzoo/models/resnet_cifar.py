@@ -162,6 +162,9 @@ def resnet56_cifar(**kwargs) -> CifarResNet:
 # Measured on mnist5k at the zoo sweep's budget (16 px, 80 steps, seed 0): resnet110_cifar 15.5% at the digits
 # recipe's lr 0.05, 66.3% at 0.01.
 _DEEP_RECIPE = {"optim.lr": 0.01}
+# ResNet-1202 also starts each residual branch at zero (the last BN's scale; the model's default stays the paper's
+# He init). Measured at 8 px, 100 steps, seed 0: 10.0% (train loss 6.5) with the paper's init, 49.9% (2.2) with it.
+_DEEPEST_RECIPE = {**_DEEP_RECIPE, "model.options.zero_init_last": True}
 
 
 @register_model(CifarResNet, recipe=_DEEP_RECIPE, **_CARD)
@@ -170,7 +173,7 @@ def resnet110_cifar(**kwargs) -> CifarResNet:
     return CifarResNet(**{"depth": 110, **kwargs})
 
 
-@register_model(CifarResNet, recipe=_DEEP_RECIPE, **_CARD)
+@register_model(CifarResNet, recipe=_DEEPEST_RECIPE, **_CARD)
 def resnet1202_cifar(**kwargs) -> CifarResNet:
     """ResNet-1202 for CIFAR-10 (n=200, option A shortcuts; overfits in the paper)."""
     return CifarResNet(**{"depth": 1202, **kwargs})

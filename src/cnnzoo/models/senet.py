@@ -28,7 +28,9 @@ This implementation
     ``convert_state_dict("senet154", sd, "timm")``. The SE fcs are 1x1 convs with
     bias, reduction r=16. Max-pooling after the stem uses ceil mode as the Caffe model does.
     Global pooling is adaptive (any input size; the Caffe model's fixed 7x7 average pool equals it
-    at 224). Options: drop_rate, attn reduction, drop_path_rate (stochastic depth, linear).
+    at 224). Options: drop_rate, attn reduction, drop_path_rate (stochastic depth, linear),
+    zero_init_last (default False; True starts each bottleneck's last BN scale at zero, so a block starts as its
+    shortcut).
     ``convert_state_dict("seresnet50" | "seresnext50_32x4d", sd, "timm")`` accepts both timm's native
     layout (loaded unchanged) and its ``legacy_*`` layout of the released Caffe weights (renamed:
     layer0.conv1 -> conv1, se_module -> se, last_linear -> fc). The legacy SE-ResNet-50 strides in its
@@ -80,7 +82,8 @@ class SENet(ZooModel):
     min_input_size = 5
 
     def __init__(self, layers: tuple[int, ...] = (3, 8, 36, 3), groups: int = 64, reduction: int = 16,
-                 num_classes: int = 1000, in_channels: int = 3, drop_rate: float = 0.2, drop_path_rate: float = 0.0):
+                 num_classes: int = 1000, in_channels: int = 3, drop_rate: float = 0.2, drop_path_rate: float = 0.0,
+                 zero_init_last: bool = False):
         super().__init__()
         if len(layers) != 4 or min(layers) < 1:
             raise ValueError(f"layers must be 4 positive block counts, got {layers}")
@@ -109,14 +112,24 @@ class SENet(ZooModel):
         self.num_features = inplanes
         self.head = ClassifierHead(inplanes, num_classes, drop_rate=drop_rate)
         init_conv_bn(self)
+        if zero_init_last:
+            for m in self.modules():
+                if isinstance(m, SEBottleneck):
+                    nn.init.zeros_(m.bn3.weight)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layer0(x)  # (B, 3, H, W) -> (B, 128, H/4, W/4)
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))  # -> (B, 2048, H/32, W/32)
 
 
+# The deep ResNet cards' hint (resnet.py: lr 0.0125, each block starting as its shortcut). Measured on mnist5k
+# (seed 0, 16 px, 60 steps): 10.1% at the digits recipe's lr 0.03, 12.2% at 0.0125 alone (train loss 3.1); with both
+# hints the zoo sweep's budget (32 px, 20 steps) reaches 31.8%, where the recipe alone left it at 10.0%.
+_RECIPE = {"optim.lr": 0.0125, "model.options.zero_init_last": True}
+
+
 @register_model(SENet, paper=SENET, input_size=(3, 224, 224), counterparts={"timm": "legacy_senet154"},
-                deviations=(("adaptive global average pooling instead of the fixed 7x7 average pool "
+                recipe=_RECIPE, deviations=(("adaptive global average pooling instead of the fixed 7x7 average pool "
                              "(identical at 224, works at other sizes)"),))
 def senet154(**kwargs) -> SENet:
     """SENet-154: the ILSVRC 2017 winning single model (115.1M parameters)."""
