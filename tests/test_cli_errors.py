@@ -225,6 +225,10 @@ CASES = [
          ("train.ema decay must be a number in (0, 1)", "1.5")),
     Case("train-drop-path-schedule", ["train", "lenet5", "--set", "train.drop_path_schedule=linear"],
          ("drop_path_schedule=linear", "lenet5 has no DropPath", "drop_path_rate")),
+    Case("train-precise-bn-without-bn", ["train", "lenet5", "--set", "train.precise_bn=8"],
+         ("train.precise_bn=8 re-estimates BatchNorm statistics", "lenet5 has no BatchNorm layer")),
+    Case("train-precise-bn-negative", ["train", "resnet20_cifar", "--set", "train.precise_bn=-1"],
+         ("train.precise_bn must be at least 0", "-1")),
     # --- train: data
     Case("train-data-unknown", ["train", "lenet5", "--data", "imagenet"],
          ("unknown dataset 'imagenet'", "mnist5k", "folder:PATH")),

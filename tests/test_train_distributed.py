@@ -13,11 +13,11 @@ from safetensors.torch import load_file
 DUMP = Path(__file__).parent / "helpers" / "ddp_rank_dump.py"
 
 
-def _train(run_dir: Path, batch_size: int, nproc: int) -> dict[str, torch.Tensor]:
+def _train(run_dir: Path, batch_size: int, nproc: int, net: str = "lenet5", *extra: str) -> dict[str, torch.Tensor]:
     dump_dir = run_dir.with_name(run_dir.name + "-ranks")
     dump_dir.mkdir(parents=True)
-    args = [str(DUMP), str(dump_dir), "train", "lenet5", "--epochs", "1", "--limit-batches", "8", "--batch-size",
-            str(batch_size), "--run-dir", str(run_dir), "--quiet", "--seed", "3", "--device", "cpu"]
+    args = [str(DUMP), str(dump_dir), "train", net, "--epochs", "1", "--limit-batches", "8", "--batch-size",
+            str(batch_size), "--run-dir", str(run_dir), "--quiet", "--seed", "3", "--device", "cpu", *extra]
     if nproc > 1:
         args = ["-m", "torch.distributed.run", f"--nproc_per_node={nproc}", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -38,3 +38,29 @@ def test_two_process_gloo_run_matches_single_process_global_batch(tmp_path):
     for key in single:
         assert not torch.equal(single[key], torch.zeros_like(single[key])) or "bias" in key
         torch.testing.assert_close(ddp[key], single[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_precise_bn_statistics_are_averaged_over_ranks(tmp_path):
+    # each rank re-estimates the statistics on its own shard; unless they are averaged, DDP's buffer broadcast at
+    # the evaluation leaves rank 0's half everywhere. Averaged, the running means are those of the global batches:
+    # each batch of 32 is two ranks' 16 (not so the variances: a batch's is not the mean of its halves').
+    ddp = _train(tmp_path / "ddp", 16, 2, "resnet20_cifar", "--set", "train.precise_bn=3")
+    means = [k for k in ddp if k.endswith("running_mean")]
+    assert len(means) == 19
+    # the first BN's input is the stem conv's output: recomputed here from the final weights over the three
+    # global batches of 32 (the single process's batches)
+    from cnnzoo import create_model
+    from cnnzoo.data import load_dataset, make_loader
+
+    model = create_model("resnet20_cifar", num_classes=10, in_channels=1)
+    model.load_state_dict(ddp)
+    model.eval()
+    seen = []
+    name, bn = next((n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d))
+    bn.register_forward_hook(lambda m, i, o: seen.append(i[0].mean((0, 2, 3))))
+    with torch.no_grad():
+        for k, (x, _) in enumerate(make_loader(load_dataset("mnist5k"), "train", batch_size=32, train=False)):
+            if k == 3:
+                break
+            model(x)
+    torch.testing.assert_close(ddp[f"{name}.running_mean"], torch.stack(seen).mean(0), rtol=1e-3, atol=1e-4)

@@ -245,6 +245,7 @@ class TrainConfig:
     mix: dict | None = None  # {name: mixup|cutmix|manifold_mixup|patchup|puzzlemix, ...} (see cnnzoo.data.mix)
     ema: dict | None = None  # weight EMA {decay: 0.9999, warmup: false} (see cnnzoo.train.ema)
     drop_path_schedule: str = "constant"  # or "linear": NASNet's ScheduledDropPath (see cnnzoo.train.droppath)
+    precise_bn: int = 0  # before each evaluation, BN statistics re-estimated over this many training batches (0: off)
 
 
 @dataclass
@@ -292,7 +293,8 @@ class Config:
                            ("train.epochs", t.epochs), ("train.log_every", t.log_every),
                            ("train.save_every", t.save_every), ("schedule.step_size", s.step_size)):
             _at_least(key, value, 1)
-        for key, value in (("data.num_workers", d.num_workers), ("schedule.patience", s.patience)):
+        for key, value in (("data.num_workers", d.num_workers), ("schedule.patience", s.patience),
+                           ("train.precise_bn", t.precise_bn)):
             _at_least(key, value, 0)
         if d.input_size is not None:
             _at_least("data.input_size", d.input_size, 1, "or null (the dataset's size)")

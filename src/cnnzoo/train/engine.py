@@ -46,6 +46,7 @@ from .ema import ModelEma
 from .init import initialise
 from .losses import ClassificationLoss
 from .optim import LRSchedule, build_optimizer
+from .precise_bn import has_batchnorm, recompute_bn_stats
 from .progress import make_progress
 from .rundir import RunLock, check_new_run_dir, clean_debris
 
@@ -213,6 +214,12 @@ class Trainer:
                                         augment=cfg.data.augment, **common)
         self.test_loader = make_loader(self.bundle, "test", batch_size=cfg.data.eval_batch_size, train=False,
                                        **common)
+        # train.precise_bn: the training images in a fixed order without augmentation, read in this process
+        if cfg.train.precise_bn and not has_batchnorm(model):
+            raise ValueError(f"train.precise_bn={cfg.train.precise_bn} re-estimates BatchNorm statistics before each "
+                             f"evaluation, but {cfg.model.name} has no BatchNorm layer: drop the option (0 is off)")
+        self.bn_loader = make_loader(self.bundle, "train", batch_size=cfg.data.batch_size, train=False, augment={},
+                                     **{**common, "num_workers": 0}) if cfg.train.precise_bn else None
         steps = len(self.train_loader)
         if cfg.train.limit_batches is not None:
             steps = min(steps, cfg.train.limit_batches)
@@ -572,7 +579,25 @@ class Trainer:
             f"{name}: stopped {where}; "
             f"checkpoint saved in {self.ckpt_dir}. Resume with: cnnzoo train --resume {self.run_dir}", signum)
 
+    def _precise_bn(self) -> None:
+        """``train.precise_bn``: re-estimate the BN statistics of the current weights before they are evaluated."""
+        if self.bn_loader is None:
+            return
+
+        def forward(x: torch.Tensor) -> torch.Tensor:  # the bare network: DDP would broadcast rank 0's buffers
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with self.autocast():
+                return self.model(x)
+
+        def mean(t: torch.Tensor) -> None:
+            dist_utils.all_reduce_sum(t).div_(self.world)
+
+        recompute_bn_stats(self.model, self.bn_loader, self.cfg.train.precise_bn, forward=forward,
+                           all_reduce_mean=mean if self.distributed else None)
+
     def _end_epoch(self, save_last: bool = True) -> None:
+        self._precise_bn()
         test = evaluate(self.net, self.test_loader, self.bundle.num_classes, self.bundle.classes,
                         autocast=self.autocast(), channels_last=self.channels_last)
         self.schedule.end_epoch(test.loss)
@@ -629,9 +654,12 @@ class Trainer:
 
     def _final_eval(self) -> EvalResult:
         last = getattr(self, "_last_eval", None)  # the last epoch's evaluation of these very weights: not run twice
-        test = last[1] if last is not None and last[0] == self.global_step else evaluate(
-            self.net, self.test_loader, self.bundle.num_classes, self.bundle.classes, autocast=self.autocast(),
-            channels_last=self.channels_last)
+        if last is not None and last[0] == self.global_step:
+            test = last[1]
+        else:
+            self._precise_bn()
+            test = evaluate(self.net, self.test_loader, self.bundle.num_classes, self.bundle.classes,
+                            autocast=self.autocast(), channels_last=self.channels_last)
         if self.is_main:
             atomic_write(self.run_dir / "eval.json", json.dumps(test.to_dict(), indent=1).encode())
         if self.ema is not None:  # every rank evaluates (the sums are all-reduced); rank 0 writes
