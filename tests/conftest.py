@@ -18,6 +18,14 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _plain_inference_path(monkeypatch):
+    """The suite's results must not depend on the CPU: on one with native BF16 (AVX-512 BF16, AMX) `eval` and
+    `predict` default to bf16, and the tests that compare them with the run's own fp32 evaluation would pass on one
+    machine and fail on the next. Tests of the probe itself set or delete CNNZOO_FORCE_BF16 themselves."""
+    monkeypatch.setenv("CNNZOO_FORCE_BF16", "0")
+
+
 @pytest.fixture
 def server(tmp_path):
     """A loopback HTTP server over a fresh folder: (folder, base URL). Downloads are tested against it, never
