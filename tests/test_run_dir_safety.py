@@ -96,16 +96,25 @@ def _debris(run: Path) -> list[str]:
     return sorted(p.name for d in (run, run / "checkpoints") if d.is_dir() for p in d.glob(".*.tmp"))
 
 
-def _kill_storm(run: Path, kills: int, rng: random.Random) -> int:
-    """Start (or resume) the run and SIGKILL it at a random moment, ``kills`` times; return how many landed."""
+def _kill_storm(run: Path, kills: int, rng: random.Random, from_start: bool = False) -> int:
+    """Start (or resume) the run and SIGKILL it at a random moment, ``kills`` times; return how many landed.
+
+    ``from_start``: kills land from the moment the run directory appears, the first checkpoint write included;
+    after a kill before the first checkpoint the next start is, at random, the same command again or --resume
+    (a user may type either). Otherwise kills land after the first checkpoint.
+    """
     landed = 0
     for _ in range(kills):
-        args = ["train", "--resume", str(run), "--quiet"] if (run / "checkpoints" / "last.json").exists() \
-            else [*TRAIN, "--run-dir", str(run)]
+        resumable = (run / "checkpoints" / "last.json").exists()
+        if resumable or (from_start and (run / "run.json").exists() and rng.random() < 0.5):
+            args = ["train", "--resume", str(run), "--quiet"]
+        else:
+            args = [*TRAIN, "--run-dir", str(run)]
         proc = subprocess.Popen([sys.executable, "-m", "cnnzoo", *args], env=ENV, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         deadline = time.time() + 60
-        while not (run / "checkpoints" / "last.json").exists() and time.time() < deadline:
+        marker = run / ("run.json" if from_start else "checkpoints/last.json")
+        while not marker.exists() and time.time() < deadline and proc.poll() is None:
             time.sleep(0.02)
         time.sleep(rng.uniform(0.0, 1.5))
         if proc.poll() is None:
@@ -149,10 +158,15 @@ def test_kill_9_then_resume_is_bit_identical_and_cleans_debris(tmp_path, uninter
 
 @pytest.mark.slow
 def test_a_storm_of_20_kills_never_corrupts_the_run(tmp_path, uninterrupted):
+    """Kills from the first instant of the run, its first checkpoint write included (issue 23)."""
     run = tmp_path / "run"
-    landed = _kill_storm(run, 20, random.Random(1))
+    landed = _kill_storm(run, 20, random.Random(1), from_start=True)
     assert landed >= 10  # most kills land while the run is going
-    _resume_to_end(run)
+    if (run / "config.yaml").exists():
+        _resume_to_end(run)
+    else:  # killed between run.json and config.yaml: the same command starts it again
+        assert subprocess.run([sys.executable, "-m", "cnnzoo", *TRAIN, "--run-dir", str(run)], env=ENV,
+                              timeout=300, check=False).returncode == 0
     assert _debris(run) == []
     final = _final_weights(run)
     assert all(torch.equal(final[k], uninterrupted[k]) for k in final)

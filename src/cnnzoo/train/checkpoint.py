@@ -9,12 +9,18 @@ The pair is tied together by a pointer: ``last.json`` / ``best.json`` name the f
 and are themselves replaced atomically *after* both files are complete, so whatever instant a kill lands,
 the pointer names a complete pair. ``best.safetensors`` / ``last.safetensors`` are kept as stable names for
 users (copies of the pointed-to weights, also written atomically).
+
+A pointer is only an index: each checkpoint file names its own epoch and step (``KIND-eEEEE-bBBBBBB.*`` and the
+weights' metadata). A pointer that is damaged (not JSON, not a mapping, naming files that are not there) is never
+a reason to delete anything: `latest_pointer` recovers the newest complete pair from the files themselves, and
+`repair_pointers` writes that pointer back.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +29,16 @@ from safetensors.torch import load_file, save
 
 from ..fileio import atomic_write
 
-__all__ = ["atomic_write", "latest_pointer", "load_checkpoint", "read_weights", "save_checkpoint", "weights_metadata"]
+__all__ = ["CHECKPOINT_KINDS", "DamagedPointer", "atomic_write", "latest_pointer", "load_checkpoint", "read_pointer",
+           "read_weights", "recover_pointer", "repair_pointers", "save_checkpoint", "weights_metadata"]
+
+#: the checkpoints a run keeps, each with its pointer ``KIND.json``; "last" alone carries the training state.
+CHECKPOINT_KINDS = ("last", "best", "ema_last", "ema_best")
+_TAG = re.compile(r"e(\d{4,})-b(\d{6,})")
+
+
+class DamagedPointer(ValueError):
+    """A checkpoint pointer (``KIND.json``) that cannot be read or names files that are not there."""
 
 
 def _weights_bytes(state_dict: dict[str, torch.Tensor], metadata: dict[str, Any]) -> bytes:
@@ -39,7 +54,7 @@ def save_checkpoint(
     metadata: dict[str, Any],
     state: dict[str, Any] | None = None,
 ) -> Path:
-    """Write checkpoint ``kind`` ("last" or "best") for ``tag`` (e.g. "e0005-s000000") and point ``kind.json`` at it.
+    """Write checkpoint ``kind`` ("last" or "best") for ``tag`` (e.g. "e0005-b000000") and point ``kind.json`` at it.
 
     Returns the path of the stable weights file ``ckpt_dir/kind.safetensors``.
     """
@@ -53,7 +68,10 @@ def save_checkpoint(
         torch.save(state, buf)
         atomic_write(ckpt_dir / state_name, buf.getvalue())
         pointer["state"] = state_name
-    old = latest_pointer(ckpt_dir, kind)
+    try:
+        old = latest_pointer(ckpt_dir, kind)
+    except DamagedPointer:  # nothing certain to delete
+        old = None
     atomic_write(ckpt_dir / f"{kind}.json", json.dumps(pointer, indent=1).encode())
     atomic_write(ckpt_dir / f"{kind}.safetensors", blob)
     # only now is the previous pair unreferenced
@@ -65,12 +83,97 @@ def save_checkpoint(
     return ckpt_dir / f"{kind}.safetensors"
 
 
-def latest_pointer(ckpt_dir: str | Path, kind: str = "last") -> dict | None:
-    """The pointer of checkpoint ``kind`` in ``ckpt_dir``, or None when there is none."""
+def read_pointer(ckpt_dir: str | Path, kind: str = "last") -> dict | None:
+    """The pointer ``ckpt_dir/KIND.json`` as written (None when there is none); `DamagedPointer` when it is not a
+    pointer cnnzoo wrote or names a file that is missing."""
     p = Path(ckpt_dir) / f"{kind}.json"
     if not p.is_file():
         return None
-    return json.loads(p.read_text())
+    try:
+        pointer = json.loads(p.read_bytes().decode("utf-8"))
+    except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise DamagedPointer(f"{p} is not readable JSON ({str(e).splitlines()[0]})") from None
+    tag = pointer.get("tag") if isinstance(pointer, dict) else None
+    if not isinstance(tag, str) or not _TAG.fullmatch(tag) or pointer.get("weights") != f"{kind}-{tag}.safetensors" \
+            or pointer.get("state", f"{kind}-{tag}.state.pt") != f"{kind}-{tag}.state.pt":
+        raise DamagedPointer(f"{p} does not hold a checkpoint pointer (got {str(pointer)[:60]!r})")
+    for key in ("weights", "state"):
+        if key in pointer and not (Path(ckpt_dir) / pointer[key]).is_file():
+            raise DamagedPointer(f"{p} names {pointer[key]}, which is missing")
+    return pointer
+
+
+def recover_pointer(ckpt_dir: str | Path, kind: str = "last") -> dict | None:
+    """The pointer of the newest complete checkpoint ``kind`` found from the files themselves (None if none is).
+
+    Complete: the weights file reads as safetensors and names the epoch and step of its file name; for "last",
+    the training state beside it loads too. Nothing is written or deleted.
+    """
+    ckpt_dir = Path(ckpt_dir)
+    found = []
+    for f in ckpt_dir.glob(f"{kind}-e*-b*.safetensors"):
+        m = _TAG.fullmatch(f.name[len(kind) + 1:-len(".safetensors")])
+        if m:
+            found.append((int(m[1]), int(m[2]), f.name[len(kind) + 1:-len(".safetensors")]))
+    for epoch, batch, tag in sorted(found, reverse=True):
+        try:
+            meta = weights_metadata(ckpt_dir / f"{kind}-{tag}.safetensors")
+        except Exception:  # noqa: BLE001, S112  (a truncated or foreign file: not a candidate)
+            continue
+        if meta.get("epoch", epoch) != epoch or meta.get("batch", batch) != batch:
+            continue
+        pointer = {"weights": f"{kind}-{tag}.safetensors", "tag": tag}
+        if kind == "last":
+            state_path = ckpt_dir / f"{kind}-{tag}.state.pt"
+            try:
+                state = torch.load(state_path, map_location="cpu", weights_only=True)
+            except Exception:  # noqa: BLE001, S112  (missing, truncated or damaged)
+                continue
+            if not isinstance(state, dict) or state.get("epoch", epoch) != epoch or state.get("batch", batch) != batch:
+                continue
+            pointer["state"] = state_path.name
+        return pointer
+    return None
+
+
+def latest_pointer(ckpt_dir: str | Path, kind: str = "last") -> dict | None:
+    """The pointer of checkpoint ``kind`` in ``ckpt_dir``, or None when there is none. A missing or damaged pointer
+    file is answered from the checkpoint files themselves (`recover_pointer`: a kill can land between a pair's
+    last byte and its pointer); `DamagedPointer` only when no complete checkpoint is left to recover."""
+    try:
+        return read_pointer(ckpt_dir, kind) or recover_pointer(ckpt_dir, kind)
+    except DamagedPointer as e:
+        recovered = recover_pointer(ckpt_dir, kind)
+        if recovered is None:
+            raise DamagedPointer(f"{e}, and no complete {kind}-eEEEE-bBBBBBB checkpoint is left in {ckpt_dir} to "
+                                 "rebuild it from") from None
+        return recovered
+
+
+def repair_pointers(ckpt_dir: str | Path) -> list[str]:
+    """Rewrite every damaged or missing pointer that complete checkpoint files can rebuild (and its stable
+    ``KIND.safetensors`` copy); deletes nothing. Returns one line per pointer rebuilt or left damaged."""
+    ckpt_dir = Path(ckpt_dir)
+    notes = []
+    if not ckpt_dir.is_dir():
+        return notes
+    for kind in CHECKPOINT_KINDS:
+        try:
+            if read_pointer(ckpt_dir, kind) is not None:
+                continue
+            why = f"{ckpt_dir / (kind + '.json')} was missing"
+        except DamagedPointer as e:
+            why = str(e)
+        pointer = recover_pointer(ckpt_dir, kind)
+        if pointer is None:
+            if why.endswith("was missing"):
+                continue  # no such checkpoint at all
+            notes.append(f"{why}; no complete checkpoint is left to rebuild it from (nothing was deleted)")
+            continue
+        atomic_write(ckpt_dir / f"{kind}.safetensors", (ckpt_dir / pointer["weights"]).read_bytes())
+        atomic_write(ckpt_dir / f"{kind}.json", json.dumps(pointer, indent=1).encode())
+        notes.append(f"{why}; rebuilt it from {pointer['weights']} (the newest complete {kind} checkpoint)")
+    return notes
 
 
 def load_checkpoint(ckpt_dir: str | Path, kind: str = "last") -> tuple[dict[str, torch.Tensor], dict, dict]:

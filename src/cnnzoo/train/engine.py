@@ -39,7 +39,7 @@ from ..data.record import write_split_file
 from ..evaluate.metrics import EvalResult, evaluate, plot_confusion, plot_curves
 from ..registry import create_model, get_card
 from . import distributed as dist_utils
-from .checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from .checkpoint import atomic_write, load_checkpoint, repair_pointers, save_checkpoint
 from .config import Config, config_from_dict, config_to_dict, load_yaml_file
 from .droppath import DropPathSchedule
 from .ema import ModelEma
@@ -48,7 +48,15 @@ from .losses import ClassificationLoss
 from .optim import LRSchedule, build_optimizer
 from .precise_bn import has_batchnorm, recompute_bn_stats
 from .progress import make_progress
-from .rundir import RunLock, check_new_run_dir, clean_debris
+from .rundir import (
+    RunLock,
+    check_new_run_dir,
+    clean_debris,
+    clear_unstarted_run,
+    has_last_checkpoint,
+    held_by,
+    is_unstarted_run,
+)
 
 __all__ = ["FitResult", "Trainer", "TrainingDiverged", "TrainingInterrupted", "resolve_device", "unwrap"]
 
@@ -118,6 +126,76 @@ def default_run_dir(model: str) -> Path:
     return path
 
 
+def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two nested config dicts."""
+    out = []
+    for key in sorted(set(a) | set(b), key=str):
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) and isinstance(y, dict) and not prefix:
+            out += _differences(x, y, f"{key}.")
+        elif x != y:
+            out.append(f"{prefix}{key}")
+    return out
+
+
+def recorded_config(run_dir: Path) -> tuple[Config, tuple | None, list[str]]:
+    """What ``cnnzoo train --resume RUN_DIR`` continues with: (config, (state_dict, metadata, state) of the last
+    checkpoint or None when there is none to resume, notes for the user).
+
+    The last checkpoint records the configuration the run trained with; config.yaml is the user's view of it. A
+    key config.yaml sets wins (an edit there is honoured, and named in a note); a key it lacks, or an empty or
+    missing config.yaml, takes the recorded value, never a library default. A run with no checkpoint yet (killed
+    before its first save) is started again from its config.yaml.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir} is not a cnnzoo run directory (it does not exist)")
+    busy = held_by(run_dir)
+    if busy is not None:
+        raise ValueError(f"run directory {run_dir} is being written by another process ({busy}); wait for it to "
+                         "finish or stop it")
+    cfg_path = run_dir / "config.yaml"
+    payload = None
+    if has_last_checkpoint(run_dir):
+        payload = load_checkpoint(run_dir / "checkpoints", "last")  # a damaged pointer is recovered or refused
+    elif not is_unstarted_run(run_dir):
+        if not cfg_path.is_file():
+            raise FileNotFoundError(f"{run_dir} is not a cnnzoo run directory (no config.yaml in it)")
+        raise FileNotFoundError(f"no last checkpoint in {run_dir / 'checkpoints'} (expected "
+                                f"{run_dir / 'checkpoints' / 'last.json'}) to resume from")
+    recorded = (payload[2].get("config") if payload else None) or None
+    written = load_yaml_file(cfg_path, "config") if cfg_path.is_file() else None
+    notes = []
+    if written is not None and not isinstance(written, dict):
+        if recorded is None:
+            raise ValueError(f"{cfg_path} does not hold a configuration (a mapping of sections model, data, optim, "
+                             "schedule, train); restore it")
+        notes.append(f"{cfg_path} does not hold a configuration; resuming with the one the last checkpoint records")
+        written = None
+    if recorded is None:
+        if not written:
+            raise ValueError(f"{run_dir} has no checkpoint yet and its config.yaml is "
+                             f"{'empty' if cfg_path.is_file() else 'missing'}: nothing records how it was to be "
+                             f"trained; start it again with its train command (--run-dir {run_dir} may be reused)")
+        return config_from_dict(written, str(cfg_path)), payload, notes
+    if not written:
+        notes.append(f"{cfg_path} is {'empty' if cfg_path.is_file() else 'missing'}; resuming with the configuration "
+                     "the last checkpoint records (config.yaml is written again)")
+        merged = recorded
+    else:
+        merged = {k: ({**v, **written[k]} if isinstance(v, dict) and isinstance(written.get(k), dict)
+                      else written.get(k, v)) for k, v in recorded.items()}
+        merged.update({k: v for k, v in written.items() if k not in merged})
+        changed = [k for k in _differences(recorded, merged) if k != "train.run_dir"]
+        if changed:
+            notes.append(f"{cfg_path} differs from the configuration the last checkpoint records in "
+                         f"{', '.join(changed)}; its values are used")
+    cfg = config_from_dict(merged, str(cfg_path))
+    if not written:
+        atomic_write(cfg_path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False).encode())
+    return cfg, payload, notes
+
+
 METRIC_FIELDS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "test_top5", "lr", "epoch_time_s",
                  "images_per_s", "grad_norm", "grad_norm_max")  # grad_norm: the epoch's mean global norm before clipping
 EMA_FIELDS = ("ema_test_loss", "ema_test_acc", "ema_test_top5")  # with train.ema: the averaged weights' test metrics
@@ -138,15 +216,18 @@ class Trainer:
     def __init__(self, cfg: Config | None = None, *, resume: str | Path | None = None, command: list[str] | None = None,
                  callbacks: list[Callable] | None = None, overrides: Callable[[Config], Config] | None = None,
                  verbose: bool = True) -> None:
+        self._resume_payload = None
+        self.restarted = False  # --resume of a run stopped before its first checkpoint: it starts again
         if resume is not None:
             resume = Path(resume)
-            cfg_path = resume / "config.yaml"
-            if not cfg_path.is_file():
-                raise FileNotFoundError(f"{resume} is not a cnnzoo run directory (no config.yaml in it)")
-            cfg = config_from_dict(load_yaml_file(cfg_path, "config") or {}, str(cfg_path))
+            cfg, self._resume_payload, notes = recorded_config(resume)
+            for note in notes:
+                print(f"note: {note}", file=sys.stderr, flush=True)
             cfg.train.run_dir = str(resume)
             if overrides is not None:
                 cfg = overrides(cfg)
+            if self._resume_payload is None:  # nothing to resume: the run starts again from its recorded config
+                resume, self.restarted = None, True
         if cfg is None:
             raise ValueError("Trainer needs a config or a run directory to resume")
         self.cfg = cfg.validate()
@@ -269,6 +350,7 @@ class Trainer:
             if self.is_main:
                 check_new_run_dir(self.run_dir)
                 self._created_dir = not self.run_dir.exists()
+                self._made_parents = [p for p in self.run_dir.parents if not p.exists()]  # e.g. ./runs (issue 23)
                 self._lock_and_clean()
                 try:
                     self._start_run_dir()
@@ -277,8 +359,16 @@ class Trainer:
                     raise
 
     def _lock_and_clean(self) -> None:
-        """Take the run directory's lock (a second writer fails naming the holder), then remove debris of kills."""
+        """Take the run directory's lock (a second writer fails naming the holder), rebuild damaged checkpoint
+        pointers from the checkpoint files, then remove debris of kills (never on a damaged pointer's word)."""
         self.lock = RunLock(self.run_dir).acquire(shlex.join(self.command))
+        for note in repair_pointers(self.ckpt_dir):
+            print(f"note: {note}", file=sys.stderr, flush=True)
+        if self.resume_dir is None:  # a run killed before its first checkpoint, started again: its files go
+            cleared = clear_unstarted_run(self.run_dir)
+            if cleared and self.verbose:
+                print(f"starting again in {self.run_dir}: removed {len(cleared)} file(s) of a run stopped before its "
+                      "first checkpoint", flush=True)
         removed = clean_debris(self.run_dir)
         if removed and self.verbose:
             print(f"removed {len(removed)} leftover file(s) of an interrupted write in {self.run_dir}", flush=True)
@@ -306,7 +396,6 @@ class Trainer:
     def _start_run_dir(self) -> None:
         d = self.run_dir
         d.mkdir(parents=True, exist_ok=True)
-        atomic_write(d / "config.yaml", yaml.safe_dump(config_to_dict(self.cfg), sort_keys=False).encode())
         info = {
             "cnnzoo_version": __version__,
             "torch_version": torch.__version__,
@@ -322,7 +411,10 @@ class Trainer:
             "data": self.data_record,
             "init": self.init_report,  # the init scheme's report and what --init-from copied (train/init.py)
         }
+        # run.json first: it marks the directory as cnnzoo's, so a kill at any later instant leaves a run that can
+        # start again (`rundir.is_unstarted_run`)
         atomic_write(d / "run.json", json.dumps(info, indent=1).encode())
+        atomic_write(d / "config.yaml", yaml.safe_dump(config_to_dict(self.cfg), sort_keys=False).encode())
         write_split_file(self.bundle, d)
 
     # ------------------------------------------------------------------ checkpoints
@@ -365,7 +457,8 @@ class Trainer:
             save_checkpoint(self.ckpt_dir, "ema_last" if kind == "last" else kind, tag, self.ema.state_dict(), meta)
 
     def _restore(self) -> None:
-        sd, meta, state = load_checkpoint(self.run_dir / "checkpoints", "last")
+        sd, meta, state = self._resume_payload or load_checkpoint(self.run_dir / "checkpoints", "last")
+        self._resume_payload = None
         if not state:
             raise FileNotFoundError(f"{self.run_dir}: the last checkpoint has no training state to resume from")
         saved = meta.get("model")
@@ -385,6 +478,14 @@ class Trainer:
         if "rng_cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng_cuda"])
         self.epoch, self.batch, self.global_step = state["epoch"], state["batch"], state["global_step"]
+        done = self.epoch + (1 if self.batch else 0)  # epochs begun
+        if self.cfg.train.epochs < done:
+            recorded = (state.get("config") or {}).get("train", {}).get("epochs")
+            raise ValueError(
+                f"{self.run_dir} has already trained {self.epoch} epoch(s)" + (f" and {self.batch} step(s) of the "
+                f"next" if self.batch else "") + f", so train.epochs={self.cfg.train.epochs} cannot be its length; "
+                f"to train further give --epochs above {done - 1}" + (f", or leave --epochs out to finish its "
+                f"{recorded} epochs" if recorded and recorded >= done else "") + " (nothing was changed)")
         self.sums = list(state["sums"])
         self.grad_stats = list(state.get("grad_stats", [0.0, 0.0, 0]))  # runs saved before it: none recorded
         self.history = list(state["history"])
@@ -462,8 +563,9 @@ class Trainer:
         if self._created_dir:
             with contextlib.suppress(OSError):
                 (self.run_dir / "checkpoints").rmdir()
-            with contextlib.suppress(OSError):
-                self.run_dir.rmdir()
+            for d in (self.run_dir, *getattr(self, "_made_parents", ())):  # deepest first; only empty ones go
+                with contextlib.suppress(OSError):
+                    d.rmdir()
 
     def _flags(self, loss: torch.Tensor) -> tuple[bool, bool]:
         """(stop requested, loss not finite), agreed across ranks."""

@@ -4,10 +4,13 @@
   its first write until it exits; a second writer gets an error naming the holder (pid, host, command, start time).
   The kernel releases the lock when the holder dies, even by SIGKILL, so a crash never leaves a stale lock.
 - `check_new_run_dir`: a new run goes into a directory that does not exist, is empty, or holds only the files of a
-  cnnzoo run that never reached its first checkpoint (its run.json says cnnzoo wrote it); anything else is refused,
-  so no file of the user's is ever overwritten.
+  cnnzoo run that never completed its first resumable ("last") checkpoint (its run.json says cnnzoo wrote it; a
+  kill during the first save leaves such a directory); anything else is refused, so no file of the user's is ever
+  overwritten. `clear_unstarted_run` then removes that run's files before the new one starts.
 - `clean_debris`: temporary files of interrupted atomic writes and checkpoint files no pointer names any more (a kill
-  between writing a checkpoint and deleting the previous one) are removed when the run starts again.
+  between writing a checkpoint and deleting the previous one) are removed when the run starts again. Only files a
+  valid pointer makes unreferenced: a damaged pointer is repaired from the checkpoint files or left alone, never a
+  reason to delete (`cnnzoo.train.checkpoint.repair_pointers`).
 """
 
 from __future__ import annotations
@@ -21,12 +24,16 @@ from pathlib import Path
 from typing import Self
 
 from ..fileio import TMP_GLOB
+from .checkpoint import CHECKPOINT_KINDS, DamagedPointer, latest_pointer, read_pointer
 
-__all__ = ["RUN_FILES", "RunDirBusy", "RunLock", "check_new_run_dir", "clean_debris"]
+__all__ = ["RUN_FILES", "RunDirBusy", "RunLock", "check_new_run_dir", "clean_debris", "clear_unstarted_run",
+           "has_last_checkpoint", "is_unstarted_run"]
 
 LOCK_NAME = ".lock"
 #: files a run writes before its first checkpoint: a directory holding only these may be reused by a new run.
 RUN_FILES = frozenset({"config.yaml", "run.json", LOCK_NAME, "split.json"})
+#: what a run writes at the end of its first epoch, before or while its first "last" checkpoint is saved.
+FIRST_EPOCH_FILES = frozenset({"metrics.csv", "metrics.jsonl", "curves.png", "checkpoints"})
 
 
 class RunDirBusy(ValueError):
@@ -101,6 +108,63 @@ def _read_holder(fd: int) -> str:
     return f"pid {info.get('pid')} on {info.get('host')} since {info.get('since')}: {info.get('command')}"
 
 
+def has_last_checkpoint(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a resumable checkpoint: a "last" pointer (even a damaged one) or complete "last"
+    checkpoint files a pointer can be rebuilt from."""
+    ckpt = Path(run_dir) / "checkpoints"
+    if (ckpt / "last.json").exists():
+        return True
+    try:
+        return latest_pointer(ckpt, "last") is not None
+    except DamagedPointer:
+        return True
+
+
+def _is_checkpoint_file(name: str) -> bool:
+    """A file name a cnnzoo checkpoint directory holds (pointers, stable copies, tagged pairs, temporary files)."""
+    if name.startswith(".") and name.endswith(".tmp"):
+        return True
+    for kind in CHECKPOINT_KINDS:
+        if name in (f"{kind}.json", f"{kind}.safetensors"):
+            return True
+        if name.startswith(f"{kind}-e") and name.endswith((".safetensors", ".state.pt")):
+            return True
+    return False
+
+
+def is_unstarted_run(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds only what a cnnzoo run writes before its first "last" checkpoint is complete (its
+    run.json says cnnzoo wrote it): such a run has nothing to resume and may start again."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir() or not _is_our_run(run_dir) or has_last_checkpoint(run_dir):
+        return False
+    names = {p.name for p in run_dir.iterdir() if not (p.name.startswith(".") and p.name.endswith(".tmp"))}
+    if not names <= RUN_FILES | FIRST_EPOCH_FILES:
+        return False
+    ckpt = run_dir / "checkpoints"
+    return not ckpt.exists() or (ckpt.is_dir() and all(_is_checkpoint_file(p.name) for p in ckpt.iterdir()))
+
+
+def clear_unstarted_run(run_dir: Path) -> list[Path]:
+    """Remove the files of a run that never completed its first checkpoint (see `is_unstarted_run`; anything else
+    is left untouched) so a run can start there again; returns what was removed."""
+    run_dir = Path(run_dir)
+    if not is_unstarted_run(run_dir):
+        return []
+    removed = []
+    ckpt = run_dir / "checkpoints"
+    if ckpt.is_dir():
+        for f in ckpt.iterdir():
+            f.unlink(missing_ok=True)
+            removed.append(f)
+        ckpt.rmdir()
+    for f in run_dir.iterdir():
+        if f.name != LOCK_NAME and (f.name in RUN_FILES | FIRST_EPOCH_FILES or f.name.endswith(".tmp")):
+            f.unlink(missing_ok=True)
+            removed.append(f)
+    return removed
+
+
 def check_new_run_dir(run_dir: Path) -> None:
     """Refuse a run directory a new run must not write into (see the module docstring)."""
     if run_dir.exists() and not run_dir.is_dir():
@@ -111,9 +175,11 @@ def check_new_run_dir(run_dir: Path) -> None:
     if busy is not None:
         raise RunDirBusy(f"run directory {run_dir} is being written by another process ({busy}); wait for it to "
                          "finish or stop it, or choose another --run-dir")
-    if (run_dir / "checkpoints" / "last.json").exists():
+    if has_last_checkpoint(run_dir):
         raise ValueError(f"run directory {run_dir} already holds a run; resume it with `cnnzoo train --resume "
                          f"{run_dir}` or choose another --run-dir")
+    if is_unstarted_run(run_dir):
+        return
     entries = sorted(p.name for p in run_dir.iterdir())
     others = [n for n in entries if n not in RUN_FILES]
     if entries and not others and not _is_our_run(run_dir):
@@ -142,16 +208,15 @@ def clean_debris(run_dir: Path) -> list[Path]:
                 removed.append(tmp)
     ckpt = run_dir / "checkpoints"
     if ckpt.is_dir():
-        referenced = set()
-        for kind in ("last", "best", "ema_last", "ema_best"):
+        for kind in CHECKPOINT_KINDS:
             try:
-                pointer = json.loads((ckpt / f"{kind}.json").read_text())
-            except (OSError, ValueError):
+                pointer = read_pointer(ckpt, kind)
+            except DamagedPointer:
+                continue  # never delete on the word of a damaged pointer
+            if pointer is None:
                 continue
-            referenced |= {pointer.get("weights"), pointer.get("state")}
-        for kind in ("last", "best", "ema_last", "ema_best"):
             for f in ckpt.glob(f"{kind}-e*-b*.*"):
-                if f.name not in referenced and (ckpt / f"{kind}.json").exists():
+                if f.name not in pointer.values():
                     f.unlink(missing_ok=True)
                     removed.append(f)
     return removed
