@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["TMP_GLOB", "atomic_write"]
+__all__ = ["TMP_GLOB", "atomic_link", "atomic_write"]
 
 #: the names `atomic_write` gives its temporary files (hidden, beside the target); cleaned up at a run's next start.
 TMP_GLOB = ".*.tmp"
@@ -30,8 +30,32 @@ def atomic_write(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    try:  # make the rename itself durable
-        dfd = os.open(path.parent, os.O_RDONLY)
+    _sync_dir(path.parent)
+
+
+def atomic_link(source: str | Path, path: str | Path) -> None:
+    """Make ``path`` a second name of the file ``source`` (a hard link: no second copy on disk), atomically
+    replacing what ``path`` was; where the file system has no hard links, an atomic copy."""
+    source, path = Path(source), Path(path)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.link.tmp"
+    try:
+        tmp.unlink(missing_ok=True)
+        os.link(source, tmp)
+    except OSError:  # no hard links here (FAT, some network file systems) or across devices
+        atomic_write(path, source.read_bytes())
+        return
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _sync_dir(path.parent)
+
+
+def _sync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable."""
+    try:
+        dfd = os.open(folder, os.O_RDONLY)
         try:
             os.fsync(dfd)
         finally:

@@ -8,7 +8,8 @@ temporary name in the same directory, flushed, fsync'ed and renamed over the old
 The pair is tied together by a pointer: ``last.json`` / ``best.json`` name the files of the current checkpoint
 and are themselves replaced atomically *after* both files are complete, so whatever instant a kill lands,
 the pointer names a complete pair. ``best.safetensors`` / ``last.safetensors`` are kept as stable names for
-users (copies of the pointed-to weights, also written atomically).
+users: hard links to the pointed-to weights (one copy on disk; an atomic copy where the file system has no links),
+and a "last" saved at the step of the "best" links the same file.
 
 A pointer is only an index: each checkpoint file names its own epoch and step (``KIND-eEEEE-bBBBBBB.*`` and the
 weights' metadata). A pointer that is damaged (not JSON, not a mapping, naming files that are not there) is never
@@ -27,7 +28,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save
 
-from ..fileio import atomic_write
+from ..fileio import atomic_link, atomic_write
 
 __all__ = ["CHECKPOINT_KINDS", "DamagedPointer", "atomic_write", "latest_pointer", "load_checkpoint", "read_pointer",
            "read_weights", "recover_pointer", "repair_pointers", "save_checkpoint", "weights_metadata"]
@@ -53,15 +54,22 @@ def save_checkpoint(
     state_dict: dict[str, torch.Tensor],
     metadata: dict[str, Any],
     state: dict[str, Any] | None = None,
+    same_as: str | Path | None = None,
 ) -> Path:
     """Write checkpoint ``kind`` ("last" or "best") for ``tag`` (e.g. "e0005-b000000") and point ``kind.json`` at it.
 
-    Returns the path of the stable weights file ``ckpt_dir/kind.safetensors``.
+    The weights are stored once: the stable name ``kind.safetensors`` is a hard link to the tagged file, and
+    ``same_as`` (another checkpoint's weights file, e.g. the "best" saved at the same step) is linked instead of
+    written when it holds exactly these bytes. Returns the path of the tagged weights file.
     """
     ckpt_dir = Path(ckpt_dir)
     blob = _weights_bytes(state_dict, metadata)
     weights_name, state_name = f"{kind}-{tag}.safetensors", f"{kind}-{tag}.state.pt"
-    atomic_write(ckpt_dir / weights_name, blob)
+    same_as = Path(same_as) if same_as is not None else None
+    if same_as is not None and _holds(same_as, state_dict, metadata, len(blob)):
+        atomic_link(same_as, ckpt_dir / weights_name)
+    else:
+        atomic_write(ckpt_dir / weights_name, blob)
     pointer = {"weights": weights_name, "tag": tag}
     if state is not None:
         buf = io.BytesIO()
@@ -73,14 +81,28 @@ def save_checkpoint(
     except DamagedPointer:  # nothing certain to delete
         old = None
     atomic_write(ckpt_dir / f"{kind}.json", json.dumps(pointer, indent=1).encode())
-    atomic_write(ckpt_dir / f"{kind}.safetensors", blob)
+    atomic_link(ckpt_dir / weights_name, ckpt_dir / f"{kind}.safetensors")
     # only now is the previous pair unreferenced
     if old is not None:
         for key in ("weights", "state"):
             name = old.get(key)
             if name and name not in pointer.values():
                 (ckpt_dir / name).unlink(missing_ok=True)
-    return ckpt_dir / f"{kind}.safetensors"
+    return ckpt_dir / weights_name
+
+
+def _holds(path: Path, state_dict: dict[str, torch.Tensor], metadata: dict[str, Any], size: int) -> bool:
+    """Whether the safetensors file ``path`` holds exactly these tensors and metadata (its header's order may
+    differ from a new file's, so the bytes are not compared)."""
+    if not path.is_file() or path.stat().st_size != size:
+        return False
+    try:
+        saved, meta = read_weights(path)
+    except Exception:  # noqa: BLE001  (not readable: write a new file)
+        return False
+    if meta != json.loads(json.dumps(metadata)) or saved.keys() != state_dict.keys():
+        return False
+    return all(torch.equal(saved[k], v.detach().to("cpu")) for k, v in state_dict.items())
 
 
 def read_pointer(ckpt_dir: str | Path, kind: str = "last") -> dict | None:
@@ -170,7 +192,7 @@ def repair_pointers(ckpt_dir: str | Path) -> list[str]:
                 continue  # no such checkpoint at all
             notes.append(f"{why}; no complete checkpoint is left to rebuild it from (nothing was deleted)")
             continue
-        atomic_write(ckpt_dir / f"{kind}.safetensors", (ckpt_dir / pointer["weights"]).read_bytes())
+        atomic_link(ckpt_dir / pointer["weights"], ckpt_dir / f"{kind}.safetensors")
         atomic_write(ckpt_dir / f"{kind}.json", json.dumps(pointer, indent=1).encode())
         notes.append(f"{why}; rebuilt it from {pointer['weights']} (the newest complete {kind} checkpoint)")
     return notes

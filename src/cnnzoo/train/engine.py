@@ -449,12 +449,20 @@ class Trainer:
         if not self.is_main:
             return
         tag = f"e{self.epoch:04d}-b{self.batch:06d}"
+        saved = getattr(self, "_saved", {})  # (tag, weights file) last written per weights kind: same step, one file
         if kind != "ema_best":
-            save_checkpoint(self.ckpt_dir, kind, tag, unwrap(self.model).state_dict(), self.weights_metadata(),
-                            self._state() if kind == "last" else None)
+            prev = saved.get("model")
+            path = save_checkpoint(self.ckpt_dir, kind, tag, unwrap(self.model).state_dict(), self.weights_metadata(),
+                                   self._state() if kind == "last" else None,
+                                   same_as=prev[1] if prev and prev[0] == tag else None)
+            saved["model"] = (tag, path)
         if self.ema is not None and kind in ("last", "ema_best"):  # the EMA weights: a checkpoint of their own
             meta = {**self.weights_metadata(), "weights": "ema", "ema_decay": self.ema.decay}
-            save_checkpoint(self.ckpt_dir, "ema_last" if kind == "last" else kind, tag, self.ema.state_dict(), meta)
+            prev = saved.get("ema")
+            path = save_checkpoint(self.ckpt_dir, "ema_last" if kind == "last" else kind, tag, self.ema.state_dict(),
+                                   meta, same_as=prev[1] if prev and prev[0] == tag else None)
+            saved["ema"] = (tag, path)
+        self._saved = saved
 
     def _restore(self) -> None:
         sd, meta, state = self._resume_payload or load_checkpoint(self.run_dir / "checkpoints", "last")
