@@ -146,3 +146,36 @@ def test_folder_scale_jitter_crops_the_image_rescaled_to_S():
         FolderTransform(16, True, {"scale_jitter": [12, 20]})
     with pytest.raises(ValueError, match="use one of them"):
         FolderTransform(16, True, {"scale_jitter": [16, 20], "random_resized_crop": True})
+
+
+# AlexNet (Krizhevsky et al. 2012), Sec. 2: "we first rescaled the image such that the shorter side was of length 256,
+# and then cropped out the central 256x256 patch"; Sec. 4.1: the random 224x224 training patches come from those
+# 256x256 images (the square the 10-crop test reads too).
+def test_folder_central_square_takes_alexnets_random_crops_inside_the_central_square():
+    cols = np.tile(np.arange(64, dtype=np.uint8)[None, :, None], (32, 1, 3))  # 32 x 64 image, value = its column
+    img = Image.fromarray(cols)
+    alex = FolderTransform(24, True, {"scale_jitter": [32, 32], "central_square": True})
+    anywhere = FolderTransform(24, True, {"scale_jitter": [32, 32]})
+    lefts, free = set(), set()
+    for seed in range(60):
+        out = alex(img, random.Random(seed))[0].numpy()  # (24, 24) column values
+        left = int(out[0, 0])
+        assert np.array_equal(out, np.tile(np.arange(left, left + 24, dtype=np.uint8), (24, 1)))
+        lefts.add(left)
+        free.add(int(anywhere(img, random.Random(seed))[0, 0, 0]))
+    # by hand: the central square of a 64-wide image is columns 16..47, so a 24-wide crop starts at 16..24
+    assert min(lefts) >= 16 and max(lefts) <= 24 and len(lefts) > 4
+    assert min(free) < 16 or max(free) > 24  # without it the crop ranges over columns 0..40
+    with pytest.raises(ValueError, match="central_square.*give scale_jitter too"):
+        FolderTransform(24, True, {"central_square": True})
+
+
+def test_tensor_central_square_on_square_images_is_the_same_crop_and_non_square_is_refused():
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    a = draw_params(AugmentPolicy.from_dict({"scale_jitter": [12, 20], "central_square": True}), 20, g1, (12, 12))
+    b = draw_params(AugmentPolicy.from_dict({"scale_jitter": [12, 20]}), 20, g2, (12, 12))
+    torch.testing.assert_close(a["scale_box"], b["scale_box"])  # a square image is its own central square
+    with pytest.raises(ValueError, match="central_square.*not square"):
+        AugmentPolicy.from_dict({"scale_jitter": [20, 20], "central_square": True}).check_images(3, (10, 15))
+    with pytest.raises(ValueError, match=r"central_square'\] must be true or false"):
+        AugmentPolicy.from_dict({"scale_jitter": [20, 20], "central_square": 1})

@@ -44,7 +44,8 @@ def test_each_mixing_method_on_cuda_matches_the_cpu(name):
     y = torch.arange(16) % 10
     got = {}
     for dev, model in (("cpu", cpu_model), ("cuda", cuda_model)):
-        mixer = Mixer(parse_mix({"name": name}), model, 10, seed=3, image_size=(28, 28), in_channels=1)
+        params = {"prob": 1.0} if name == "patchup" else {}  # (PatchUp's default 0.7 could leave this step unmixed)
+        mixer = Mixer(parse_mix({"name": name, **params}), model, 10, seed=3, image_size=(28, 28), in_channels=1)
         mixed = mixer(x.to(dev), y.to(dev), 2, 4)
         with mixed.context:
             logits = model(mixed.images)

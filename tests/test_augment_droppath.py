@@ -17,7 +17,7 @@ def rates(model) -> list[float]:
 
 def test_linear_schedule_ramps_each_rate_from_zero_to_its_built_value():
     model = create_model("resnet20_cifar", drop_path_rate=0.2)
-    built = rates(model)  # 0 .. 0.2 over depth (stochastic depth's linear rule)
+    built = rates(model)  # 0 .. 0.2 over depth (timm's linear rule, see the next test)
     sched = DropPathSchedule(model, "linear", total_steps=11)
     for step, frac in ((0, 0.0), (5, 0.5), (10, 1.0), (20, 1.0)):
         sched.apply(step)
@@ -25,6 +25,17 @@ def test_linear_schedule_ramps_each_rate_from_zero_to_its_built_value():
     const = create_model("resnet20_cifar", drop_path_rate=0.2)
     DropPathSchedule(const, "constant", total_steps=11).apply(0)
     assert rates(const) == pytest.approx(built)
+
+
+def test_rates_over_depth_are_timms_linspace_rule_not_huangs():
+    """Block i of n drops at rate i / (n - 1) (timm's linspace, from 0); Huang et al. 2016 (Sec. 3, Eq. 4) would give
+    block l of L the rate l / L (from rate / L). By hand, 5 blocks at 0.2: 0, 0.05, 0.1, 0.15, 0.2 (Huang: 0.04, ...).
+    resnet20_cifar has 9 blocks: 0, 0.025, ..., 0.2."""
+    from cnnzoo.layers.drop import drop_path_rates
+
+    assert drop_path_rates(0.2, 5) == pytest.approx([0.0, 0.05, 0.1, 0.15, 0.2])
+    assert drop_path_rates(0.2, 1) == [0.2]
+    assert rates(create_model("resnet20_cifar", drop_path_rate=0.2)) == pytest.approx([0.2 * i / 8 for i in range(9)])
 
 
 def test_linear_schedule_needs_drop_path():

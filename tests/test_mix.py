@@ -4,7 +4,9 @@ on mnist5k with each method that learns."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import signal
 
 import numpy as np
@@ -15,7 +17,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from cnnzoo import create_model
-from cnnzoo.data.mix import MIX_METHODS, Mixer, build_mixer, parse_mix, patchup_mask
+from cnnzoo.data.mix import MIX_METHODS, Mixer, build_mixer, cutmix_box, parse_mix, patchup_mask, patchup_target
 from cnnzoo.train import Trainer, TrainingInterrupted, apply_overrides, default_config
 from cnnzoo.train.losses import ClassificationLoss
 
@@ -86,6 +88,39 @@ def test_cutmix_label_weight_is_the_pasted_area_after_clipping():
     assert clipped > 5
 
 
+class _Centre:
+    """A stand-in generator whose uniform draws are the middle of their range (the box centred in the image)."""
+
+    def uniform(self, lo, hi):
+        return (lo + hi) / 2
+
+
+@pytest.mark.parametrize("lam, h, w, box", [
+    # Yun et al. 2019, Sec. 3.1 (Eq. 2): r_w = W sqrt(1 - lam), r_h = H sqrt(1 - lam), so the box's area ratio
+    # r_w r_h / (W H) = 1 - lam. By hand: lam 0.75 on 28 x 28: sides 28 x 0.5 = 14 about the centre 14 -> [7, 21];
+    # lam 0.36 on 20 x 40: sides 16 x 32 about (10, 20) -> rows [2, 18], cols [4, 36]; lam 0: the whole image.
+    (0.75, 28, 28, (7, 21, 7, 21)),
+    (0.36, 20, 40, (2, 18, 4, 36)),
+    (0.0, 10, 10, (0, 10, 0, 10)),
+])
+def test_cutmix_box_sides_are_sqrt_one_minus_lambda_sec_3_1(lam, h, w, box):
+    assert cutmix_box(lam, h, w, _Centre()) == box
+
+
+def test_cutmix_unclipped_boxes_cover_one_minus_lambda_of_the_image():
+    x, y = batch(8)
+    m = mixer("cutmix")
+    inside = 0
+    for step in range(300):
+        out = m(x, y, 0, step)
+        y0, y1, x0, x1 = out.info["box"]
+        if 0 < y0 and y1 < 28 and 0 < x0 and x1 < 28:  # not clipped: sides 28 sqrt(1 - lam), to the pixel
+            side = 28 * math.sqrt(1 - out.info["lam"])
+            assert abs((y1 - y0) - side) <= 1 and abs((x1 - x0) - side) <= 1
+            inside += 1
+    assert inside > 20
+
+
 # ------------------------------------------------------------------------------------------------ manifold mixup
 def _stage_outputs(model, x, names):
     got = {}
@@ -123,7 +158,25 @@ def test_manifold_mixup_mixes_at_the_chosen_layer_only():
     assert seen == {0, 1, 2}
     # outside a mixed step the hooks do nothing
     torch.testing.assert_close(_stage_outputs(model, x, names)["features.5"], clean["features.5"])
-    assert mixer("manifold_mixup", model=model).layers == [0, 1]  # default: the input and all stages but the last
+    assert mixer("manifold_mixup", model=model).layers == [0, 1, 2]  # the paper's {0, 1, 2} (lenet5: both stages)
+
+
+# Verma et al. 2019, Sec. 5.1 and the authors' code (supervised/models/preresnet.py: ``layer_mix =
+# random.randint(0, 2)``; 0 mixes the input, 1 the output of layer1, 2 the output of layer2): the first two block
+# groups, however many the network has.
+@pytest.mark.parametrize("network, stages", [
+    ("resnet18", ["layer1", "layer2"]),  # 4 stages: layer3 and layer4 are never mixed
+    ("preact_resnet18", ["stages.0", "stages.1"]),  # 4 stages (the paper's PreAct ResNet-18)
+    ("resnet20_cifar", ["layer1", "layer2"]),  # 3 stages
+])
+def test_manifold_mixup_default_layers_are_the_input_and_the_first_two_stages(network, stages):
+    model = create_model(network)
+    m = Mixer(parse_mix({"name": "manifold_mixup"}), model, 10, seed=0)  # no image size: no dry run needed
+    assert m.layers == [0, 1, 2]
+    assert m.names == {1: stages[0], 2: stages[1]}
+    x, y = torch.zeros(4, 3, 8, 8), torch.arange(4)
+    drawn = {m(x, y, 0, step).info["layer"] for step in range(40)}
+    assert drawn == {0, 1, 2}
 
 
 def test_manifold_mixup_layers_must_exist():
@@ -145,7 +198,7 @@ def test_patchup_alters_feature_blocks_and_weighs_labels_by_them(mode):
     model = create_model("lenet5").train()
     x, y = batch(8)
     clean = _stage_outputs(model, x, ["features.2"])["features.2"]  # (8, 6, 14, 14)
-    m = mixer("patchup", model=model, mode=mode, block_size=3, gamma=0.5)
+    m = mixer("patchup", model=model, mode=mode, block_size=3, gamma=0.5, layers=[1], prob=1.0, loss="reweighted")
     assert m.layers == [1] and m.shapes[1] == (6, 14, 14)
     fractions = []
     for step in range(6):
@@ -167,6 +220,90 @@ def test_patchup_alters_feature_blocks_and_weighs_labels_by_them(mode):
         torch.testing.assert_close(out.target.sum(1), torch.ones(8))
         fractions.append(changed)
     assert 0.05 < np.mean(fractions) < 0.95
+
+
+def _one_hot(y, k=10):
+    return F.one_hot(y, k).float()
+
+
+@pytest.mark.parametrize("mode", ["hard", "soft"])
+def test_patchup_loss_is_the_authors_three_terms(mode):
+    """chandar-lab/PatchUp main.py: ``loss = bce(out, target_a) * portion + bce(out, target_b) * (1 - portion) +
+    bce(out, target_reweighted)``, portion = the unchanged share u; modules/patchup.py: target_b = y_b (hard) or
+    lam y_a + (1 - lam) y_b (soft); target_reweighted = u y_a + (1 - u) y_b (hard) or u y_a + lam (1 - u) y_a +
+    (1 - lam)(1 - u) y_b (soft). Each term is computed here on its own (cross-entropy as the per-term loss)."""
+    torch.manual_seed(0)
+    model = create_model("lenet5").train()
+    x, y = batch(8)
+    m = mixer("patchup", model=model, mode=mode, block_size=3, layers=[1], prob=1.0)
+    logits = torch.randn(8, 10, generator=torch.Generator().manual_seed(1))
+    for step in range(4):
+        out = m(x, y, 0, step)
+        u, lam, perm = 1 - out.info["changed"], out.info["lam"], out.info["perm"]
+        ya, yb = _one_hot(y), _one_hot(y[perm])
+        tb = yb if mode == "hard" else lam * ya + (1 - lam) * yb
+        trw = u * ya + (1 - u) * yb if mode == "hard" else u * ya + lam * (1 - u) * ya + (1 - lam) * (1 - u) * yb
+        expected = (F.cross_entropy(logits, ya) * u + F.cross_entropy(logits, tb) * (1 - u)
+                    + F.cross_entropy(logits, trw))
+        got, _ = ClassificationLoss(0.0)(logits, out.target)
+        torch.testing.assert_close(got, expected)
+        reweighted = patchup_target(y, perm, u, lam, mode == "soft", 10, loss="reweighted")
+        torch.testing.assert_close(reweighted, trw)  # the option that keeps the reweighted term alone
+
+
+def test_patchup_defaults_are_the_authors_code():
+    """prob 0.7 (``--patchup_prob``), k = 2 (``randint(0, k)``: 0 CutMix on the input with lam ~ Beta(1, 1), 1 after
+    conv1 = the stem, 2 after layer1 = the first stage), alpha 2, block 7; hard with gamma 0.5 (README's Hard PatchUp)."""
+    assert {k: v for k, v in parse_mix("patchup").params.items()} == {
+        "alpha": 2.0, "prob": 0.7, "layers": None, "mode": "hard", "gamma": 0.5, "block_size": 7, "loss": "three_term"}
+    torch.manual_seed(0)
+    model = create_model("preact_resnet18").eval()  # eval: BN statistics do not depend on the mixing
+    m = Mixer(parse_mix("patchup"), model, 10, seed=1, image_size=(32, 32), in_channels=3)
+    assert m.layers == [0, "stem", 1] and m.names == {"stem": "stages.0", 1: "stages.0"}
+    assert m.shapes == {"stem": (64, 8, 8), 1: (64, 8, 8)}
+    x = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(6)
+    seen, applied = {}, 0
+    stage = dict(model.named_modules())["stages.0"]
+
+    def stage_io(images, context):  # stages.0's input (the stem's output) and output, as the network saw them
+        got = {}
+        h1 = stage.register_forward_pre_hook(lambda mod, i: got.__setitem__("in", i[0].detach().clone()))
+        h2 = stage.register_forward_hook(lambda mod, i, o: got.__setitem__("out", o.detach().clone()))
+        with torch.no_grad(), context:
+            model(images)
+        h1.remove(), h2.remove()
+        return got
+
+    clean = stage_io(x, contextlib.nullcontext())
+    for step in range(200):
+        out = m(x, y, 0, step)
+        if not out.info["applied"]:
+            continue
+        applied += 1
+        k = out.info["layer"]
+        if k in seen:
+            continue
+        got = stage_io(out.images, out.context)
+        seen[k] = out
+        if k == 0:  # CutMix: one box of the partner pasted in the input; the target weighs it by its area
+            y0, y1, x0, x1 = out.info["box"]
+            perm = out.info["perm"]
+            torch.testing.assert_close(out.images[..., y0:y1, x0:x1], x[perm][..., y0:y1, x0:x1])
+            u = 1 - (y1 - y0) * (x1 - x0) / 1024
+            assert out.info["unchanged"] == pytest.approx(u)
+            i = int((perm != torch.arange(6)).nonzero()[0])
+            assert float(out.target[i, perm[i]]) == pytest.approx(2 * (1 - u), abs=1e-6)  # t_b + t_rw's y_b share
+        else:
+            assert torch.equal(out.images, x)  # a hidden layer: the input untouched
+            mask, perm = out.info["mask"].bool(), out.info["perm"]
+            where = "in" if k == "stem" else "out"  # stem: stages.0's input; 1: its output
+            swapped = torch.where(mask, clean[where][perm], clean[where])  # hard: the partner's blocks
+            torch.testing.assert_close(got[where], swapped)
+            if k == 1:
+                torch.testing.assert_close(got["in"], clean["in"])  # the stem's output was left alone
+    assert set(seen) == {0, "stem", 1}
+    assert 0.6 < applied / 200 < 0.8  # prob 0.7
 
 
 def test_patchup_mask_block_size_and_rate():
@@ -279,7 +416,7 @@ def test_each_draw_depends_on_seed_epoch_and_step_only(name):
     torch.manual_seed(0)
     model = create_model("lenet5").train()
     x, y = batch(8)
-    params = {"grid": [2, 4]} if name == "puzzlemix" else {}
+    params = {"grid": [2, 4]} if name == "puzzlemix" else {"prob": 1.0} if name == "patchup" else {}
     a = mixer(name, model=model, **params)(x, y, 3, 5)
     torch.manual_seed(123)  # the global RNG plays no part
     b = mixer(name, model=model, **params)(x, y, 3, 5)
@@ -306,7 +443,8 @@ def test_prob_leaves_some_batches_unmixed():
     ({"name": "mixup", "prob": 1.5}, r"train.mix prob must be in \(0, 1\]"),
     ({"name": "patchup", "mode": "medium"}, r"train.mix mode must be 'hard' .* or 'soft'"),
     ({"name": "patchup", "block_size": 4}, r"block_size must be an odd integer"),
-    ({"name": "patchup", "layers": [0, 1]}, r"hidden stages only"),
+    ({"name": "patchup", "layers": ["stems"]}, r"layers must be null or a non-empty list of integers >= 0 or 'stem'"),
+    ({"name": "patchup", "loss": "bce"}, r"train.mix loss must be 'three_term'"),
     ({"name": "puzzlemix", "grid": [1]}, r"grid must be a non-empty list of integers >= 2"),
     ([1, 2], r"train.mix must be null or a mapping"),
 ])
@@ -317,8 +455,8 @@ def test_bad_options_are_one_clear_error(value, match):
 
 def test_config_records_every_parameter():
     cfg = apply_overrides(default_config("lenet5", "mnist5k"), ["train.mix={name: patchup, mode: soft}"])
-    assert cfg.train.mix == {"name": "patchup", "alpha": 2.0, "prob": 1.0, "layers": None, "mode": "soft",
-                             "gamma": 0.9, "block_size": 7}
+    assert cfg.train.mix == {"name": "patchup", "alpha": 2.0, "prob": 0.7, "layers": None, "mode": "soft",
+                             "gamma": 0.5, "block_size": 7, "loss": "three_term"}
     with pytest.raises(ValueError, match=r"--set: train.mix name must be one of"):
         apply_overrides(default_config("lenet5", "mnist5k"), ["train.mix={name: mixupp}"])
 

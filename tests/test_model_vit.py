@@ -130,6 +130,42 @@ def test_timm_layout_converts_for_every_vit():
         assert set(out) == set(meta(name).state_dict())
 
 
+# Sec. 3.1: "The classification head is implemented by a MLP with one hidden layer at pre-training time and by a
+# single linear layer at fine-tuning time"; the hidden width of the authors' pre-training heads is D (Table 1).
+@pytest.mark.parametrize("name", VITS)
+def test_paper_recipe_from_scratch_has_the_pre_training_mlp_head_with_tanh(name):
+    from cnnzoo.train.paper_recipes import paper_config
+
+    cfg, _, _ = paper_config(name, "mnist5k")
+    d = TABLE_1[name][1]
+    assert cfg.model.options.get("representation_size") == d
+    m = meta(name, **cfg.model.options)
+    assert isinstance(m.heads.pre_logits, nn.Linear) and m.heads.pre_logits.out_features == d
+    assert isinstance(m.heads.act, nn.Tanh) and m.heads.head.in_features == d
+    # the fine-tuning head (the default, the one torchvision's and timm's fine-tuned checkpoints have): one Linear
+    plain = meta(name)
+    assert [k for k in plain.state_dict() if k.startswith("heads.")] == ["heads.head.weight", "heads.head.bias"]
+
+
+def test_pre_training_head_computes_linear_tanh_linear():
+    m = cnnzoo.create_model("vit_tiny_patch4_32", representation_size=16).eval()
+    tokens = torch.randn(2, 65, 192)
+    h = m.heads
+    expected = F.linear(torch.tanh(F.linear(tokens[:, 0], h.pre_logits.weight, h.pre_logits.bias)), h.head.weight,
+                        h.head.bias)
+    torch.testing.assert_close(m.forward_head(tokens), expected)
+
+
+def test_timm_pre_logits_head_converts():
+    """timm's ViTs with ``representation_size`` (the in21k pre-training checkpoints) name the hidden layer
+    ``pre_logits.fc``; it loads into ``heads.pre_logits`` of a network built with the same option."""
+    sd = meta("vit_b_16", representation_size=768).state_dict()
+    timm = {("pre_logits.fc." + k.split(".")[-1]) if k.startswith("heads.pre_logits.") else
+            ("head." + k.split(".")[-1]) if k.startswith("heads.head.") else k: v for k, v in sd.items()}
+    out = cnnzoo.convert_state_dict("vit_b_16", timm, "timm", representation_size=768)
+    assert "heads.pre_logits.weight" in out and "heads.head.weight" in out
+
+
 # --- attention, from its equation ----------------------------------------------------------------
 
 

@@ -16,6 +16,11 @@ The papers' operations (``data.augment`` of a tensor dataset, e.g. ``{scale_jitt
   that its shorter side is S, an integer drawn uniformly from [S_min, S_max], then a crop of the native size is
   taken at a random position. S is in pixels of the native image (VGG: [256, 512] for 224 crops; for 32-pixel
   CIFAR the same ratio is [37, 73]).
+- ``central_square``: with ``scale_jitter``, the random crop is taken inside the central S x S square of the
+  rescaled image instead of anywhere in it: AlexNet's training patches (Krizhevsky et al. 2012, Sec. 2: "we first
+  rescaled the image such that the shorter side was of length 256, and then cropped out the central 256x256 patch";
+  Sec. 4.1: random 224x224 patches of those 256x256 images), the same square its 10-crop test reads. On square
+  images the two are the same.
 - ``pca_lighting``: AlexNet's colour noise (Krizhevsky et al. 2012, Sec. 4.1): to every pixel of an image add
   ``eigvec @ (alpha * eigval)``, the principal components of the training set's RGB covariance scaled by their
   eigenvalues and by alpha ~ N(0, sigma^2) per image and component (``true`` means the paper's sigma = 0.1; a number
@@ -38,8 +43,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-AUGMENT_KEYS = ("random_crop_padding", "translate", "hflip", "random_resized_crop", "scale_jitter", "pca_lighting",
-                "rotate", "zoom")
+AUGMENT_KEYS = ("random_crop_padding", "translate", "hflip", "random_resized_crop", "scale_jitter", "central_square",
+                "pca_lighting", "rotate", "zoom")
 """Keys accepted in a tensor dataset's ``augment`` dict."""
 
 RRC_SCALE = (0.08, 1.0)  # Szegedy et al. 2015, Sec. 6: "patches ... whose size is distributed evenly between 8%
@@ -70,6 +75,18 @@ def parse_scale_jitter(value, key: str = "augment['scale_jitter']") -> tuple[int
         raise ValueError(f"{key} must be [S_min, S_max], integers with S_min <= S_max (the shorter side in pixels, "
                          f"VGG: [256, 512] for 224-pixel crops), got {value!r}")
     return int(value[0]), int(value[1])
+
+
+def parse_central_square(value, jitter, key: str = "augment['central_square']") -> bool:
+    """``true`` (only with ``scale_jitter``: AlexNet's crops from the central S x S square) or false/None."""
+    if value is None or value is False:
+        return False
+    if value is not True:
+        raise ValueError(f"{key} must be true or false, got {value!r}")
+    if not jitter:
+        raise ValueError(f"{key} restricts scale_jitter's random crop to the central S x S square; give scale_jitter "
+                         "too (AlexNet: {scale_jitter: [256, 256], central_square: true})")
+    return True
 
 
 def parse_pca_lighting(value, key: str = "augment['pca_lighting']") -> float:
@@ -121,6 +138,7 @@ class AugmentPolicy:
         hflip: flip horizontally with probability 1/2.
         random_resized_crop: (min, max) area fraction of Inception's crop, or None.
         scale_jitter: (S_min, S_max) of VGG's scale jitter, or None.
+        central_square: take scale_jitter's crop inside the central S x S square (AlexNet, Sec. 2).
         pca_lighting: standard deviation of AlexNet's alpha (0: off).
         rotate: the largest rotation in degrees (0: off).
         zoom: (min, max) magnification, or None.
@@ -131,6 +149,7 @@ class AugmentPolicy:
     hflip: bool = False
     random_resized_crop: tuple[float, float] | None = None
     scale_jitter: tuple[int, int] | None = None
+    central_square: bool = False
     pca_lighting: float = 0.0
     rotate: float = 0.0
     zoom: tuple[float, float] | None = None
@@ -160,6 +179,7 @@ class AugmentPolicy:
             raise ValueError("augment: random_resized_crop and scale_jitter are two ways of choosing the training "
                              "crop; use one of them")
         return cls(hflip=flip, random_resized_crop=rrc, scale_jitter=jitter,
+                   central_square=parse_central_square(augment.get("central_square"), jitter),
                    pca_lighting=parse_pca_lighting(augment.get("pca_lighting")),
                    rotate=parse_rotate(augment.get("rotate")), zoom=parse_zoom(augment.get("zoom")), **values)
 
@@ -178,6 +198,9 @@ class AugmentPolicy:
             raise ValueError(f"augment scale_jitter {list(self.scale_jitter)}: S_min must be at least the native "
                              f"shorter side ({min(size)} for {dataset}'s {size[0]}x{size[1]} images), since a "
                              f"{size[0]}x{size[1]} crop is taken from the rescaled image")
+        if self.central_square and size[0] != size[1]:
+            raise ValueError(f"augment central_square takes the {size[0]}x{size[1]} crop inside the central S x S "
+                             f"square, which cannot hold it: {dataset}'s images are not square; drop central_square")
 
 
 def draw_params(policy: AugmentPolicy, n: int, generator: torch.Generator,
@@ -203,7 +226,7 @@ def draw_params(policy: AugmentPolicy, n: int, generator: torch.Generator,
         if policy.random_resized_crop:
             params["box"] = rrc_boxes(n, size, policy.random_resized_crop, generator)
         else:
-            params["scale_box"] = jitter_boxes(n, size, policy.scale_jitter, generator)
+            params["scale_box"] = jitter_boxes(n, size, policy.scale_jitter, generator, policy.central_square)
     if policy.pca_lighting:
         params["lighting"] = torch.randn(n, 3, generator=generator, dtype=torch.float64) * policy.pca_lighting
     if policy.rotate or policy.zoom:
@@ -244,18 +267,26 @@ def rrc_boxes(n: int, size: tuple[int, int], scale: tuple[float, float], generat
     return torch.stack([top, left, bh, bw], 1)
 
 
-def jitter_boxes(n: int, size: tuple[int, int], smin_smax: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
+def jitter_boxes(n: int, size: tuple[int, int], smin_smax: tuple[int, int], generator: torch.Generator,
+                 central_square: bool = False) -> torch.Tensor:
     """VGG's scale jitter as crop boxes of the native image (top, left, h, w) in source pixels, float64 (n, 4).
 
     S is uniform over the integers [S_min, S_max]; the image rescaled to shorter side S measures
     (round(H S / min), round(W S / min)); the crop of the native size sits at integer offsets of the rescaled image,
-    uniform over all positions. In source pixels that is a box of (H, W) x (H / Hs, W / Ws) at (top H / Hs, ...).
+    uniform over all positions, or (``central_square``, AlexNet Sec. 2) over the positions inside the central S x S
+    square, which starts at ((Hs - S) // 2, (Ws - S) // 2). In source pixels that is a box of (H, W) x (H / Hs,
+    W / Ws) at (top H / Hs, ...). The draws are the same with and without ``central_square``.
     """
     h, w = size
     s = torch.randint(smin_smax[0], smin_smax[1] + 1, (n,), generator=generator, dtype=torch.int64).double()
     hs, ws = (h * s / min(h, w)).round(), (w * s / min(h, w)).round()
     u = torch.rand(n, 2, generator=generator, dtype=torch.float64)
-    top, left = (u[:, 0] * (hs - h + 1)).floor(), (u[:, 1] * (ws - w + 1)).floor()
+    if central_square:  # the region the crop may come from: the central s x s square of the (hs, ws) image
+        top0, left0 = ((hs - s) / 2).floor(), ((ws - s) / 2).floor()
+        rh, rw = torch.minimum(hs, s), torch.minimum(ws, s)
+    else:
+        top0, left0, rh, rw = torch.zeros_like(hs), torch.zeros_like(ws), hs, ws
+    top, left = top0 + (u[:, 0] * (rh - h + 1)).floor(), left0 + (u[:, 1] * (rw - w + 1)).floor()
     fy, fx = h / hs, w / ws  # source pixels per rescaled pixel (F.interpolate's scale for size=(hs, ws))
     return torch.stack([top * fy, left * fx, h * fy, w * fx], 1)
 

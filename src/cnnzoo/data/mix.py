@@ -11,23 +11,47 @@ One option, ``train.mix: {name: METHOD, ...per-method parameters}``, e.g. ``--se
                           really pasted (``lam`` is recomputed from it, Sec. 3.1). alpha 1.0 (the paper's).
 ``manifold_mixup``        Verma et al. 2019, "Manifold Mixup": mixup at a layer k drawn uniformly from the eligible
                           ones, the input (k = 0) or the output of feature_info stage k (the network's own stage
-                          boundaries, reached with a forward hook). Default eligible: the input and every stage but
-                          the last (the paper's {0, 1, 2} on PreAct ResNet). alpha 2.0 (the paper's CIFAR setting).
-``patchup``               Faramarzi et al. 2020, "PatchUp": at a drawn hidden stage, a DropBlock-style mask of
-                          ``block_size`` squares (centres ~ Bernoulli(gamma_adj), one mask per batch as in the
-                          authors' code) selects feature blocks; ``mode: hard`` swaps them with the partner's,
-                          ``mode: soft`` interpolates them with ``lam``. Target: ``(1-p) y_a + p y_b`` (hard) or
-                          ``(1-p(1-lam)) y_a + p(1-lam) y_b`` (soft), p the masked fraction of features.
-                          Defaults: the authors' code's gamma 0.9, block 7, alpha 2.
+                          boundaries, reached with a forward hook). Default: the paper's k in {0, 1, 2} (Sec. 5.1;
+                          the authors' code draws ``randint(0, 2)``: the input, after the first and after the
+                          second block group of their PreAct ResNet), whatever the number of stages (fewer when the
+                          network has fewer than two). alpha 2.0 (the paper's CIFAR setting).
+``patchup``               Faramarzi et al. 2022, "PatchUp: A Feature-Space Block-Level Data Augmentation Method"
+                          (arXiv 2020 "A Regularization Technique for CNNs"), as the authors' code (chandar-lab/
+                          PatchUp) runs it: with probability ``prob`` 0.7 a batch is mixed at a layer drawn uniformly
+                          from ``layers``, by default their ``k = 2``: {0: the input, by CutMix with lam ~ Beta(1, 1)
+                          (Yun et al.'s box, as below); ``stem``: after the stem; 1: after the first stage}. At a
+                          hidden layer a DropBlock-style mask of ``block_size`` squares (centres ~ Bernoulli(gamma_adj),
+                          one mask per batch as in the authors' code) selects feature blocks; ``mode: hard`` swaps
+                          them with the partner's, ``mode: soft`` interpolates them with ``lam``. With u the unchanged
+                          fraction of the features (of the pixels for CutMix), the target is the authors' three-term
+                          loss (``loss: three_term``): ``u l(y_a) + (1-u) l(t_b) + l(t_rw)``, t_b = y_b (hard, CutMix)
+                          or ``lam y_a + (1-lam) y_b`` (soft), t_rw = ``u y_a + (1-u) y_b`` (hard, CutMix) or
+                          ``(u + (1-u) lam) y_a + (1-u)(1-lam) y_b`` (soft): the reweighted target counted twice,
+                          which the soft-target loss (linear in the target) gets as one target of total mass 2.
+                          ``loss: reweighted`` keeps t_rw alone (half the loss on mixed batches). Defaults: hard,
+                          gamma 0.5, block 7, alpha 2, prob 0.7: the authors' README command for Hard PatchUp
+                          (their argparse defaults are soft and gamma 0.9; their soft command uses prob 1, gamma
+                          0.75).
 ``puzzlemix``             Kim et al. 2020, "Puzzle Mix" (simplified, see below): saliency from the input gradient
                           of the clean batch, a block mask that keeps each image's salient regions, and transport
                           of each image's salient blocks into the region it contributes. Label weight = the share
                           of pixels each image contributes.
 ========================  ===========================================================================================
 
-Every method also takes ``prob`` (the probability that a batch is mixed at all, default 1). The mixed target is a
+Every method also takes ``prob`` (the probability that a batch is mixed at all, default 1; PatchUp's 0.7).
+
+``layers`` (manifold_mixup, patchup) lists the eligible layers: 0 = the input, k >= 1 = the output of feature_info
+stage k, ``stem`` = the input of feature_info stage 1 (the output of the stem on networks whose feature_info starts
+with their first block group: the ResNets, PreAct ResNets, WRNs and CIFAR DenseNets; on networks whose feature_info
+lists the stem itself first, such as the ImageNet DenseNets, GoogLeNet or ResNeSt, stage 1 is the stem and ``stem``
+the layer inside it that feeds stage 1's module: give ``layers`` explicitly there). The mixed target is a
 distribution over the classes (B, K) and goes through the same soft-target loss as label smoothing
 (`cnnzoo.train.losses`). Partners are a random permutation of the batch (of each rank's slice under torchrun).
+
+Where the authors' code differs and cnnzoo does not follow: their loss terms are binary cross-entropies of the
+softmax outputs (``BCELoss(softmax(out), t)``, for every method they compare), here the run's soft-target
+cross-entropy; their PatchUp caches gamma_adj from the first feature map it sees, here computed for each map. With
+label smoothing the three-term PatchUp target smooths once (mass 2, the uniform part counted once, not twice).
 
 Determinism: every random choice of step ``i`` of epoch ``e`` (lam, the layer, the box, the masks, the grid) comes
 from a generator seeded from (seed, e, i), and the partner permutation from (seed, e, i, rank): a resumed run mixes
@@ -64,6 +88,7 @@ __all__ = [
     "cutmix_box",
     "parse_mix",
     "patchup_mask",
+    "patchup_target",
     "puzzle_mask",
     "puzzle_transport",
     "soft_targets",
@@ -74,11 +99,16 @@ MIX_METHODS: dict[str, dict] = {
     "mixup": dict(_COMMON),
     "cutmix": dict(_COMMON),
     "manifold_mixup": {**_COMMON, "alpha": 2.0, "layers": None},
-    "patchup": {**_COMMON, "alpha": 2.0, "layers": None, "mode": "hard", "gamma": 0.9, "block_size": 7},
+    "patchup": {**_COMMON, "alpha": 2.0, "prob": 0.7, "layers": None, "mode": "hard", "gamma": 0.5, "block_size": 7,
+                "loss": "three_term"},
     "puzzlemix": {**_COMMON, "grid": [2, 4, 8, 16], "transport": True, "eps": 0.8},
 }
 """Each method's parameters and their defaults (see the module docstring for where they come from)."""
 _HIDDEN = ("manifold_mixup", "patchup")  # methods that mix inside the network (forward hooks)
+STEM = "stem"  # the layer name for the input of feature_info stage 1 (the stem's output)
+PAPER_LAYERS = {"manifold_mixup": (0, 1, 2), "patchup": (0, STEM, 1)}
+"""The default layers: Manifold Mixup's k in {0, 1, 2} and PatchUp's {input, stem, first stage} (authors' code)."""
+PATCHUP_LOSSES = ("three_term", "reweighted")
 _STREAM = 0x6D6978  # "mix": separates these generators from the loaders' (seed, epoch[, 1]) streams
 
 
@@ -130,13 +160,11 @@ def parse_mix(value) -> MixSpec | None:
         raise _bad("prob", "in (0, 1] (the probability that a batch is mixed)", p["prob"])
     if "layers" in p and p["layers"] is not None:
         layers = p["layers"]
-        if not (isinstance(layers, list) and layers and all(isinstance(k, int) and not isinstance(k, bool)
-                                                              and k >= 0 for k in layers)):
-            raise _bad("layers", "null or a non-empty list of integers >= 0 (0 = the input, k = feature_info stage k)",
-                       layers)
-        if name == "patchup" and 0 in layers:
-            raise _bad("layers", "hidden stages only (>= 1) for patchup, which masks feature maps", layers)
-        p["layers"] = sorted(set(layers))
+        if not (isinstance(layers, list) and layers and all(
+                k == STEM or (isinstance(k, int) and not isinstance(k, bool) and k >= 0) for k in layers)):
+            raise _bad("layers", f"null or a non-empty list of integers >= 0 or {STEM!r} (0 = the input, k = the "
+                       f"output of feature_info stage k, {STEM} = the input of stage 1)", layers)
+        p["layers"] = sorted(set(layers), key=_layer_order)
     if name == "patchup":
         if p["mode"] not in ("hard", "soft"):
             raise _bad("mode", "'hard' (swap the blocks) or 'soft' (interpolate them)", p["mode"])
@@ -145,6 +173,9 @@ def parse_mix(value) -> MixSpec | None:
         bs = p["block_size"]
         if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1 or bs % 2 == 0:
             raise _bad("block_size", "an odd integer >= 1", bs)
+        if p["loss"] not in PATCHUP_LOSSES:
+            raise _bad("loss", "'three_term' (the authors' training script) or 'reweighted' (the reweighted target "
+                       "alone)", p["loss"])
     if name == "puzzlemix":
         grid = p["grid"]
         if not (isinstance(grid, list) and grid and all(isinstance(n, int) and not isinstance(n, bool) and n >= 2
@@ -156,6 +187,10 @@ def parse_mix(value) -> MixSpec | None:
         if p["eps"] < 0:
             raise _bad("eps", "0 or more (the weight of the transport distance)", p["eps"])
     return MixSpec(name, p)
+
+
+def _layer_order(k) -> float:
+    return 0.5 if k == STEM else float(k)
 
 
 # ------------------------------------------------------------------------------------------------ the methods
@@ -175,6 +210,26 @@ def cutmix_box(lam: float, h: int, w: int, rng: np.random.Generator) -> tuple[in
     y0, y1 = int(np.clip(cy - rh / 2, 0, h)), int(np.clip(cy + rh / 2, 0, h))
     x0, x1 = int(np.clip(cx - rw / 2, 0, w)), int(np.clip(cx + rw / 2, 0, w))
     return y0, y1, x0, x1
+
+
+def patchup_target(labels: torch.Tensor, perm: torch.Tensor, unchanged: float, lam: float, soft: bool,
+                   num_classes: int, loss: str = "three_term") -> torch.Tensor:
+    """PatchUp's target (B, K) from the unchanged fraction u and lam (the authors' training script, see above).
+
+    ``three_term``: ``u y_a + (1 - u) t_b + t_rw`` (the three loss terms' targets; a soft-target loss is linear in
+    the target, so its loss on this sum is their loss summed); ``reweighted``: ``t_rw`` alone. ``soft`` False for
+    Hard PatchUp and for the CutMix of the input layer.
+    """
+    if soft:
+        t_rw = soft_targets(labels, perm, unchanged + (1 - unchanged) * lam, num_classes)
+        t_b = soft_targets(labels, perm, lam, num_classes)
+    else:
+        t_rw = soft_targets(labels, perm, unchanged, num_classes)
+        t_b = soft_targets(labels, perm, 0.0, num_classes)
+    if loss == "reweighted":
+        return t_rw
+    y_a = F.one_hot(labels, num_classes).float()
+    return unchanged * y_a + (1 - unchanged) * t_b + t_rw
 
 
 def patchup_mask(shape: tuple[int, int, int], gamma: float, block_size: int, rng: np.random.Generator) -> torch.Tensor:
@@ -290,7 +345,7 @@ class Mixer:
         self.layers: list[int] = []
         self.names: dict[int, str] = {}
         self.shapes: dict[int, tuple[int, ...]] = {}
-        self._armed: tuple[str, Callable] | None = None
+        self._armed: tuple[tuple[str, str], Callable] | None = None
         self._fired = False
         self._handles = []
         if spec.name in _HIDDEN:
@@ -309,37 +364,49 @@ class Mixer:
                              f"{type(model).__name__} has none; use mixup or cutmix")
         n = len(info)
         layers = self.p["layers"]
-        if layers is None:  # the input (manifold mixup only) and every stage but the last
-            layers = list(range(0 if name == "manifold_mixup" else 1, max(n, 2)))
-        bad = [k for k in layers if k > n]
+        if layers is None:  # the papers' layers (PAPER_LAYERS), those the network has
+            layers = [k for k in PAPER_LAYERS[name] if k == STEM or k <= n]
+        bad = [k for k in layers if k != STEM and k > n]
         if bad:
             raise ValueError(f"train.mix layers {bad}: {type(model).__name__} has {n} feature_info stage(s); valid "
-                             f"layers are 0 (the input) to {n}: " + ", ".join(f"{i + 1}={f['module']}"
-                                                                             for i, f in enumerate(info)))
+                             f"layers are 0 (the input), {STEM} (the input of stage 1) and 1 to {n}: "
+                             + ", ".join(f"{i + 1}={f['module']}" for i, f in enumerate(info)))
         modules = dict(model.named_modules())
         self.layers = list(layers)
         for k in self.layers:
             if k == 0:
                 continue
-            mod_name = info[k - 1]["module"]
+            mod_name = info[0 if k == STEM else k - 1]["module"]
             if mod_name not in modules:
                 raise ValueError(f"{type(model).__name__}.feature_info names {mod_name!r}, which is not a submodule")
             self.names[k] = mod_name
-            self._handles.append(modules[mod_name].register_forward_hook(self._hook(mod_name)))
+            if k == STEM:  # the input of stage 1's module: a pre-hook replaces it
+                self._handles.append(modules[mod_name].register_forward_pre_hook(self._pre_hook(mod_name)))
+            else:
+                self._handles.append(modules[mod_name].register_forward_hook(self._hook(mod_name)))
         if image_size is not None and in_channels is not None and self.names:
             self._probe_shapes(image_size, in_channels)
 
     def _probe_shapes(self, image_size, in_channels) -> None:
-        """One eval-mode forward of a single blank image finds each hooked stage's output shape."""
-        seen: dict[str, tuple[int, ...]] = {}
+        """One eval-mode forward of a single blank image finds each hooked layer's shape."""
+        seen: dict[tuple[str, str], tuple[int, ...]] = {}
+
+        def shape_of(t) -> tuple[int, ...]:
+            return tuple(t.shape[1:]) if isinstance(t, torch.Tensor) else ()
 
         def record(name):
             def hook(module, inputs, output) -> None:
-                seen.setdefault(name, tuple(output.shape[1:]) if isinstance(output, torch.Tensor) else ())
+                seen.setdefault(("out", name), shape_of(output))
+            return hook
+
+        def record_in(name):
+            def hook(module, inputs) -> None:
+                seen.setdefault(("in", name), shape_of(inputs[0]) if len(inputs) == 1 else ())
             return hook
 
         modules = dict(self.model.named_modules())
-        handles = [modules[m].register_forward_hook(record(m)) for m in self.names.values()]
+        handles = [modules[m].register_forward_pre_hook(record_in(m)) if k == STEM
+                   else modules[m].register_forward_hook(record(m)) for k, m in self.names.items()]
         was = self.model.training
         device = next(self.model.parameters()).device
         try:
@@ -351,33 +418,47 @@ class Mixer:
             for h in handles:
                 h.remove()
         for k, m in self.names.items():
-            shape = seen.get(m)
+            what = f"the input of stage 1 ({m})" if k == STEM else f"stage {k} ({m})"
+            shape = seen.get(("in" if k == STEM else "out", m))
             if shape is None:
-                raise ValueError(f"train.mix {self.spec.name}: stage {k} ({m}) does not run in the forward pass")
+                raise ValueError(f"train.mix {self.spec.name}: {what} does not run in the forward pass")
             if shape == ():
-                raise ValueError(f"train.mix {self.spec.name}: stage {k} ({m}) does not return one tensor")
+                raise ValueError(f"train.mix {self.spec.name}: {what} is not one tensor")
             if self.spec.name == "patchup" and len(shape) != 3:
-                raise ValueError(f"train.mix patchup masks blocks of (C, H, W) feature maps, but stage {k} ({m}) of "
+                raise ValueError(f"train.mix patchup masks blocks of (C, H, W) feature maps, but {what} of "
                                  f"{type(self.model).__name__} gives {tuple(shape)}; choose other layers, or use "
                                  "manifold_mixup")
             self.shapes[k] = shape
 
     def _hook(self, mod_name: str):
         def hook(module, inputs, output):
-            if self._armed is None or self._armed[0] != mod_name or self._fired:
+            if self._armed is None or self._armed[0] != ("out", mod_name) or self._fired:
                 return None
             self._fired = True
             return self._armed[1](output)
 
         return hook
 
+    def _pre_hook(self, mod_name: str):
+        def hook(module, inputs):
+            if self._armed is None or self._armed[0] != ("in", mod_name) or self._fired:
+                return None
+            self._fired = True
+            return (self._armed[1](inputs[0]), *inputs[1:])
+
+        return hook
+
+    def _arm_layer(self, k, fn: Callable):
+        """Arm the hook of layer ``k`` (a stage's output, or the stem's: stage 1's input) with ``fn``."""
+        return self._arm(("in" if k == STEM else "out", self.names[k]), fn)
+
     @contextlib.contextmanager
-    def _arm(self, mod_name: str, fn: Callable):
-        self._armed, self._fired = (mod_name, fn), False
+    def _arm(self, where: tuple[str, str], fn: Callable):
+        self._armed, self._fired = (where, fn), False
         try:
             yield
             if not self._fired:
-                raise RuntimeError(f"mixing at {mod_name} was armed but the module did not run")
+                raise RuntimeError(f"mixing at the {where[0]}put of {where[1]} was armed but the module did not run")
         finally:
             self._armed = None
 
@@ -409,7 +490,12 @@ class Mixer:
         method = getattr(self, "_" + self.spec.name)
         x, weight_a, context = method(images, labels, lam, perm, shared, info)
         info["weight_a"] = weight_a
-        return Mixed(x, soft_targets(labels, perm, weight_a, self.num_classes), context, info)
+        if self.spec.name == "patchup":  # the authors' loss terms (patchup_target)
+            target = patchup_target(labels, perm, info["unchanged"], info["lam"], info["soft"], self.num_classes,
+                                    self.p["loss"])
+        else:
+            target = soft_targets(labels, perm, weight_a, self.num_classes)
+        return Mixed(x, target, context, info)
 
     def _mixup(self, x, labels, lam, perm, rng, info):
         return lam * x + (1 - lam) * x[perm], lam, contextlib.nullcontext()
@@ -422,24 +508,34 @@ class Mixer:
         info["box"] = (y0, y1, x0, x1)
         return out, 1 - (y1 - y0) * (x1 - x0) / (h * w), contextlib.nullcontext()
 
+    def _draw_layer(self, rng):
+        k = self.layers[int(rng.integers(len(self.layers)))]
+        return k if k == STEM else int(k)
+
     def _manifold_mixup(self, x, labels, lam, perm, rng, info):
-        k = int(rng.choice(self.layers))
+        k = self._draw_layer(rng)
         info["layer"] = k
         if k == 0:
             return lam * x + (1 - lam) * x[perm], lam, contextlib.nullcontext()
         info["module"] = self.names[k]
-        return x, lam, self._arm(self.names[k], lambda h: lam * h + (1 - lam) * h[perm])
+        return x, lam, self._arm_layer(k, lambda h: lam * h + (1 - lam) * h[perm])
 
     def _patchup(self, x, labels, lam, perm, rng, info):
-        k = int(rng.choice(self.layers))
+        k = self._draw_layer(rng)
+        if k == 0:  # the authors' input layer: CutMix with its own lam ~ Beta(1, 1)
+            lam_c = float(rng.beta(1.0, 1.0))
+            out, unchanged, _ = self._cutmix(x, labels, lam_c, perm, rng, info)
+            info.update(layer=0, lam=lam_c, unchanged=unchanged, soft=False)
+            return out, unchanged, contextlib.nullcontext()
         shape = self.shapes.get(k)
         if shape is None:
             raise RuntimeError("Mixer(patchup) needs image_size and in_channels to know the feature-map shapes")
         mask = patchup_mask(shape, self.p["gamma"], self.p["block_size"], rng).to(x.device)  # (C, H, W)
         changed = float(mask.mean())
-        info.update(layer=k, module=self.names[k], mask=mask, changed=changed)
+        soft = self.p["mode"] == "soft"
+        info.update(layer=k, module=self.names[k], mask=mask, changed=changed, unchanged=1 - changed, soft=soft)
         keep = mask == 0
-        if self.p["mode"] == "hard":  # swap the blocks: y_b gets the share of the features swapped in
+        if not soft:  # swap the blocks: y_b gets the share of the features swapped in
             def fn(h):
                 return torch.where(keep, h, h[perm])
             weight = 1 - changed
@@ -447,7 +543,7 @@ class Mixer:
             def fn(h):
                 return torch.where(keep, h, lam * h + (1 - lam) * h[perm])
             weight = 1 - (1 - lam) * changed
-        return x, weight, self._arm(self.names[k], fn)
+        return x, weight, self._arm_layer(k, fn)
 
     def _puzzlemix(self, x, labels, lam, perm, rng, info):
         h, w = x.shape[-2:]

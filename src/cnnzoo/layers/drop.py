@@ -1,4 +1,14 @@
-"""DropPath (stochastic depth, Huang et al. 2016, https://arxiv.org/abs/1603.09382)."""
+"""DropPath (stochastic depth, Huang et al. 2016, "Deep Networks with Stochastic Depth", ECCV 2016,
+https://arxiv.org/abs/1603.09382).
+
+The rate per block (`drop_path_rates`) follows timm (``torch.linspace(0, drop_path_rate, depth)``): block i of n
+(i = 0..n-1) drops with probability ``rate * i / (n - 1)``, from 0 for the first block to ``drop_path_rate`` for
+the last. Huang et al.'s linear decay rule (Sec. 3, Eq. 4: survival p_l = 1 - l/L (1 - p_L)) gives block l of L
+(l = 1..L) the drop rate ``l / L * rate``: its first block already drops with rate / L, and every block but the
+last drops a little more often than here (e.g. 4 blocks, rate 0.5: Huang 0.125, 0.25, 0.375, 0.5; here 0, 0.167,
+0.333, 0.5). The difference shrinks with depth and is deliberate: timm's, DeiT's and torchvision's networks (and
+the recipes behind their checkpoints) use the linspace rule.
+"""
 
 from __future__ import annotations
 
@@ -34,7 +44,8 @@ class DropPath(nn.Module):
 
 
 def drop_path_rates(rate: float, n_blocks: int) -> list[float]:
-    """Linearly growing rates from 0 to ``rate`` over ``n_blocks`` blocks (the stochastic-depth paper's rule)."""
+    """Rates growing linearly from 0 (first block) to ``rate`` (last block): timm's linspace rule, not Huang et al.'s
+    ``l / L * rate`` for l = 1..L (whose first block has rate / L); see the module docstring."""
     if n_blocks <= 1:
         return [rate] * n_blocks
     return [rate * i / (n_blocks - 1) for i in range(n_blocks)]

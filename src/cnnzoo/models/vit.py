@@ -51,8 +51,13 @@ This implementation
     Vaswani et al. Sec. 3.5 and note 003, over the token index, class token at position 0; a buffer, not in the
     state dict) or "none" (Appendix D.4's baseline). ``global_pool``: "token" (the class token's output, eq. 4)
     or "avg" (the mean of the patch tokens' outputs, Appendix D.3); ``class_token=False`` drops the class token
-    (only with "avg"). ``representation_size``: the paper's pre-training head (Linear -> tanh -> Linear, as
-    torchvision's option of that name); None (default) is the fine-tuning head, a single linear layer.
+    (only with "avg"). ``representation_size``: the paper's pre-training head (Sec. 3.1: "a MLP with one hidden
+    layer at pre-training time": Linear(D, representation_size) -> tanh -> Linear; torchvision's option of that
+    name, modules ``heads.pre_logits`` and ``heads.act``; timm's older ViTs call it the same, their
+    ``pre_logits.fc`` weights load into ``heads.pre_logits``); None (default) is the fine-tuning head, a single
+    linear layer, so torchvision's and timm's fine-tuned checkpoints load with no option. The paper recipe
+    (``--recipe paper``: training from scratch is the paper's pre-training) sets representation_size = D, the width
+    of the authors' pre-training heads.
     ``drop_rate``: the paper's dropout (after the attention's output projection, after each MLP layer, after
     adding the position embeddings; torchvision's ``dropout``), ``attn_drop_rate``: dropout on the attention
     weights, ``drop_path_rate``: stochastic depth on the residual branches growing linearly over the layers
@@ -239,6 +244,7 @@ _TIMM_KEYS = [
     (r"^blocks\.(\d+)\.mlp\.fc2\.", r"encoder.layers.encoder_layer_\1.mlp.3."),
     (r"^norm\.", "encoder.ln."),
     (r"^head\.", "heads.head."),
+    (r"^pre_logits\.fc\.", "heads.pre_logits."),  # timm's representation_size head (the pre-training MLP's hidden layer)
 ]
 
 

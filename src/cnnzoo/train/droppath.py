@@ -1,8 +1,10 @@
 """Drop-path rates over training time: ``train.drop_path_schedule``.
 
-- ``constant`` (default): every DropPath keeps the rate the network was built with (``drop_path_rate``, spread over
-  depth by the stochastic-depth rule of Huang et al. 2016), the whole run: what ResNet-D/timm, EfficientNet (Tan &
-  Le 2019, "drop connect ratio 0.2") and DeiT/ViT do.
+- ``constant`` (default): every DropPath keeps the rate the network was built with the whole run: what
+  ResNet-D/timm, EfficientNet (Tan & Le 2019, "drop connect ratio 0.2") and DeiT/ViT do. ``drop_path_rate`` is
+  spread over depth by timm's linear rule, block i of n at ``rate * i / (n - 1)`` (0 for the first block, the full
+  rate for the last; `cnnzoo.layers.drop.drop_path_rates`), not by Huang et al. 2016's linear decay rule (Sec. 3,
+  Eq. 4), which gives block l of L (l = 1..L) ``l / L * rate`` (the first block rate / L).
 - ``linear``: NASNet's ScheduledDropPath (Zoph et al. 2018, "Learning Transferable Architectures for Scalable
   Image Recognition": each path is dropped "with a probability that is linearly increased over the course of
   training"; the TF-slim NASNet code scales the drop rate by step / total steps): the rate of every DropPath grows linearly with the global step from 0 at

@@ -13,8 +13,9 @@ A recipe file holds the config sections (model, data, optim, schedule, train: th
 comment citing its section) and a ``recipe`` section describing it: ``title``, ``paper`` (authors, year,
 sections), ``year``, ``networks`` (shell patterns of the registered names it is for), ``dataset`` (the kind of
 data the paper trained on: ``imagenet`` or ``cifar``), optionally ``per_network`` (``{PATTERN: {section: {key:
-value}}}``, e.g. the warm-up that only ResNet-110 needs) and ``not_applied`` (what the paper did that cnnzoo has
-no option for; logged when the recipe is used).
+value}}}``, e.g. the warm-up that only ResNet-110 needs), ``not_applied`` (what the paper did that cnnzoo has
+no option for; logged when the recipe is used) and ``crops`` (the crop sizes its scale jitter is written for,
+default [224]; AlexNet's [224, 227]: the paper's 224-pixel patches are 227 pixels by its own arithmetic).
 
 The run adapts a recipe to the data the user has, and says so in the log:
 
@@ -22,7 +23,7 @@ The run adapts a recipe to the data the user has, and says so in the log:
   kind of images and applies only to that kind: ``imagenet`` recipes to image folders (``folder:PATH``),
   ``cifar`` recipes to cifar10 / cifar100. Any other dataset keeps its own default augmentation (a flipped digit
   is another digit; a 4-pixel pad-and-crop means nothing at 224 pixels). VGG's and ResNet's scale jitter (shorter
-  side in [256, 512] for 224-pixel crops) is scaled to the run's crop size (``data.input_size``) when it differs.
+  side in [256, 512] for 224-pixel crops) is scaled to the run's crop size (``data.input_size``) when it is not one the recipe is written for.
 * ``--epochs`` (or ``train.epochs``) shortens or lengthens the run and the schedule keeps its shape:
   ``multistep`` milestones, ``step`` sizes (with gamma adjusted so the whole run decays by the paper's total
   factor), warm-up length and plateau patience are scaled by new epochs / paper epochs, unless set explicitly.
@@ -60,7 +61,7 @@ __all__ = [
 
 DATASET_KINDS = {"imagenet": "image folders (folder:PATH)", "cifar": "cifar10, cifar100"}
 REFERENCE_CROP = 224  # the crop size the ImageNet recipes' scale-jitter ranges are written for
-_META_KEYS = {"title", "paper", "year", "networks", "dataset", "per_network", "not_applied"}
+_META_KEYS = {"title", "paper", "year", "networks", "dataset", "per_network", "not_applied", "crops"}
 _REQUIRED = (("data", "batch_size"), ("optim", "name"), ("optim", "lr"), ("train", "epochs"))
 
 
@@ -78,6 +79,7 @@ class PaperRecipe:
     per_network: dict[str, dict[str, dict[str, Any]]]
     not_applied: tuple[str, ...]
     path: Path
+    crops: tuple[int, ...] = (REFERENCE_CROP,)  # the crop sizes its scale-jitter range is written for
 
     def matches(self, network: str) -> bool:
         return any(fnmatch.fnmatchcase(network, p) for p in self.networks)
@@ -165,7 +167,8 @@ def _load(path: Path) -> PaperRecipe:
         networks=tuple(meta["networks"]), dataset=meta["dataset"], values={k: dict(v or {}) for k, v in data.items()},
         per_network={p: {s: dict(v) for s, v in (sections or {}).items()}
                      for p, sections in (meta.get("per_network") or {}).items()},
-        not_applied=tuple(meta.get("not_applied") or ()), path=path)
+        not_applied=tuple(meta.get("not_applied") or ()), path=path,
+        crops=tuple(int(c) for c in meta.get("crops") or (REFERENCE_CROP,)))
     for network in [None, *recipe.per_network]:  # the values validate, alone and with each per-network entry
         settings = recipe.settings_for(network) if network else recipe.values
         _update(Config(), settings, where).validate()
@@ -307,11 +310,10 @@ def scale_to_run(cfg: Config, recipe: PaperRecipe, explicit: set[str] | frozense
     paper_aug = settings.get("data", {}).get("augment") or {}
     if (isinstance(aug, dict) and aug.get("scale_jitter") and aug == paper_aug and "data.augment" not in explicit
             and cfg.data.name.startswith("folder:")):
-        crop = cfg.data.input_size or REFERENCE_CROP
-        if crop != REFERENCE_CROP:
+        crop, ref = cfg.data.input_size or recipe.crops[0], recipe.crops[0]
+        if crop not in recipe.crops:
             old = list(aug["scale_jitter"])
-            new = [max(crop, round(v * crop / REFERENCE_CROP)) for v in old]
+            new = [max(crop, round(v * crop / ref)) for v in old]
             cfg.data.augment = {**aug, "scale_jitter": new}
-            notes.append(f"scale jitter {old} (for {REFERENCE_CROP}-pixel crops) -> {new} for this run's {crop}-pixel "
-                         f"crops")
+            notes.append(f"scale jitter {old} (for {ref}-pixel crops) -> {new} for this run's {crop}-pixel crops")
     return notes
