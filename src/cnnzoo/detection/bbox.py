@@ -19,9 +19,11 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["BoxRegressor", "box_area", "box_iou", "clip_boxes", "decode", "encode", "fit_box_regressor"]
+__all__ = ["REGRESSION_MIN_IOU", "BoxRegressor", "box_area", "box_iou", "clip_boxes", "decode", "encode",
+           "fit_box_regressor", "regression_pairs"]
 
-#: Appendix C: "lambda = 1000", and training pairs whose IoU exceeds 0.6
+#: Appendix C: "lambda = 1000", and training pairs whose IoU exceeds 0.6 ("if and only if the overlap is greater
+#: than a threshold (which we set to 0.6 using a validation set)"; rcnn_train_bbox_regressor.m: ``O > min_overlap``)
 RIDGE_LAMBDA = 1000.0
 REGRESSION_MIN_IOU = 0.6
 
@@ -39,6 +41,17 @@ def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     inter = (rb - lt).clamp(min=0).prod(-1)
     union = box_area(a)[:, None] + box_area(b)[None, :] - inter
     return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter))
+
+
+def regression_pairs(proposals: torch.Tensor, gt_boxes: torch.Tensor, min_iou: float = REGRESSION_MIN_IOU, *,
+                     iou: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Appendix C's training pairs of one image: ``(selected, assigned)``: a boolean mask over ``proposals`` (N,) of
+    those whose largest IoU with a ground-truth box is greater than ``min_iou``, and for each proposal the index of
+    the box it overlaps most (its target, and its class). ``iou`` (N, K) may be given precomputed."""
+    if len(gt_boxes) == 0 or len(proposals) == 0:
+        return torch.zeros(len(proposals), dtype=torch.bool), torch.zeros(len(proposals), dtype=torch.int64)
+    best, assigned = (box_iou(proposals, gt_boxes) if iou is None else iou).max(1)
+    return best > min_iou, assigned
 
 
 def clip_boxes(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -92,7 +105,8 @@ class BoxRegressor:
 def fit_box_regressor(features: torch.Tensor, proposals: torch.Tensor, gt_boxes: torch.Tensor,
                       labels: torch.Tensor, num_classes: int, *, lam: float = RIDGE_LAMBDA) -> BoxRegressor:
     """Ridge regression per class from ``features`` (N, D) of ``proposals`` (N, 4) to the targets towards their
-    assigned ``gt_boxes`` (N, 4) of class ``labels`` (N,); the caller picks the pairs (IoU > 0.6, Appendix C).
+    assigned ``gt_boxes`` (N, 4) of class ``labels`` (N,); the caller picks the pairs (`regression_pairs`: IoU > 0.6,
+    Appendix C).
 
     Solves ``min_w ||X w - (T - mean T)||^2 + lam ||w||^2`` in closed form (the bias is not penalised: the targets
     are centred and the bias column absorbs the rest); ``lam`` is Appendix C's 1000 for features at the R-CNN

@@ -7,7 +7,21 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["default_threshold", "save_detections"]
+__all__ = ["default_threshold", "drawn_by_cnnzoo", "save_detections"]
+
+SOFTWARE = "cnnzoo detect"  # the PNG "Software" text of every picture save_detections draws
+
+
+def drawn_by_cnnzoo(path: str | Path) -> bool:
+    """Whether ``path`` is a PNG `save_detections` drew (its "Software" text says so): a default output name may be
+    drawn over only then, never over a file of the user's."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return str(im.info.get("Software", "")).startswith(SOFTWARE)
+    except (OSError, ValueError, SyntaxError):
+        return False
 
 
 def default_threshold(scorer: str) -> float:
@@ -61,7 +75,8 @@ def save_detections(path: str | Path, items: list[dict], classes: list[str], *, 
     import io
 
     buf = io.BytesIO()
-    fig.savefig(buf, format=path.suffix.lstrip(".").lower() or "png", dpi=110)
+    fmt = path.suffix.lstrip(".").lower() or "png"
+    fig.savefig(buf, format=fmt, dpi=110, metadata={"Software": SOFTWARE} if fmt == "png" else None)
     plt.close(fig)
     atomic_write(path, buf.getvalue())
     return path

@@ -2,7 +2,10 @@
 
 "Given all scored regions in an image, we apply a greedy non-maximum suppression (for each class independently)
 that rejects a region if it has an intersection-over-union (IoU) overlap with a higher scoring selected region
-larger than a learned threshold." R-CNN's released code uses 0.3 for the detections it evaluates.
+larger than a learned threshold." The paper does not print the threshold; R-CNN's released code evaluates its
+detections with 0.3, for each class independently (``imdb/imdb_eval_voc.m``, called once per class by
+``rcnn_test.m``: ``keep = nms(bbox, 0.3)``), and its ``nms/nms.m`` keeps a box while ``o <= overlap``: a box is
+suppressed by an IoU strictly greater than 0.3, an IoU of exactly 0.3 survives.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from .bbox import box_iou
 
 __all__ = ["NMS_IOU", "batched_nms", "nms"]
 
-NMS_IOU = 0.3  # R-CNN's released code (rcnn_test.m): nms(..., 0.3)
+NMS_IOU = 0.3  # R-CNN's released code (imdb/imdb_eval_voc.m): nms(bbox, 0.3), per class
 
 
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float = NMS_IOU) -> torch.Tensor:

@@ -11,8 +11,9 @@ Key ideas
     the boxes (Appendix C).
 
 Which table the code reproduces
-    The method of Section 2 and Appendices A-C, and VOC's evaluation (Table 1 reports all-point-free 11-point VOC
-    2007 AP per class and mAP: 54.2% for R-CNN with fine-tuning, 58.5% with bounding-box regression, AlexNet fc7).
+    The method of Section 2 and Appendices A-C, and VOC's evaluation (Table 2 reports 11-point VOC 2007 test AP
+    per class and mAP: 54.2% for R-CNN with fine-tuning, 58.5% with bounding-box regression, AlexNet fc7; Table 1
+    is VOC 2010 test).
     We reproduce the pipeline, not the VOC numbers (no ILSVRC-pretrained weights ship with cnnzoo, and VOC training
     takes GPU-days); the built-in ``digits-detection`` set runs it end to end on a CPU in minutes.
 
@@ -42,6 +43,7 @@ This implementation
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shlex
@@ -58,18 +60,23 @@ from torch import nn
 
 from ..fileio import atomic_write
 from ..train.engine import default_run_dir as _train_run_dir
-from .bbox import BoxRegressor, box_iou, clip_boxes, fit_box_regressor
+from .bbox import BoxRegressor, box_iou, clip_boxes, fit_box_regressor, regression_pairs
 from .config import RCNNConfig, config_to_dict
 from .data import DetectionDataset, load_detection_data
 from .nms import nms
 from .proposals import propose
-from .svm import feature_scale, train_with_hard_negatives
+from .svm import feature_scale, svm_examples, train_with_hard_negatives
 from .voc_eval import EvalResult, evaluate_detections
 from .warp import warp_regions
 
-__all__ = ["RCNNDetector", "default_run_dir", "evaluate_run", "load_detector", "proposal_recall", "train_rcnn"]
+__all__ = ["FINETUNE_FG_IOU", "RCNNDetector", "default_run_dir", "evaluate_run", "finetune_labels", "load_detector",
+           "proposal_recall", "train_rcnn"]
 
 FEATURE_BATCH = 256
+#: Section 2.3: "We treat all region proposals with >= 0.5 IoU overlap with a ground-truth box as positives for that
+#: box's class and the rest as negatives"; R-CNN's Caffe window layer: ``overlap >= fg_threshold`` (0.5) is
+#: foreground, ``overlap < bg_threshold`` (0.5) background
+FINETUNE_FG_IOU = 0.5
 
 
 def _log(msg: str, verbose: bool = True) -> None:
@@ -84,7 +91,9 @@ def default_run_dir(data: str) -> Path:
 
 # ------------------------------------------------------------------------------------------------ proposals
 def compute_proposals(ds: DetectionDataset, settings: dict, verbose: bool = True, what: str = "") -> list[torch.Tensor]:
-    """Proposals of every image, computed by as many threads as torch uses (OpenCV releases the GIL)."""
+    """Proposals of every image, computed by as many threads as torch uses; selective search itself runs one image at a
+    time (its ranking reads the C library's one rand() generator, seeded per image: `cnnzoo.detection.proposals`), so
+    an image's proposals do not depend on the threads."""
     from concurrent.futures import ThreadPoolExecutor
 
     out, t0 = [], time.perf_counter()
@@ -345,17 +354,24 @@ def _pretrain(model: nn.Module, cfg: RCNNConfig, mean, std, device, verbose: boo
             "seconds": time.perf_counter() - t0}
 
 
+def finetune_labels(boxes: torch.Tensor, gt_boxes: torch.Tensor, gt_labels: torch.Tensor,
+                    fg_iou: float = FINETUNE_FG_IOU) -> torch.Tensor:
+    """Fine-tuning labels of windows (Section 2.3): class + 1 of the ground-truth box a window overlaps most when that
+    IoU is >= ``fg_iou``, else 0 (background): (N,) int64."""
+    y = torch.zeros(len(boxes), dtype=torch.int64)
+    if len(gt_boxes) and len(boxes):
+        best, arg = box_iou(boxes, gt_boxes).max(1)
+        y = torch.where(best >= fg_iou, gt_labels[arg] + 1, y)
+    return y
+
+
 def _windows(ds: DetectionDataset, proposals: list[torch.Tensor], fg_iou: float):
     """All fine-tuning windows: (image index, box, label) with label = class + 1 for IoU >= fg_iou, 0 = background.
     The ground-truth boxes are windows too (positives)."""
     idx, boxes, labels = [], [], []
     for i, (p, g, lab) in enumerate(zip(proposals, ds.boxes, ds.labels)):
         cand = torch.cat([g, p])
-        y = torch.zeros(len(cand), dtype=torch.int64)
-        if len(g):
-            iou = box_iou(cand, g)
-            best, arg = iou.max(1)
-            y = torch.where(best >= fg_iou, lab[arg] + 1, y)
+        y = finetune_labels(cand, g, lab, fg_iou)
         idx.append(torch.full((len(cand),), i, dtype=torch.int64))
         boxes.append(cand)
         labels.append(y)
@@ -417,7 +433,7 @@ def _train_svms(model, images, ds, proposals, cfg: RCNNConfig, rec: dict, verbos
         prop_iou.append(box_iou(proposals[i], ds.boxes[i]).float())
     _log(f"  features of {sum(len(p) for p in proposals)} proposals and {ds.num_objects()} ground-truth boxes "
          f"({time.perf_counter() - t0:.1f} s)", verbose)
-    gt_x, gt_y = torch.cat(gt_f7), torch.cat(ds.labels)
+    gt_x = torch.cat(gt_f7)
     all_f7 = torch.cat(prop_f7)
     scale = feature_scale(torch.cat([gt_x, all_f7]), s.feat_norm_mean)
     n = len(ds.classes)
@@ -426,11 +442,11 @@ def _train_svms(model, images, ds, proposals, cfg: RCNNConfig, rec: dict, verbos
     mining = {}
     t1 = time.perf_counter()
     for c in range(n):
-        pos = gt_x[gt_y == c] * scale
-        # negatives of class c: proposals whose IoU with every box of class c is below 0.3
-        neg_mask = torch.cat([(iou[:, lab == c].max(1).values if (lab == c).any() else torch.zeros(len(iou)))
-                              < s.neg_iou for iou, lab in zip(prop_iou, ds.labels)])
-        neg = all_f7[neg_mask] * scale
+        # positives of class c: its ground-truth boxes; negatives: proposals with IoU < 0.3 to every box of class c
+        examples = [svm_examples(p, g, lab, c, s.neg_iou, iou=iou)
+                    for p, g, lab, iou in zip(proposals, ds.boxes, ds.labels, prop_iou)]
+        pos = gt_x[torch.cat([e[0] for e in examples])] * scale
+        neg = all_f7[torch.cat([e[1] for e in examples])] * scale
         if len(pos) == 0:
             bias[c] = -10.0  # no example of the class: it never fires
             mining[ds.classes[c]] = {"positives": 0, "negatives": len(neg), "rounds": []}
@@ -450,8 +466,8 @@ def _train_svms(model, images, ds, proposals, cfg: RCNNConfig, rec: dict, verbos
         for i in range(len(ds)):
             if len(ds.boxes[i]) == 0 or len(proposals[i]) == 0:
                 continue
-            best, arg = prop_iou[i].max(1)
-            sel = best > bx.min_iou  # Appendix C: pairs with IoU > 0.6, each with the box it overlaps most
+            # Appendix C: pairs with IoU > 0.6, each with the box it overlaps most
+            sel, arg = regression_pairs(proposals[i], ds.boxes[i], bx.min_iou, iou=prop_iou[i])
             feats.append(prop_p5[i][sel])
             props.append(proposals[i][sel])
             gts.append(ds.boxes[i][arg[sel]])
@@ -505,11 +521,51 @@ def train_rcnn(cfg: RCNNConfig, run_dir: str | Path | None = None, *, command: l
     device = resolve_device(cfg.device)
     run_dir = Path(run_dir) if run_dir else default_run_dir(cfg.data.name)
     check_new_run_dir(run_dir)
+    made = _missing_dirs(run_dir)  # the directories this run creates (removed again if it fails early)
     lock = RunLock(run_dir).acquire(shlex.join(command or sys.argv))
     try:
         return _train(cfg, run_dir, device, command or sys.argv, verbose, __version__, _git_commit)
+    except BaseException:
+        _abandon_if_unstarted(run_dir, made, lock)
+        raise
     finally:
         lock.release()
+
+
+#: what a run writes before its first checkpoint (checkpoints/backbone.safetensors, after fine-tuning)
+EARLY_FILES = ("config.yaml", "run.json", "proposals.safetensors", "finetune.csv")
+
+
+def _missing_dirs(path: Path) -> list[Path]:
+    """``path`` and those of its parents that do not exist yet, deepest first."""
+    out = []
+    for p in (path, *path.parents):
+        if p.exists() or p.is_symlink():
+            break
+        out.append(p)
+    return out
+
+
+def _abandon_if_unstarted(run_dir: Path, made: list[Path], lock) -> None:
+    """A run that failed (or was stopped) before its first checkpoint leaves nothing behind, as `cnnzoo train`'s:
+    its own files go, and the directories it created if they are empty then; a directory the user had stays."""
+    from ..fileio import TMP_GLOB
+    from ..train.rundir import LOCK_NAME
+
+    ckpt = run_dir / "checkpoints"
+    if ckpt.is_dir() and any(ckpt.glob("*.safetensors")):
+        return
+    for name in EARLY_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    for folder in (run_dir, ckpt):
+        if folder.is_dir():
+            for tmp in folder.glob(TMP_GLOB):  # an atomic write cut short
+                tmp.unlink(missing_ok=True)
+    lock.release()
+    (run_dir / LOCK_NAME).unlink(missing_ok=True)
+    for d in (ckpt, *made):  # deepest first; rmdir refuses a directory that is not empty
+        with contextlib.suppress(OSError):
+            d.rmdir()
 
 
 def _train(cfg, run_dir: Path, device, command, verbose, version, git_commit) -> dict:

@@ -18,6 +18,11 @@ from a random subset; after each round score every negative with the current mod
 in it that score above ``hard_threshold`` (-1.0001: inside the margin or on the wrong side, i.e. the model's false
 positives under the hinge loss), drop cached ones below ``evict_threshold`` (-1.2: well outside the margin, they have
 zero loss and zero alpha), and retrain warm-started. It stops when a round finds no new hard negative.
+
+Training sets (`svm_examples`, Section 2.3 and Appendix B): for class c, the positives are the ground-truth boxes of
+class c only, the negatives the proposals whose IoU with every box of class c is below 0.3 ("less than 0.3 IoU
+overlap with all instances of a class"; R-CNN's code: ``neg_ovr_thresh = 0.3``, ``overlap(:, cls) < 0.3``). The
+proposals in between, IoU >= 0.3 with some box of c (even >= 0.5), are ignored for c ("the grey zone").
 """
 
 from __future__ import annotations
@@ -34,9 +39,11 @@ __all__ = [
     "HARD_THRESHOLD",
     "POS_WEIGHT",
     "SVM_C",
+    "SVM_NEG_IOU",
     "LinearSVM",
     "MiningRound",
     "feature_scale",
+    "svm_examples",
     "train_linear_svm",
     "train_with_hard_negatives",
 ]
@@ -45,6 +52,23 @@ __all__ = [
 # hard negatives score > -1.0001, evicted below -1.2.
 SVM_C, POS_WEIGHT, BIAS_MULT, FEAT_NORM_MEAN = 1e-3, 2.0, 10.0, 20.0
 HARD_THRESHOLD, EVICT_THRESHOLD = -1.0001, -1.2
+#: Section 2.3 / Appendix B (grid-searched over {0, 0.1, ..., 0.5}); rcnn_train.m: neg_ovr_thresh = 0.3, "< 0.3"
+SVM_NEG_IOU = 0.3
+
+
+def svm_examples(proposals: torch.Tensor, gt_boxes: torch.Tensor, gt_labels: torch.Tensor, cls: int,
+                 neg_iou: float = SVM_NEG_IOU, *, iou: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The SVM training examples of class ``cls`` in one image: ``(positive, negative)`` boolean masks over
+    ``gt_boxes`` (K,) and ``proposals`` (N,). Positives: the ground-truth boxes of the class; negatives: proposals
+    whose IoU with every box of the class is below ``neg_iou``; the other proposals are ignored. ``iou`` (N, K) may
+    be given precomputed (`box_iou(proposals, gt_boxes)`)."""
+    from .bbox import box_iou
+
+    mine = gt_labels == cls
+    if not bool(mine.any()):
+        return mine, torch.ones(len(proposals), dtype=torch.bool)
+    iou = box_iou(proposals, gt_boxes) if iou is None else iou
+    return mine, iou[:, mine].max(1).values < neg_iou
 
 
 def feature_scale(features: torch.Tensor, target: float = FEAT_NORM_MEAN) -> float:
