@@ -383,3 +383,20 @@ def test_report_renders_in_headless_chromium(tmp_path, capsys):
     not_white = (pixels.min(1) < 235).mean()
     assert not_white > 0.05, "the screenshot is (nearly) blank"
     assert len(np.unique(pixels, axis=0)) > 50  # text, table rules and coloured plots, not one flat colour
+
+
+# ---------------------------------------------------------------------------------------------------- issue 23 (3)
+@pytest.mark.parametrize("files", [{"report.html": "<p>mine"}, {"results.csv": "a,b\n"}, {"notes.txt": "x"},
+                                   {"results.json": "{\"accuracy\": 0.9}"}])
+def test_run_comparison_refuses_a_directory_of_the_users(tmp_path, files):
+    """The Python API refuses as the CLI does, before anything is written (no lock, no marker, no runs/)."""
+    from cnnzoo.compare import run_comparison
+
+    out = tmp_path / "mine"
+    out.mkdir()
+    for name, text in files.items():
+        (out / name).write_text(text)
+    with pytest.raises(ValueError, match="is not empty and is not a cnnzoo comparison"):
+        run_comparison(["lenet5"], out=out, sets=["train.epochs=1", "train.limit_batches=2"], verbose=False)
+    assert sorted(p.name for p in out.iterdir()) == sorted(files)
+    assert all((out / n).read_text() == t for n, t in files.items())

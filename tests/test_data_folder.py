@@ -269,3 +269,104 @@ def test_jpeg_draft_decoding_keeps_eval_crops_faithful(tmp_path):
     full = t(decode(tmp_path / "big.jpg"), random.Random(0)).float()
     assert (fast - full).abs().mean() < 3
     assert FolderTransform(32, train=True, augment={"random_resized_crop": True}).draft_size is None
+
+
+# ---------------------------------------------------------------------------------------- issue 23 (7): the cache
+def _damage_index(root: Path, damage) -> None:
+    """Index ``root``, then rewrite its cached index as ``damage(index)`` returns it (the directories' mtimes stay
+    those of the real folder, so only the damage can make the cache unusable)."""
+    import json
+
+    folder_index(root)
+    path = root / ".cnnzoo-index.json"
+    path.write_text(json.dumps(damage(json.loads(path.read_text()))))
+
+
+def _outside(tmp_path: Path) -> Path:
+    out = tmp_path / "outside"
+    out.mkdir(exist_ok=True)
+    _rgb(42).save(out / "x.png")
+    return out
+
+
+def _add(index: dict, rel: str, label: int = 0, dirs: dict | None = None) -> dict:
+    index["train"].append([rel, label])
+    index["dirs"].update(dirs or {})
+    return index
+
+
+INDEX_DAMAGE = {
+    "empty-list": lambda ix, tmp: [],
+    "a-string": lambda ix, tmp: "index",
+    "null": lambda ix, tmp: None,
+    "no-train": lambda ix, tmp: {k: v for k, v in ix.items() if k != "train"},
+    "train-not-a-list": lambda ix, tmp: {**ix, "train": {"a/000.png": 0}},
+    "entry-not-a-pair": lambda ix, tmp: {**ix, "train": ["a/000.png"]},
+    "label-a-string": lambda ix, tmp: {**ix, "train": [["a/000.png", "0"]]},
+    "label-out-of-range": lambda ix, tmp: {**ix, "train": [["a/000.png", 7]]},
+    "label-of-another-class": lambda ix, tmp: {**ix, "train": [["a/000.png", 1]]},
+    "classes-not-strings": lambda ix, tmp: {**ix, "classes": [1, 2]},
+    "dirs-not-a-dict": lambda ix, tmp: {**ix, "dirs": ["a", "b"]},
+    "dot-dot": lambda ix, tmp: _add(ix, "../outside/x.png"),
+    "dot-dot-inside": lambda ix, tmp: _add(ix, "a/../../outside/x.png"),
+    "absolute": lambda ix, tmp: _add(ix, str(tmp / "outside" / "x.png")),
+    "absolute-dir": lambda ix, tmp: _add(ix, str(tmp / "outside" / "x.png"),
+                                         dirs={str(tmp / "outside"): (tmp / "outside").stat().st_mtime_ns}),
+    "not-in-a-class-folder": lambda ix, tmp: _add(ix, "x.png"),
+}
+
+
+@pytest.mark.parametrize("name", list(INDEX_DAMAGE))
+def test_a_damaged_index_is_rebuilt_and_never_read_outside_the_folder(tmp_path, name, caplog):
+    """Issue 23 (7): the cached listing is validated (structure, types, labels, every path a relative one inside a
+    class folder); an invalid one is rebuilt, with a one-line warning, and nothing outside the folder is read."""
+    import json
+
+    _outside(tmp_path)
+    root = make_folder(tmp_path / "d", {"a": 3, "b": 3})
+    _damage_index(root, lambda ix: INDEX_DAMAGE[name](ix, tmp_path))
+    with caplog.at_level("WARNING", logger="cnnzoo.data"):
+        bundle = load_dataset(f"folder:{root}", image_size=8, val_fraction=0.0)
+    samples = sorted((str(Path(p).relative_to(root)), lab) for p, lab in bundle.train.samples)
+    assert samples == [(f"{c}/{i:03d}.png", lab) for lab, c in enumerate("ab") for i in range(3)]
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and ".cnnzoo-index.json" in warned[0] and "rebuil" in warned[0], warned
+    assert "\n" not in warned[0]
+    rebuilt = json.loads((root / ".cnnzoo-index.json").read_text())  # rewritten whole: the next start reuses it
+    assert sorted(map(tuple, rebuilt["train"])) == samples and folder_index(root)["cached"]
+
+
+def test_an_index_entry_through_a_symlink_out_of_the_folder_is_refused(tmp_path, caplog):
+    """A directory symlinked inside a class folder is not followed by the listing (os.walk), so a cache entry that
+    goes through one is not a listing cnnzoo wrote: rebuilt, the file behind the link never read."""
+    out = _outside(tmp_path)
+    root = make_folder(tmp_path / "d", {"a": 3, "b": 3})
+    (root / "a" / "sub").symlink_to(out, target_is_directory=True)
+    _damage_index(root, lambda ix: _add(ix, "a/sub/x.png", dirs={"a/sub": out.stat().st_mtime_ns}))
+    with caplog.at_level("WARNING", logger="cnnzoo.data"):
+        bundle = load_dataset(f"folder:{root}", image_size=8, val_fraction=0.0)
+    assert len(bundle.train) == 6 and not any("sub" in p for p, _ in bundle.train.samples)
+    assert any("rebuil" in r.getMessage() for r in caplog.records)
+
+
+def test_a_valid_index_with_symlinked_class_folders_is_still_reused(tmp_path, caplog):
+    """Symlinked class folders (a common way to build a subset) are listed and their cache is reused silently."""
+    src = make_folder(tmp_path / "src", {"a": 2, "b": 2})
+    root = tmp_path / "d"
+    root.mkdir()
+    for c in ("a", "b"):
+        (root / c).symlink_to(src / c, target_is_directory=True)
+    first = folder_index(root)
+    with caplog.at_level("WARNING", logger="cnnzoo.data"):
+        again = folder_index(root)
+    assert again["cached"] and again["train"] == first["train"] and len(first["train"]) == 4
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_a_stale_index_of_an_older_version_is_rebuilt_quietly(tmp_path, caplog):
+    root = make_folder(tmp_path / "d", {"a": 2, "b": 2})
+    _damage_index(root, lambda ix: {**ix, "version": 0})
+    with caplog.at_level("WARNING", logger="cnnzoo.data"):
+        index = folder_index(root)
+    assert not index["cached"] and len(index["train"]) == 4
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]

@@ -81,6 +81,34 @@ def test_errors_are_one_line(run, tmp_path, capsys):
     assert "not empty" in capsys.readouterr().err
 
 
+def test_predict_never_overwrites_a_picture_of_the_users(run, tmp_path, monkeypatch, capsys):
+    """Issue 23 (neighbour of 3): without --output each picture goes to NAME_detections.png in the current
+    directory; a file of that name cnnzoo did not draw is the user's and is never replaced (one line, exit 2), two
+    images of the same name are not drawn over each other, and a picture cnnzoo drew is redrawn."""
+    from cnnzoo.detection.data import digits_detection
+
+    _, test = digits_detection(seed=3, num_train=1, num_test=1)
+    monkeypatch.chdir(tmp_path)
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        Image.fromarray(test.image(0)[0].numpy()).save(tmp_path / d / "canvas.png")
+    mine = tmp_path / "canvas_detections.png"
+    Image.new("L", (5, 5), 7).save(mine)  # the user's own picture
+    before = mine.read_bytes()
+    assert main(["detect", "predict", str(run), "a/canvas.png"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "canvas_detections.png" in err and "--output" in err
+    assert mine.read_bytes() == before
+    mine.unlink()
+    assert main(["detect", "predict", str(run), "a", "b"]) == 2  # a/canvas.png and b/canvas.png
+    err = capsys.readouterr().err.strip()
+    assert "a/canvas.png" in err and "b/canvas.png" in err and not mine.exists()
+    assert main(["detect", "predict", str(run), "a/canvas.png"]) == 0  # drawn, then redrawn: cnnzoo's own file
+    assert main(["detect", "predict", str(run), "a/canvas.png"]) == 0
+    assert "drawn to canvas_detections.png" in capsys.readouterr().out and mine.is_file()
+    assert main(["detect", "predict", str(run), "a/canvas.png", "--output", "canvas_detections.png"]) == 0
+
+
 def test_config_overrides_are_checked():
     cfg = apply_sets(preset_config("digits-detection"), ["svm.C=0.01", "backbone.warp_mode=square"])
     assert cfg.svm.C == 0.01 and cfg.backbone.warp_mode == "square" and cfg.backbone.name == "lenet5"

@@ -30,6 +30,20 @@ def _check_path(path: str | Path) -> Path:
     return path
 
 
+def _save(fig, path: Path, dpi: int = 110) -> None:
+    """Save ``fig`` to ``path`` atomically (a failed write leaves the file that was there) and close it."""
+    import io
+
+    from ..fileio import atomic_write
+
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format=path.suffix.lstrip(".").lower() or "png", dpi=dpi)
+    finally:
+        _pyplot().close(fig)
+    atomic_write(path, buf.getvalue())
+
+
 def plot_summary(summary: Summary, path: str | Path, title: str | None = None) -> Path:
     """Three panels over the rows of ``summary``: parameters, MACs (both as % of the total) and receptive field.
 
@@ -37,9 +51,7 @@ def plot_summary(summary: Summary, path: str | Path, title: str | None = None) -
     in the receptive-field curve, which is drawn on every row that has a spatial field.
     """
     path = _check_path(path)
-    fig = summary_figure(summary, title)
-    fig.savefig(path, dpi=110)
-    _pyplot().close(fig)
+    _save(summary_figure(summary, title), path)
     return path
 
 
@@ -97,9 +109,11 @@ class ZooPoint:
 
 
 def zoo_points(names: Sequence[str]) -> list[ZooPoint]:
-    """Parameters and MACs of registered networks at their paper input sizes (traced on the meta device)."""
+    """Parameters and MACs of registered networks at their paper input sizes: the stored counts (`cnnzoo.counts`),
+    else traced on the meta device."""
     import torch
 
+    from ..counts import stored
     from ..registry import create_model, get_card
     from .summary import summarize
 
@@ -108,6 +122,10 @@ def zoo_points(names: Sequence[str]) -> list[ZooPoint]:
     points = []
     for name in names:
         card = get_card(name)
+        entry = stored(name)
+        if entry is not None:
+            points.append(ZooPoint(name, entry["params"], entry["macs"], card.family, tuple(card.input_size)))
+            continue
         with torch.device("meta"):
             model = create_model(name)
         s = summarize(model, card.input_size)
@@ -128,11 +146,11 @@ def plot_zoo(names: Sequence[str], path: str | Path) -> Path:
     points = zoo_points(names)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() == ".html":
-        path.write_text(zoo_html(points), encoding="utf-8")
+        from ..fileio import atomic_write
+
+        atomic_write(path, zoo_html(points).encode("utf-8"))
         return path
-    fig = zoo_figure(points)
-    fig.savefig(path, dpi=110)
-    _pyplot().close(fig)
+    _save(zoo_figure(points), path)
     return path
 
 

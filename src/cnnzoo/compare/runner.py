@@ -2,9 +2,10 @@
 
 Layout of ``--out DIR``::
 
+    DIR/comparison.json      the marker: cnnzoo wrote this directory (written before anything else)
     DIR/runs/SLUG/seedS/     a cnnzoo run directory (as `cnnzoo train --run-dir` writes it) + compare.json
     DIR/logs/SLUG-seedS.log  the output of a run trained in a subprocess (--jobs N)
-    DIR/report.html, DIR/results.csv, DIR/results.json
+    DIR/report.html, DIR/results.csv, DIR/results.json, DIR/plots/*.png
 
 What makes re-running a comparison safe:
 
@@ -16,6 +17,9 @@ What makes re-running a comparison safe:
 - A run directory whose config differs from what the command now asks for (e.g. another ``train.epochs``) is never
   touched: the command fails before training anything, naming the difference.
 - One comparison at a time writes DIR (a lock, as for run directories); each run has its own lock besides.
+- DIR must be new, empty or a comparison (`check_comparison_dir`): a directory holding anything else (a report.html
+  or results.csv of the user's) is refused before anything is written, as `cnnzoo train` refuses a --run-dir that
+  is not a run.
 
 Runs of one spec x seed are independent, so ``jobs`` runs them in subprocesses side by side; each gets ``threads``
 intra-op threads (a run's floating-point sums depend on its thread count, so a comparison equals another one run
@@ -46,12 +50,16 @@ from ..evaluate.fastpath import InferencePath, inference_path
 from ..fileio import atomic_write
 from .spec import RESERVED_KEYS, Spec, parse_specs
 
-__all__ = ["Comparison", "ComparisonInterrupted", "RunPlan", "execute_run", "plan_comparison", "run_comparison"]
+__all__ = ["Comparison", "ComparisonInterrupted", "RunPlan", "check_comparison_dir", "execute_run", "plan_comparison",
+           "run_comparison"]
 
 #: config keys that may differ between a run directory and the command now (they do not change what is trained)
 IGNORED_KEYS = {"train.run_dir", "train.device", "train.log_every", "data.num_workers", "data.download",
                 "data.data_dir"}
 RECORD = "compare.json"
+MARKER = "comparison.json"  # in --out: cnnzoo wrote this directory
+#: what a comparison writes in --out (besides the marker and the lock): a directory holding only these is one
+COMPARISON_FILES = frozenset({"runs", "logs", "plots", "report.html", "results.csv", "results.json"})
 INFER_BATCH = 64  # inference speed: images per forward pass
 INFER_BUDGET_S = 2.0  # ... and about this long a measurement (after one warm-up batch)
 INFER_MAX_IMAGES = 512
@@ -273,8 +281,7 @@ def plan_comparison(specs: list[str] | list[Spec], data: str = "mnist5k", *, rec
     _check_sets(sets)
     seeds = _check_seeds(seeds)
     out = Path(out).expanduser()
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; give a directory (it is created when missing)")
+    check_comparison_dir(out)
     plans: list[RunPlan] = []
     bundle = None
     for spec in parsed:
@@ -296,6 +303,64 @@ def plan_comparison(specs: list[str] | list[Spec], data: str = "mnist5k", *, rec
             plans.append(RunPlan(spec, seed, run_dir, cfg, state, done, params, macs, shape, train_images,
                                  test_images, train_command(spec, data, recipe, sets, seed, run_dir), notes))
     return plans
+
+
+def check_comparison_dir(out: Path) -> None:
+    """Refuse an ``--out`` a comparison must not write into: a file, or a non-empty directory that is not a comparison.
+
+    A comparison directory carries `MARKER` (written by cnnzoo before anything else). One written before the marker
+    existed is recognised by its layout: nothing but `COMPARISON_FILES`, its results.json cnnzoo's (it records the
+    cnnzoo version) or, killed before its report, only runs/ (and logs/); runs/ holding only ``SLUG/seedS``
+    directories. Anything else is the user's: the report, CSV and plots would overwrite their files."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a directory (it is created when missing)")
+    if not out.is_dir():
+        return
+    from ..train.rundir import LOCK_NAME
+
+    names = sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME)
+    if not names or _is_comparison(out, names):
+        return
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    raise ValueError(f"--out {out} is not empty and is not a cnnzoo comparison (it holds {shown}); the comparison "
+                     "would overwrite files there (report.html, results.csv, results.json, plots/, runs/). Choose a "
+                     "new or empty directory")
+
+
+def _is_comparison(out: Path, names: list[str]) -> bool:
+    marker = _read_json(out / MARKER)
+    if isinstance(marker, dict) and "cnnzoo_version" in marker:
+        return True
+    if not set(names) <= COMPARISON_FILES:
+        return False
+    if (out / "results.json").exists():
+        results = _read_json(out / "results.json")
+        env = results.get("environment") if isinstance(results, dict) else None
+        if not isinstance(env, dict) or "cnnzoo" not in env:
+            return False
+    elif not set(names) <= {"runs", "logs"} or "runs" not in names:
+        return False  # killed before its report, a comparison holds runs/ (and logs/); results.json comes first
+    for name in ("runs", "logs", "plots"):
+        if (out / name).exists() and not (out / name).is_dir():
+            return False
+    runs = out / "runs"
+    if runs.is_dir():
+        for spec in runs.iterdir():
+            if not spec.is_dir() or any(not (d.is_dir() and d.name.startswith("seed") and d.name[4:].isdigit())
+                                        for d in spec.iterdir()):
+                return False
+    return True
+
+
+def _mark_comparison(out: Path) -> None:
+    """Write the marker that says cnnzoo owns ``out`` (kept when it is already there)."""
+    from .. import __version__
+
+    marker = _read_json(out / MARKER)
+    if isinstance(marker, dict) and "cnnzoo_version" in marker:
+        return
+    info = {"kind": "comparison", "cnnzoo_version": __version__, "created": time.strftime("%Y-%m-%d %H:%M:%S")}
+    atomic_write(out / MARKER, json.dumps(info, indent=1).encode())
 
 
 def _check_seeds(seeds) -> list[int]:
@@ -449,7 +514,8 @@ def measure_run(plan_or_dir, protocols: list[str], flip: bool = True, threads: i
         if missing:
             res = evaluate_protocols(model, bundle, missing, input_size=size, flip=flip, device=dev,
                                      batch_size=(cfg_dict.get("data") or {}).get("eval_batch_size", 100),
-                                     precision=path.precision, channels_last=path.channels_last)
+                                     precision=path.precision, channels_last=path.channels_last,
+                                     augment=meta.get("train_augment"))  # the test scales follow the training
             done.update({k: r.to_dict() for k, r in res.items()})
         record.setdefault("protocols", {})[key] = done
         params = sum(p.numel() for p in model.parameters())
@@ -825,6 +891,8 @@ def run_comparison(specs: list[str], data: str = "mnist5k", *, recipe: str | Non
         raise RunDirBusy(str(e).replace("run directory", "comparison directory").replace("--run-dir", "--out")) \
             from None
     try:
+        check_comparison_dir(out)  # again, under the lock: nothing slipped in since planning
+        _mark_comparison(out)
         progress = _Progress(plans, verbose, jobs, threads)
         for note in dict.fromkeys(f"{p.spec.label}: {n}" for p in plans for n in p.notes):
             progress.say(f"note: {note}")

@@ -5,7 +5,10 @@ Layout: ``PATH/train/<class>/*`` and ``PATH/val/<class>/*`` when ``train/`` exis
 searched recursively; hidden files are ignored; files whose extension Pillow does not read are skipped.
 
 Nothing is decoded up front: the folder is listed once and the listing cached (`folder_index`), so an ImageNet-size
-folder starts training in seconds and the second start skips even the listing. A file that turns out to be corrupt
+folder starts training in seconds and the second start skips even the listing. The cached listing is checked before
+it is used (its structure, and every path a relative one below a class folder that a fresh listing could give: no
+``..``, no absolute path, no directory symlink below a class folder) and rebuilt, with a one-line warning, when it is
+not one cnnzoo wrote. A file that turns out to be corrupt
 is skipped and logged when it is first read: the loader serves the next readable sample of the split in its place,
 the same one every epoch, so runs stay deterministic and resumable. ``strict`` decodes every file at load time and
 reports all unreadable ones together (decompression bombs included). Grayscale, palette, RGBA/LA, CMYK and 16-bit
@@ -38,7 +41,7 @@ import torch
 from PIL import Image
 
 from ..fileio import atomic_write
-from .augment import parse_pca_lighting, parse_scale_jitter
+from .augment import parse_central_square, parse_pca_lighting, parse_scale_jitter
 from .bundle import DataBundle, FolderSplit
 from .loader import _BaseLoader, epoch_seed, rank_slice
 
@@ -49,7 +52,8 @@ EVAL_CROP_PCT = 0.875  # 224 / 256: resize the shorter side to 256, centre-crop 
 RRC_SCALE = (0.08, 1.0)  # Szegedy et al. 2015, Sec. 6: "patches ... whose size is distributed evenly between 8%
 RRC_RATIO = (3 / 4, 4 / 3)  # and 100% of the image area with aspect ratio constrained to [3/4, 4/3]"
 STATS_SAMPLES = 256  # train images decoded to estimate the normalisation mean/std
-FOLDER_AUGMENT_KEYS = ("random_resized_crop", "random_crop_padding", "scale_jitter", "hflip", "pca_lighting")
+FOLDER_AUGMENT_KEYS = ("random_resized_crop", "random_crop_padding", "scale_jitter", "central_square", "hflip",
+                       "pca_lighting")
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -124,13 +128,30 @@ def _index_paths(root: Path) -> list[Path]:
 
 
 def _read_index(root: Path) -> dict | None:
+    """The cached index of ``root`` if one is valid and up to date, else None (the caller lists the folder again).
+
+    A cache that is stale (another version, a moved folder, a directory changed since) is dropped quietly; one that is
+    not an index cnnzoo could have written (damaged, or edited by hand: see `_index_problem`) is never used and is
+    rebuilt (written atomically over it), with a one-line warning."""
     for path in _index_paths(root):
         try:
             index = json.loads(path.read_text())
-        except (OSError, ValueError):
+        except FileNotFoundError:
             continue
-        if index.get("version") != INDEX_VERSION or index.get("root") != str(root.resolve()):
+        except OSError as e:
+            log.warning("%s cannot be read (%s); listing the folder again", path, e.strerror or type(e).__name__)
             continue
+        except ValueError as e:  # not JSON, not UTF-8
+            log.warning("%s is not a valid cnnzoo folder index (%s); rebuilding it", path,
+                        " ".join(str(e).split())[:200] or type(e).__name__)
+            return None  # list the folder again: the new index replaces this one
+        if isinstance(index, dict) and (index.get("version") != INDEX_VERSION or
+                                        index.get("root") != str(root.resolve())):
+            continue  # another version's, or the folder was moved: stale, not damaged
+        problem = _index_problem(root, index)
+        if problem is not None:
+            log.warning("%s is not a valid cnnzoo folder index (%s); rebuilding it", path, problem)
+            return None
         try:  # a file added, removed or renamed changes its directory's mtime; a new class shows in the listing
             layout = "train/val" if (root / "train").is_dir() and (root / "val").is_dir() else \
                 "train" if (root / "train").is_dir() else "split"
@@ -140,6 +161,76 @@ def _read_index(root: Path) -> dict | None:
                 return index
         except OSError:
             continue
+    return None
+
+
+def _plain_name(name: str) -> bool:
+    """A path component a listing can produce: not empty, not hidden (so never ``.`` or ``..``), no separator."""
+    return bool(name) and not name.startswith(".") and "/" not in name
+
+
+def _index_problem(root: Path, index) -> str | None:
+    """Why ``index`` is not a listing `folder_index` could have written for ``root`` (None: it is one).
+
+    Every path must be what a fresh listing could give: relative, made of plain non-hidden names, below a class
+    folder of its split (``[train/|val/]CLASS/...``) and labelled with that class; every file's directory is one of
+    the recorded ``dirs`` (whose mtimes are checked), and a directory below a class folder is never a symlink (the
+    listing does not follow those, so an entry through one would read outside the folder)."""
+    if not isinstance(index, dict):
+        return f"a {type(index).__name__}, not an object"
+    for key, kind in (("classes", list), ("dirs", dict), ("train", list), ("val", list), ("dir_layout", str),
+                      ("layout", str)):
+        if not isinstance(index.get(key), kind):
+            return f"{key!r} is missing or not a {kind.__name__}"
+    classes, dir_layout = index["classes"], index["dir_layout"]
+    if not all(isinstance(c, str) and _plain_name(c) for c in classes) or len(set(classes)) != len(classes):
+        return "'classes' is not a list of distinct folder names"
+    if dir_layout not in ("split", "train", "train/val") or \
+            index["layout"] != ("train/val" if dir_layout == "train/val" else "split"):
+        return f"unknown layout {dir_layout!r}/{index['layout']!r}"
+    label_of = {c: i for i, c in enumerate(classes)}
+    prefixes = {"train": () if dir_layout == "split" else ("train",), "val": ("val",)}
+
+    def parts_of(rel) -> list[str] | None:
+        if not isinstance(rel, str) or rel.startswith("/") or os.path.isabs(rel):
+            return None
+        parts = rel.split("/")
+        return parts if all(_plain_name(p) for p in parts) else None
+
+    top_dirs = {p for p in prefixes.values() if p}  # the split folders themselves are recorded (train/val layouts)
+    for d, mtime in index["dirs"].items():
+        parts = parts_of(d)
+        if parts is None:
+            return f"directory {d!r} is not a relative path inside the folder"
+        if isinstance(mtime, bool) or not isinstance(mtime, int):
+            return f"directory {d!r} has no integer mtime"
+        if tuple(parts) in top_dirs:
+            continue
+        pre = () if dir_layout == "split" else (parts[0],)
+        if dir_layout != "split" and (parts[0] not in ("train", "val") or (parts[0] == "val" and
+                                                                            dir_layout != "train/val")):
+            return f"directory {d!r} is not below a split folder"
+        rest = parts[len(pre):]
+        if not rest or rest[0] not in label_of:
+            return f"directory {d!r} is not below a class folder"
+        for depth in range(len(pre) + 2, len(parts) + 1):  # below the class folder: never a symlink
+            if os.path.islink(root.joinpath(*parts[:depth])):
+                return f"directory {d!r} goes through a symbolic link"
+    if dir_layout != "train/val" and index["val"]:
+        return "'val' lists files but the folder has no val/ split"
+    for split in ("train", "val"):
+        pre = prefixes[split]
+        for entry in index[split]:
+            if not isinstance(entry, list) or len(entry) != 2:
+                return f"{split} entry {entry!r} is not a [path, label] pair"
+            rel, label = entry
+            parts = parts_of(rel)
+            if parts is None or len(parts) < len(pre) + 2 or tuple(parts[:len(pre)]) != pre:
+                return f"{split} entry {rel!r} is not a relative path inside a class folder"
+            if isinstance(label, bool) or not isinstance(label, int) or label_of.get(parts[len(pre)]) != label:
+                return f"{split} entry {rel!r} has label {label!r}, not its class folder's"
+            if "/".join(parts[:-1]) not in index["dirs"]:
+                return f"{split} entry {rel!r} is in a directory the index does not record"
     return None
 
 
@@ -378,6 +469,7 @@ class FolderTransform:
         self.size, self.train, self.rrc, self.padding, self.hflip = size, train, rrc or None, padding, flip
         # VGG's scale jitter and AlexNet's colour noise (cnnzoo.data.augment; the noise is added by FolderLoader)
         self.jitter = parse_scale_jitter(augment.get("scale_jitter"))
+        self.central_square = parse_central_square(augment.get("central_square"), self.jitter)  # AlexNet Sec. 2
         self.pca_lighting = parse_pca_lighting(augment.get("pca_lighting"))
         if self.jitter and self.rrc:
             raise ValueError("augment: random_resized_crop and scale_jitter are two ways of choosing the training "
@@ -405,7 +497,11 @@ class FolderTransform:
         elif self.rrc:
             arr = np.asarray(random_resized_crop(img, s, rng, scale=self.rrc))
         elif self.jitter:  # VGG Sec. 3.1: shorter side to S ~ U{S_min..S_max}, then a random crop
-            arr = random_crop(np.asarray(resize_shorter(img, rng.randint(*self.jitter))), s, 0, rng)
+            side = rng.randint(*self.jitter)
+            img = resize_shorter(img, side)
+            if self.central_square:  # AlexNet Sec. 2: the central S x S square, then the random crop inside it
+                img = center_crop(img, side)
+            arr = random_crop(np.asarray(img), s, 0, rng)
         elif self.padding:
             arr = random_crop(np.asarray(resize_shorter(img, s)), s, self.padding, rng)
         else:
