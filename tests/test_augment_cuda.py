@@ -58,7 +58,7 @@ def test_each_mixing_method_on_cuda_matches_the_cpu(name):
 def test_a_cuda_run_with_mixing_ema_and_bf16_trains(tmp_path, mix):
     cfg = apply_overrides(default_config("lenet5", "mnist5k"), [
         "train.epochs=2", "data.batch_size=64", "train.device=cuda", "train.amp=bf16", f"train.run_dir={tmp_path}",
-        f"train.mix={{name: {mix}}}", "train.ema={decay: 0.9}"])
+        f"train.mix={{name: {mix}}}", "train.ema={decay: 0.9}", "data.holdout_fraction=0.1"])
     result = Trainer(cfg, verbose=False).fit()
     assert result.test.top1 > 0.5 and result.history[-1]["ema_test_acc"] > 0.5
     assert (tmp_path / "checkpoints" / "ema_best.safetensors").is_file()

@@ -23,7 +23,7 @@ from test_cli_errors import assert_one_clear_error, run_cli, snapshot
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 TRAIN = ["train", "lenet5", "--epochs", "2", "--limit-batches", "2", "--batch-size", "32", "--lr", "0.02",
-         "-o", "drop_rate=0.3", "--device", "cpu", "-q"]
+         "-o", "drop_rate=0.3", "--device", "cpu", "--set", "data.holdout_fraction=0.1", "-q"]
 
 
 def _train(run: Path, *extra: str) -> None:
@@ -206,3 +206,41 @@ def test_resume_with_fewer_epochs_than_trained_is_refused(run, epochs):
     code, out, err = _resume(run, "--epochs", epochs)
     assert_one_clear_error(code, out, err, ("already trained 2 epoch", "--epochs above 1"))
     assert snapshot(run) == before
+
+
+# ------------------------------------------------------------------ issue 31.4: "best" is never chosen on the test split
+def test_best_is_chosen_on_a_validation_split_carved_from_training_data(tmp_path):
+    from cnnzoo.data import load_dataset
+    from cnnzoo.train import Trainer, apply_overrides, default_config
+    from cnnzoo.train.checkpoint import load_checkpoint
+
+    cfg = apply_overrides(default_config("lenet5", "mnist5k"), [
+        "train.epochs=3", "train.limit_batches=2", "data.batch_size=32", "train.device=cpu", "optim.lr=0.02",
+        f"train.run_dir={tmp_path / 'run'}", "data.holdout_fraction=0.1"])
+    trainer = Trainer(cfg, verbose=False)
+    full = load_dataset("mnist5k").train
+    train, val = trainer.fit_bundle.train, trainer.val_bundle.test
+    assert len(val) == 400 and len(train) + len(val) == len(full) == 4000  # 10% of each class's 400
+    assert torch.bincount(val.labels, minlength=10).tolist() == [40] * 10
+    # every image is in exactly one part; the test split is untouched
+    assert torch.equal(torch.cat([train.images, val.images]).flatten(1).sum(1).sort()[0],
+                       full.images.flatten(1).sum(1).sort()[0])
+    assert trainer.test_loader.num_samples == 1000
+    trainer.fit()
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all({"val_acc", "val_loss"} <= r.keys() for r in rows)
+    _, meta, _ = load_checkpoint(tmp_path / "run" / "checkpoints", "best")
+    best_val = max(range(3), key=lambda i: (rows[i]["val_acc"], -i))  # the first epoch reaching the best
+    assert meta["epoch"] == rows[best_val]["epoch"]
+
+
+def test_eval_of_a_run_scores_the_weights_it_reported(tmp_path):
+    """No validation split: no "best"; `eval RUN` scores the last checkpoint and finds the run's own figure."""
+    run = tmp_path / "run"
+    code, out, err = run_cli(["train", "lenet5", "--epochs", "2", "--limit-batches", "2", "--batch-size", "32",
+                              "--run-dir", str(run), "-q"])
+    assert code == 0, err
+    assert not (run / "checkpoints" / "best.json").exists()
+    code, out, err = run_cli(["eval", str(run), "--json", "--precision", "fp32"])
+    assert code == 0, err
+    assert json.loads(out)["top1"] == json.loads((run / "eval.json").read_text())["top1"]

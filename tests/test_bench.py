@@ -89,8 +89,11 @@ def test_latency_and_images_per_second_of_a_known_step():
 
 def test_seconds_bounds_the_timed_iterations():
     r = benchmark(Sleeper(0.01), batch=1, input_size=(1, 4, 4), warmup=0, seconds=0.1)
-    assert 2 <= r.iters <= 11  # 0.1 s of 10 ms steps; the last one may start just before the deadline
-    assert r.total_time_s >= 0.1
+    assert 1 <= r.iters <= 11  # 0.1 s of 10 ms steps; the last one may start just before the deadline
+    # it stops at the first step ending after the deadline: the steps before it took less than 0.1 s (the loop's own
+    # overhead, and a loaded machine's pauses between steps, are not in the latencies: no lower bound on their sum
+    # but the last step's end)
+    assert sum(r.latencies_ms[:-1]) / 1e3 < 0.1 and r.total_time_s >= 0.01
 
 
 _PEAK_SCRIPT = """
@@ -126,13 +129,96 @@ def test_threads_are_restored():
     assert r.threads == before + 1 and torch.get_num_threads() == before
 
 
-def test_matrix_marks_exactly_the_fastest():
+@pytest.mark.parametrize("native", [True, False])
+def test_matrix_marks_exactly_the_fastest(monkeypatch, native):
+    monkeypatch.setattr(bench, "cpu_has_native_bf16", lambda: native)
     results = bench.bench_matrix("lenet5", batch=2, warmup=0, iters=1)
-    assert [(r.precision, r.channels_last) for r in results] == [
-        ("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)]  # no fp16 on a CPU, no compile
+    want = [("fp32", False), ("fp32", True)] + ([("bf16", False), ("bf16", True)] if native else [])
+    assert [(r.precision, r.channels_last) for r in results] == want  # no fp16 on a CPU, no compile
     assert [r.fastest for r in results].count(True) == 1
     assert max(results, key=lambda r: r.images_per_s).fastest
-    assert len(bench.matrix_configs("cpu", compile=True)) == 8
+    assert len(bench.matrix_configs("cpu", compile=True)) == 2 * len(want)
+
+
+# ------------------------------------------------------------------------- time box, progress, emulated bf16
+def test_a_matrix_keeps_to_its_time_box_and_reports_each_configuration(monkeypatch):
+    """Every configuration stops at the first iteration ending after its budget: the iterations before the last
+    took less than it. The whole matrix takes about 4 x (warm-up + budget); the bound is generous for a loaded
+    machine, and far below what the 20 iterations per configuration of old would take for a slow network."""
+    monkeypatch.setattr(bench, "cpu_has_native_bf16", lambda: True)
+    lines: list[str] = []
+    t0 = time.perf_counter()
+    results = bench.bench_matrix("lenet5", batch=2, seconds=0.2, warmup=3, progress=lines.append)
+    elapsed = time.perf_counter() - t0
+    assert len(results) == 4 and elapsed < 4 * (2 * 0.2 + 1.0)
+    for r in results:
+        assert r.time_budget_s == 0.2 and r.iters >= 1 and not r.emulated
+        assert sum(r.latencies_ms[:-1]) / 1e3 < 0.2  # stopped at the first iteration ending after the budget
+    text = "".join(lines)  # each configuration's line is written when it starts and completed when it ends
+    assert lines[0] == "[1/4] lenet5: fp32, contiguous ..." and lines[1].endswith(" s\n")
+    done = text.splitlines()
+    assert [line.split(" ...")[0] for line in done] == [
+        "[1/4] lenet5: fp32, contiguous", "[2/4] lenet5: fp32, channels-last", "[3/4] lenet5: bf16, contiguous",
+        "[4/4] lenet5: bf16, channels-last"]
+    for line, r in zip(done, results):
+        assert line.endswith(f"{r.images_per_s:.1f} img/s, {r.iters} iterations in {r.total_time_s:.1f} s")
+
+
+def test_a_configuration_slower_than_its_budget_costs_one_warmup_and_one_timed_iteration():
+    """A 0.4 s step under a 0.1 s budget: 1 warm-up + 1 timed iteration (~0.8 s), not 5 + 1 (2.4 s)."""
+    t0 = time.perf_counter()
+    r = benchmark(Sleeper(0.4), batch=1, input_size=(1, 4, 4), warmup=5, seconds=0.1)
+    assert (r.warmup, r.iters) == (1, 1) and time.perf_counter() - t0 < 1.6
+    # an iteration count keeps the warm-up whole: the benchmark scripts compare configurations at equal warm-up
+    r = benchmark(Sleeper(0.05), batch=1, input_size=(1, 4, 4), warmup=3, iters=1)
+    assert (r.warmup, r.iters) == (3, 1) and r.time_budget_s is None
+
+
+def test_the_default_is_a_time_budget_not_an_iteration_count(monkeypatch):
+    assert bench.DEFAULT_SECONDS == 3.0  # the documented default (README, `cnnzoo bench --help`)
+    monkeypatch.setattr(bench, "DEFAULT_SECONDS", 0.3)  # the same rule, quicker
+    r = benchmark(Sleeper(0.04), batch=1, input_size=(1, 4, 4), warmup=1)
+    assert r.time_budget_s == 0.3
+    assert 3 <= r.iters <= 8  # 0.3 s of 40 ms steps: the 8th ends at 0.32 s; fewer on a loaded machine
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_emulated_bf16_follows_the_probe(monkeypatch, native):
+    monkeypatch.setattr(bench, "cpu_has_native_bf16", lambda: native)
+    assert bench.is_emulated("bf16", "cpu") is not native and not bench.is_emulated("fp32", "cpu")
+    has_bf16 = [p for p, _, _ in bench.matrix_configs("cpu")].count("bf16")
+    assert has_bf16 == (2 if native else 0)  # left out when it would be emulated ...
+    assert [p for p, _, _ in bench.matrix_configs("cpu", emulated=True)].count("bf16") == 2  # ... unless asked
+    lines: list[str] = []
+    results = bench.bench_matrix("lenet5", batch=2, warmup=0, iters=1, emulated=True, progress=lines.append)
+    assert [r.emulated for r in results] == [False, False, not native, not native]
+    assert ("bf16 (emulated)" in "".join(lines)) is not native
+
+
+def _progress(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("[")]
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_cli_matrix_shows_progress_and_the_emulated_precisions(monkeypatch, native):
+    monkeypatch.setattr(bench, "cpu_has_native_bf16", lambda: native)
+    argv = ["bench", "lenet5", "--matrix", "--batch", "2", "--warmup", "1", "--seconds", "0.1"]
+    code, out, err = run_cli(argv)
+    assert code == 0, err
+    assert len(_progress(err)) == (4 if native else 2) and all("img/s" in line for line in _progress(err))
+    rows = [line.replace(" *", "", 1).split()[1:3] for line in out.splitlines() if line.startswith("lenet5")]
+    assert [p for p, _ in rows] == ["fp32", "fp32"] + (["bf16", "bf16"] if native else [])
+    assert "(emulated)" not in out + err
+    assert ("bf16 left out" in out and "add --emulated" in out) is not native
+    code, out, err = run_cli([*argv, "--emulated"])
+    assert code == 0, err
+    assert len(_progress(err)) == 4 and ("(emulated)" in _progress(err)[2]) is not native
+    rows = [line.replace(" *", "", 1).split()[1:3] for line in out.splitlines() if line.startswith("lenet5")]
+    assert rows[2:] == ([["bf16", "contiguous"], ["bf16", "channels-last"]] if native else
+                        [["bf16", "(emulated)"], ["bf16", "(emulated)"]]) and "bf16 left out" not in out
+    code, out, err = run_cli([*argv, "--emulated", "--format", "json", "-q"])
+    assert code == 0 and not _progress(err)
+    assert [r["emulated"] for r in json.loads(out)["results"]] == [False, False, not native, not native]
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -225,6 +311,7 @@ def test_cli_against_a_missing_library_says_so():
     (["bench", "lenet5", "--matrix", "--precision", "bf16"], ["--matrix", "--precision"]),
     (["bench", "lenet5", "--batch", "0"], ["--batch", "at least 1"]),
     (["bench", "lenet5", "--iters", "2", "--seconds", "1"], ["not allowed with"]),
+    (["bench", "lenet5", "--emulated"], ["--emulated", "--matrix", "--precision bf16"]),
     (["bench", "lenet5", "--device", "mps"], ["cpu or cuda"]),
     pytest.param(["bench", "lenet5", "--device", "cuda"], ["no CUDA GPU"],
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
@@ -236,3 +323,10 @@ def test_cli_bad_input_is_one_line(argv, words):
     assert lines and "Traceback" not in err + out
     for w in words:
         assert w in lines[-1], (w, err)
+
+
+def test_the_parsers_precision_choices_are_the_fast_paths():
+    """cnnzoo.bench keeps a copy so that building the CLI parser does not import cnnzoo.evaluate."""
+    from cnnzoo.evaluate.fastpath import INFERENCE_PRECISIONS
+
+    assert bench.INFERENCE_PRECISIONS == INFERENCE_PRECISIONS == ("auto", "fp32", "bf16", "fp16")

@@ -1,5 +1,14 @@
 """The papers' test-time protocols (`cnnzoo.evaluate.evaluate_protocols`, `cnnzoo eval --protocol`): each one's
-views built by hand with tensor slicing, independently of the code, on small constructed images."""
+views built by hand with tensor slicing, independently of the code, on small constructed images; the test scales
+from how the run trained (VGG Sec. 4.1-4.2, Tables 3-4) against the paper's numbers.
+
+Deliberate bugs these tests were run against (each made a test fail; issue 24):
+- GoogLeNet's four 144-crop scales replaced by one: test_144crop_averages_googlenets_four_scales;
+- 10crop ignoring the multiscale Q: test_10crop_multiscale_takes_the_crops_of_each_scale;
+- 10crop's resize step skipped: test_10crop_resizes_images_not_already_at_the_base_scale;
+- VGG multi-scale {S-32, S, S+32} for a jittered run: test_vgg_test_scales_follow_the_training_scales,
+  test_a_jittered_run_is_tested_at_its_jitter_range, test_cli_a_jittered_runs_scales.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +25,7 @@ import cnnzoo
 from cnnzoo.cli.main import main
 from cnnzoo.data import DataBundle, TensorSplit, load_dataset, make_loader
 from cnnzoo.evaluate import evaluate, evaluate_protocols, parse_protocols, protocol_probs, to_dense
-from cnnzoo.evaluate.protocols import ProtocolSizes, googlenet_views, ten_crop_views
+from cnnzoo.evaluate.protocols import ProtocolSizes, googlenet_views, grid_views, ten_crop_views, training_sizes
 
 MEAN, STD = 0.3, 0.2
 
@@ -55,6 +64,57 @@ def test_sizes_follow_the_papers_at_224():
     assert sizes.multiscale == (224, 256, 288)  # VGG Sec. 4.2: {S - 32, S, S + 32} at S = 256
     assert ProtocolSizes(28).base == 32 and ProtocolSizes(28).multiscale == (28, 32, 36)
     assert ProtocolSizes(28).googlenet == (32, 36, 40, 44)
+    # AlexNet Sec. 4.1: its 227-pixel input (the paper's "224") is cut from "the central 256x256 patch"
+    assert ProtocolSizes(227).base == 256 and ProtocolSizes(227).googlenet == (256, 288, 320, 352)
+
+
+def _folder_bundle(crop: int) -> DataBundle:
+    """A folder dataset's record (kind and crop size are all the test scales read)."""
+    return DataBundle("folder:x", ["a", "b"], 3, (crop, crop), (0.5,) * 3, (0.2,) * 3, None, None, "folder")
+
+
+def test_vgg_test_scales_follow_the_training_scales():
+    """VGG Sec. 4.1-4.2: a fixed training scale S is tested at Q = S (Table 3) and {S-32, S, S+32} (Table 4); a
+    jittered [S_min, S_max] at Q = 0.5 (S_min + S_max) (Table 3) and {S_min, 0.5 (S_min + S_max), S_max} (Table 4)."""
+    jittered = training_sizes(_folder_bundle(224), 224, {"scale_jitter": [256, 512], "hflip": True})
+    assert (jittered.base, jittered.multiscale) == (384, (256, 384, 512))  # Tables 3-4, S in [256; 512]
+    fixed = training_sizes(_folder_bundle(224), 224, {"random_resized_crop": True, "hflip": True})
+    assert (fixed.base, fixed.multiscale) == (256, (224, 256, 288))  # Tables 3-4, S = 256
+    # built-in data: the jitter is in pixels of the stored image, which is then resized to S (here 2x)
+    tensor = training_sizes(_bundle(size=32, channels=3), 64, {"scale_jitter": [32, 48]})
+    assert (tensor.base, tensor.multiscale) == (80, (64, 80, 96))
+    assert training_sizes(_bundle(size=28), None, {"scale_jitter": [28, 44]}).multiscale == (28, 36, 44)
+    # AlexNet's recipe: scale_jitter [256, 256] (Sec. 2's 256 scale): a fixed S = 256, tested at {224, 256, 288}
+    alexnet = training_sizes(_folder_bundle(227), 227, {"scale_jitter": [256, 256], "central_square": True})
+    assert (alexnet.base, alexnet.multiscale) == (256, (224, 256, 288))
+    with pytest.raises(ValueError, match="scale_jitter"):  # a damaged record says what is wrong
+        training_sizes(_bundle(size=28), None, {"scale_jitter": "big"})
+
+
+def test_runs_trained_at_their_own_size_are_cropped_from_their_training_canvas():
+    """Digits trained at 28 pixels with shifts of up to 2: test scale 28 in a 2-pixel border (the 32-pixel canvas the
+    shifts came from), not the 28-pixel image enlarged by 8/7; CIFAR's pad 4 likewise; AlexNet's 227 keeps 256."""
+    digits = training_sizes(_bundle(size=28), None, {"translate": 2, "rotate": 10, "zoom": [0.9, 1.1]})
+    assert (digits.base, digits.pad, digits.multiscale) == (28, 2, (24, 28, 32))
+    cifar = training_sizes(_bundle(size=32, channels=3), None, None)  # the default policy: pad 4, flip
+    assert (cifar.base, cifar.pad) == (32, 4)
+    alexnet = training_sizes(_bundle(size=28), 227, {"translate": 2})  # upsampled to 227: a resize step
+    assert (alexnet.base, alexnet.pad, alexnet.multiscale) == (256, 0, (224, 256, 288))
+    assert training_sizes(_bundle(size=28), None, {"random_resized_crop": True}).base == 32  # no fixed scale
+
+
+def test_10crop_of_a_digit_is_the_centre_and_the_largest_training_shifts(lenet):
+    bundle = _bundle(n=3, size=28)
+    black = (0 - MEAN) / STD  # the training shift fills with pixel 0
+    canvas = F.pad(_normalised(bundle), (2, 2, 2, 2), value=black)  # 32 x 32: the image and its 2-pixel border
+    crops = [canvas[..., :28, :28], canvas[..., :28, 4:], canvas[..., 4:, :28], canvas[..., 4:, 4:],
+             canvas[..., 2:30, 2:30]]
+    torch.testing.assert_close(crops[4], _normalised(bundle), rtol=0, atol=0)  # the centre crop is the image itself
+    expected = torch.stack([_softmax(lenet, c) for c in crops]).mean(0)
+    probs, _ = protocol_probs(lenet, bundle, "10crop", flip=False, augment={"translate": 2})
+    torch.testing.assert_close(probs, expected, rtol=0, atol=1e-6)
+    dense, _ = protocol_probs(lenet, bundle, "dense", flip=False, augment={"translate": 2})  # the whole canvas
+    torch.testing.assert_close(dense, _softmax(lenet, canvas), rtol=0, atol=1e-6)
 
 
 def test_10crop_is_the_average_of_the_ten_hand_cut_crops(lenet):
@@ -155,6 +215,102 @@ def probs_at(model, bundle, scales):
     return protocol_probs(model, bundle, "multiscale", input_size=28, scales=scales)[0]
 
 
+def _resized(x: torch.Tensor, q: int) -> torch.Tensor:
+    """Square images resized to q x q, bilinear with antialiasing (as the loaders resize)."""
+    return F.interpolate(x, size=(q, q), mode="bilinear", align_corners=False, antialias=True)
+
+
+def _five(x: torch.Tensor, s: int) -> list[torch.Tensor]:
+    q, c = x.shape[-1], (x.shape[-1] - s) // 2
+    return [x[..., :s, :s], x[..., :s, q - s :], x[..., q - s :, :s], x[..., q - s :, q - s :],
+            x[..., c : c + s, c : c + s]]
+
+
+def _ten_by_hand(model, x: torch.Tensor, s: int = 28) -> torch.Tensor:
+    crops = _five(x, s)
+    return torch.stack([_softmax(model, c) for c in crops + [c.flip(-1) for c in crops]]).mean(0)
+
+
+def test_10crop_resizes_images_not_already_at_the_base_scale(lenet):
+    bundle = _bundle(n=3, size=40)  # S = 28, R = 32: AlexNet's "down-sampled to 256" step, here 40 -> 32
+    probs, _ = protocol_probs(lenet, bundle, "10crop", input_size=28)
+    torch.testing.assert_close(probs, _ten_by_hand(lenet, _resized(_normalised(bundle), 32)), rtol=0, atol=1e-6)
+
+
+def test_10crop_multiscale_takes_the_crops_of_each_scale(lenet):
+    bundle = _bundle(n=3, size=40)
+    x = _normalised(bundle)
+    probs, _ = protocol_probs(lenet, bundle, "10crop+multiscale", input_size=28, scales=(30, 36))
+    by_hand = (_ten_by_hand(lenet, _resized(x, 30)) + _ten_by_hand(lenet, _resized(x, 36))) / 2
+    torch.testing.assert_close(probs, by_hand, rtol=0, atol=1e-6)
+
+
+def test_144crop_averages_googlenets_four_scales(lenet):
+    """GoogLeNet Sec. 7 on square images (the three squares are the image): at each of the 4 scales (32, 36, 40, 44
+    for S = 28: 256, 288, 320, 352 scaled), the 4 corners, the centre and the square resized to S, reflected."""
+    bundle = _bundle(n=2, size=48)
+    x = _normalised(bundle)
+    per_scale = []
+    for q in (32, 36, 40, 44):
+        xq = _resized(x, q)
+        views = _five(xq, 28) + [_resized(xq, 28)]
+        per_scale.append(torch.stack([_softmax(lenet, v) for v in views + [v.flip(-1) for v in views]]).mean(0))
+    probs, _ = protocol_probs(lenet, bundle, "144crop", input_size=28)
+    torch.testing.assert_close(probs, torch.stack(per_scale).mean(0), rtol=0, atol=1e-6)
+
+
+def test_50crop_views_are_vggs_5x5_grid_and_reflections():
+    img = torch.arange(2 * 32 * 40, dtype=torch.float32).view(2, 32, 40)  # the whole image, not its central square
+    views = grid_views(img, 24)
+    assert views.shape == (50, 2, 24, 24)  # VGG Sec. 4.3: "50 crops per scale (5 x 5 regular grid with 2 flips)"
+    ys, xs = (0, 2, 4, 6, 8), (0, 4, 8, 12, 16)  # 5 evenly spaced offsets over 32 - 24 and 40 - 24
+    want = [img[:, y : y + 24, x : x + 24] for y in ys for x in xs]
+    torch.testing.assert_close(views[:25], torch.stack(want), rtol=0, atol=0)
+    torch.testing.assert_close(views[25:], views[:25].flip(-1), rtol=0, atol=0)
+    assert grid_views(img, 24, flip=False).shape == (25, 2, 24, 24)
+
+
+def _fifty_by_hand(model, x: torch.Tensor, s: int = 28) -> torch.Tensor:
+    q = x.shape[-1]
+    offsets = [round(i * (q - s) / 4) for i in range(5)]
+    crops = [x[..., y : y + s, o : o + s] for y in offsets for o in offsets]
+    return torch.stack([_softmax(model, c) for c in crops + [c.flip(-1) for c in crops]]).mean(0)
+
+
+def test_vgg_table5_is_dense_and_50_crops_at_three_scales(lenet):
+    bundle = _bundle(n=2, size=40)
+    x = _normalised(bundle)
+    scales = (32, 36, 40)
+    single, _ = protocol_probs(lenet, bundle, "50crop", input_size=28)  # at the base scale R = 32
+    torch.testing.assert_close(single, _fifty_by_hand(lenet, _resized(x, 32)), rtol=0, atol=1e-6)
+    crops = torch.stack([_fifty_by_hand(lenet, _resized(x, q)) for q in scales]).mean(0)
+    multi, _ = protocol_probs(lenet, bundle, "50crop+multiscale", input_size=28, scales=scales)
+    torch.testing.assert_close(multi, crops, rtol=0, atol=1e-6)
+    dense = torch.stack([_dense_by_hand(lenet, x, q) for q in scales]).mean(0)
+    combined, _ = protocol_probs(lenet, bundle, "dense+50crop+multiscale", input_size=28, scales=scales)
+    torch.testing.assert_close(combined, (crops + dense) / 2, rtol=0, atol=1e-6)  # "multi-crop & dense"
+    model = cnnzoo.create_model("lenet5").eval()
+    shapes = record_inputs(model)
+    result = evaluate_protocols(model, bundle, "50crop+multiscale", input_size=28, scales=list(scales))
+    assert result["50crop+multiscale"].views == 150  # "a total of 150 crops over 3 scales"
+    assert {s[1:] for s in shapes} == {(1, 28, 28)}
+
+
+def test_a_jittered_run_is_tested_at_its_jitter_range(lenet):
+    """VGG Table 4: a run trained with S in [S_min, S_max] is tested at {S_min, (S_min + S_max) / 2, S_max}, not at
+    {S-32, S, S+32} around the middle (here [28, 44]: 28, 36, 44, not 32, 36, 40)."""
+    bundle = _bundle(n=2, size=28)
+    augment = {"scale_jitter": [28, 44]}
+    probs, _ = protocol_probs(lenet, bundle, "multiscale", augment=augment)
+    by_hand = torch.stack([_dense_by_hand(lenet, _normalised(bundle), q) for q in (28, 36, 44)]).mean(0)
+    torch.testing.assert_close(probs, by_hand, rtol=0, atol=1e-6)
+    single, _ = protocol_probs(lenet, bundle, "dense", augment=augment)  # Table 3: Q = 0.5 (S_min + S_max)
+    torch.testing.assert_close(single, _dense_by_hand(lenet, _normalised(bundle), 36), rtol=0, atol=1e-6)
+    override, _ = protocol_probs(lenet, bundle, "multiscale", augment=augment, scales=(30, 40))  # scales= wins
+    by_hand = torch.stack([_dense_by_hand(lenet, _normalised(bundle), q) for q in (30, 40)]).mean(0)
+    torch.testing.assert_close(override, by_hand, rtol=0, atol=1e-6)
+
+
 def test_center_is_the_runs_own_test_pipeline_for_built_in_data(lenet):
     bundle = _bundle(n=40, size=32, seed=1)  # S = 28: the loader resizes the whole 32x32 image
     plain = evaluate(lenet, make_loader(bundle, "test", batch_size=16, train=False, input_size=28), 10)
@@ -201,7 +357,8 @@ def test_protocol_names_and_combinations():
 
 
 @pytest.mark.parametrize("spec,message", [
-    ("5crop", r"unknown protocol '5crop'; valid: center, 10crop, 144crop, dense, multiscale"),
+    ("5crop", r"unknown protocol '5crop'; valid: center, 10crop, 50crop, 144crop, dense, multiscale"),
+    ("144crop+50crop+multiscale", "not with 144crop"),
     ("center+multiscale", "multiscale combines with dense and 10crop"),
     ("144crop+multiscale", "144crop has its own"),
     ("dense+dense", "names a part twice"),
@@ -214,9 +371,13 @@ def test_bad_protocol_names_are_refused(spec, message):
 
 
 def test_protocols_that_cannot_apply_say_why(lenet):
-    bundle = _bundle(n=2, size=28)
-    with pytest.raises(ValueError, match=r"crops of 28 pixels .* resized to 24; every scale must be at least 28"):
-        evaluate_protocols(lenet, bundle, "10crop+multiscale", scales=[24, 32])
+    bundle = _bundle(n=2, size=32)
+    with pytest.raises(ValueError, match=r"crops of 28 pixels .* resized to 24; .* every scale must be at least 28"):
+        evaluate_protocols(lenet, bundle, "10crop+multiscale", input_size=28, scales=[24, 32])
+    bundle = _bundle(n=2, size=28)  # trained at its own size with shifts of 2: a 4-pixel wider canvas at each scale
+    with pytest.raises(ValueError, match=r"resized to 20 and framed by the run's 2-pixel translation border \(24 "
+                                         r"pixels\); crops need at least 28 pixels: every scale must be at least 24"):
+        evaluate_protocols(lenet, bundle, "50crop+multiscale", scales=[20, 32], augment={"translate": 2})
     with pytest.raises(ValueError, match="scales apply to the multiscale protocols"):
         evaluate_protocols(lenet, bundle, "dense", scales=[32])
     with pytest.raises(ValueError, match="positive integers"):
@@ -244,10 +405,28 @@ def test_cli_reports_the_protocols_side_by_side(tiny_run, capsys):
     for r in out["protocols"].values():
         assert 0 <= r["top1"] <= r["top5"] <= 1 and r["count"] == plain["count"]
     assert out["protocols"]["center"]["top1"] == plain["top1"]  # center is the run's own test pipeline
-    assert out["input_size"] == 28 and out["multiscale"] == [28, 32, 36] and out["flip"] is False
+    # mnist5k trains at its own 28 pixels, shifted by up to 2: Q = 28 in a 2-pixel border, VGG's {S-32, S, S+32}
+    assert out["input_size"] == 28 and out["base_scale"] == 28 and out["border"] == 2
+    assert out["multiscale"] == [24, 28, 32] and out["flip"] is False
     assert main(["eval", str(tiny_run), "--protocol", "center,dense", "--no-flip"]) == 0
     text = capsys.readouterr().out
-    assert "training size S=28" in text and "\ncenter" in text and "\ndense" in text and "top-5" in text
+    assert "training size S=28, test scale Q=28" in text and "2-pixel border" in text
+    assert "\ncenter" in text and "\ndense" in text and "top-5" in text
+
+
+@pytest.mark.slow  # trains a run
+def test_cli_a_jittered_runs_scales(tmp_path, capsys):
+    """The run's augmentation record sets the scales: VGG's scale jitter [28, 44] gives {28, 36, 44}; --scales
+    still overrides."""
+    run = tmp_path / "jitter"
+    assert main(["train", "lenet5", "--epochs", "1", "--limit-batches", "1", "--batch-size", "16", "--run-dir",
+                 str(run), "--set", "data.augment={scale_jitter: [28, 44]}", "--no-download", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(run), "--protocol", "dense,multiscale", "--format", "json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["base_scale"], out["multiscale"], out["scale_rule"]) == (36, [28, 36, 44], "jitter")
+    assert main(["eval", str(run), "--protocol", "multiscale", "--scales", "30,40", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["multiscale"] == [30, 40]
 
 
 def test_reflections_follow_the_runs_training_augmentation(tiny_run, capsys):
@@ -264,4 +443,7 @@ def test_dense_scales_too_small_for_the_classifier_are_refused():
     bundle = _bundle(n=2, size=32, channels=3)
     with pytest.raises(ValueError, match=r"protocol multiscale: at scale 24 the last feature map of effnet is 3x3, "
                                          r"smaller than the 4x4 window"):
-        evaluate_protocols(effnet, bundle, "multiscale", scales=[24, 32])
+        evaluate_protocols(effnet, bundle, "multiscale", scales=[24, 32], augment={})  # no border
+    with pytest.raises(ValueError, match=r"protocol multiscale: at scale 16 \(24 pixels with the run's 4-pixel "
+                                         r"translation border\) the last feature map of effnet is 3x3"):
+        evaluate_protocols(effnet, bundle, "multiscale", scales=[16, 32])  # CIFAR's default: padding 4

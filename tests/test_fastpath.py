@@ -1,9 +1,11 @@
 """The inference fast path (`cnnzoo.evaluate.fastpath`) and the training memory format.
 
-What a user relies on: `eval`, `predict`, `compare` and `bench` run in the machine's fastest safe configuration
-without being asked (bf16 autocast only on a CPU with native BF16; fp32 channels-last on one without), the probe
-can be forced either way, ``--precision fp32`` gives the plain path, and bf16 changes almost no prediction: top-1
-agreement with fp32 on the built-in test set >= 99.5% for lenet5 and for a ResNet trained one epoch.
+What a user relies on: `predict`, `compare` and `bench` run in the machine's fastest safe configuration without
+being asked (bf16 autocast only on a CPU with native BF16; fp32 channels-last on one without), the probe can be
+forced either way, ``--precision fp32`` gives the plain path, and bf16 changes almost no prediction: top-1
+agreement with fp32 on the built-in test set >= 99.5% for lenet5 and for a ResNet trained one epoch. `eval` of a
+run reports the run's own numbers on every CPU (its own evaluation path by default, issue 24 point 11); the fast
+path is ``--precision auto``.
 """
 
 from __future__ import annotations
@@ -134,15 +136,42 @@ def lenet_run(tmp_path_factory):
     return run
 
 
-def test_eval_reports_the_path_it_ran(lenet_run, forced, capsys):
+def test_eval_reproduces_the_runs_reported_accuracy_on_every_cpu(lenet_run, forced, capsys):
+    """On a CPU with native BF16 (the probe forced to say so) as on one without, `cnnzoo eval RUN` takes the run's
+    own path (fp32, channels-last as it trained) and reports eval.json's numbers; the fast path is one flag away."""
+    reported = json.loads((lenet_run / "eval.json").read_text())
     assert main(["eval", str(lenet_run), "--format", "json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["precision"], out["channels_last"]) == ("fp32", True)
+    assert out["top1"] == reported["top1"] and out["top5"] == reported["top5"]
+    assert out["loss"] == pytest.approx(reported["loss"], rel=1e-6, abs=1e-7)
+    assert main(["eval", str(lenet_run), "--protocol", "center", "--format", "json"]) == 0
+    protocols = json.loads(capsys.readouterr().out)
+    assert protocols["precision"] == "fp32" and protocols["protocols"]["center"]["top1"] == reported["top1"]
+    assert main(["eval", str(lenet_run)]) == 0
+    assert "inference: fp32, channels-last (the run's own evaluation path" in capsys.readouterr().out
+
+
+@pytest.mark.slow  # trains a run
+def test_eval_of_an_amp_run_uses_its_autocast(tmp_path, capsys):
+    run = tmp_path / "amp"
+    assert main(["train", "lenet5", "--epochs", "1", "--limit-batches", "2", "--amp", "bf16", "--run-dir", str(run),
+                 "-q"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(run), "--format", "json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["precision"] == "bf16" and out["top1"] == json.loads((run / "eval.json").read_text())["top1"]
+
+
+def test_eval_reports_the_path_it_ran(lenet_run, forced, capsys):
+    assert main(["eval", str(lenet_run), "--format", "json", "--precision", "auto"]) == 0
     auto = json.loads(capsys.readouterr().out)
     assert (auto["precision"], auto["channels_last"]) == ("bf16" if forced else "fp32", True)
     assert main(["eval", str(lenet_run), "--format", "json", "--precision", "fp32"]) == 0
     plain = json.loads(capsys.readouterr().out)
     assert (plain["precision"], plain["channels_last"]) == ("fp32", False)
     assert abs(auto["top1"] - plain["top1"]) <= 1 - AGREEMENT
-    assert main(["eval", str(lenet_run)]) == 0
+    assert main(["eval", str(lenet_run), "--precision", "auto"]) == 0
     assert "inference: " + ("bf16 autocast" if forced else "fp32") in capsys.readouterr().out
 
 

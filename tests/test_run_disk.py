@@ -24,7 +24,7 @@ def _bytes_on_disk(folder: Path) -> int:
 def test_last_and_best_of_one_step_are_one_file(tmp_path):
     cfg = apply_overrides(default_config("lenet5", "mnist5k"), [
         "train.epochs=1", "train.limit_batches=2", "data.batch_size=32", "train.device=cpu",
-        f"train.run_dir={tmp_path / 'run'}", "optim.name=sgd", "optim.momentum=0.9"])
+        f"train.run_dir={tmp_path / 'run'}", "optim.name=sgd", "optim.momentum=0.9", "data.holdout_fraction=0.1"])
     Trainer(cfg, verbose=False).fit()
     ckpt = tmp_path / "run" / "checkpoints"
     names = ["last.safetensors", "last-e0001-b000000.safetensors", "best.safetensors",

@@ -63,7 +63,7 @@ def _cfg(run_dir, name="lenet5", *extra):
 def test_train_starts_from_a_previous_run(tmp_path):
     first = Trainer(_cfg(tmp_path / "a"), verbose=False)
     first.fit()
-    best = load_file(str(tmp_path / "a" / "checkpoints" / "best.safetensors"))
+    best = load_file(str(tmp_path / "a" / "checkpoints" / "last.safetensors"))
     second = Trainer(_cfg(tmp_path / "b", "lenet5", f"model.weights={tmp_path / 'a'}"), verbose=False)
     start = second.model.state_dict()
     assert all(torch.equal(start[k], best[k]) for k in best)
@@ -80,7 +80,7 @@ def test_options_a_peer_checkpoint_implies_are_recorded_in_the_run(tmp_path, tin
     model, meta = load_trained(tmp_path / "run")
     assert meta["options"]["flip"] is True and model.flip  # eval/predict rebuild the same network
     x = torch.randn(2, 1, 28, 28)
-    saved = load_file(str(tmp_path / "run" / "checkpoints" / "best.safetensors"))
+    saved = load_file(str(tmp_path / "run" / "checkpoints" / "last.safetensors"))
     ref = _Tiny(flip=True)
     ref.load_state_dict(saved)
     torch.testing.assert_close(model(x), ref.eval()(x))

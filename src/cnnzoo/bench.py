@@ -10,8 +10,17 @@ What is timed:
   backward and an SGD update (lr 0.01, momentum 0.9), on random images and labels.
 
 Each configuration runs ``warmup`` untimed iterations (the first one also compiles under ``compile=True``; its
-time is reported apart as ``compile_time_s``), then ``iters`` timed iterations, or as many as fit in ``seconds``.
-On CUDA every iteration ends with a synchronisation, so a latency is the time the GPU took.
+time is reported apart as ``compile_time_s``), then ``iters`` timed iterations, or as many as fit in ``seconds``
+(default: 3 s, at least one iteration). Under a time budget the warm-up is time-boxed too: it stops early once it
+has taken ``seconds`` (after at least one iteration, two with ``compile``), so a configuration that takes 30 s an
+iteration (emulated bf16 of a ResNet-50 batch) costs two iterations, not 23. ``BenchResult.warmup`` is the number
+of warm-up iterations that ran. On CUDA every iteration ends with a synchronisation, so a latency is the time the
+GPU took.
+
+`bench_matrix` (and ``cnnzoo bench --matrix``) measures every precision x memory format, but a precision this
+machine only emulates (bf16 on a CPU without native BF16: several times slower than fp32) only when asked for
+(``emulated=True``); a result measured in an emulated precision has ``emulated=True`` and is labelled so.
+``progress`` (a callable taking one line of text, e.g. ``print``) reports each configuration as it starts and ends.
 
 Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` over warm-up and timed iterations. On CPU, the
 process's peak resident set (``VmHWM`` of /proc/self/status), reset just before warm-up through
@@ -29,12 +38,14 @@ is slower than fp32), bf16/fp16 autocast on CUDA, and the channels-last memory f
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import platform
 import resource
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -42,6 +53,9 @@ import torch
 from torch import nn
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+# the --precision choices of the inference commands (cnnzoo.evaluate.fastpath has the same tuple; here so that the
+# CLI parser is built without importing cnnzoo.evaluate, which imports the data pipeline)
+INFERENCE_PRECISIONS = ("auto", *PRECISIONS)
 MODES = ("infer", "train")
 SOURCES = ("cnnzoo", "torchvision", "timm")
 _AMP = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -49,6 +63,7 @@ _AMP = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # later) and AMX BF16 tiles (Sapphire Rapids and later); oneDNN uses them for bf16 convolutions and matmuls
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 FORCE_BF16_ENV = "CNNZOO_FORCE_BF16"
+DEFAULT_SECONDS = 3.0  # the time budget of each configuration when neither iters nor seconds is given
 
 
 # ------------------------------------------------------------------------------------------ capability probe
@@ -113,6 +128,12 @@ def fastest_inference_config(device: str | torch.device = "cpu", model: nn.Modul
     else:
         precision = "fp32"
     return precision, model is None or is_conv_net(model)
+
+
+def is_emulated(precision: str, device: str | torch.device = "cpu") -> bool:
+    """Whether ``precision`` runs emulated on ``device``: bf16 on a CPU without native BF16 (`cpu_has_native_bf16`)
+    is converted to and from fp32 around every op, several times slower than fp32 itself."""
+    return precision == "bf16" and torch.device(device).type == "cpu" and not cpu_has_native_bf16()
 
 
 def machine_info(device: str | torch.device = "cpu", threads: int | None = None) -> dict[str, Any]:
@@ -240,6 +261,8 @@ class BenchResult:
     step: str
     compile_time_s: float | None = None
     fastest: bool = False
+    emulated: bool = False
+    time_budget_s: float | None = None
     latencies_ms: list[float] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -287,8 +310,8 @@ def check_config(*, mode: str, precision: str, device: str | torch.device, batch
         raise ValueError("give --iters or --seconds, not both")
     if iters is not None and iters < 1:
         raise ValueError(f"--iters {iters}: at least one timed iteration is needed")
-    if seconds is not None and not seconds > 0:
-        raise ValueError(f"--seconds {seconds}: the time to measure must be positive")
+    if seconds is not None and not (seconds > 0 and math.isfinite(seconds)):
+        raise ValueError(f"--seconds {seconds}: the time to measure must be a positive, finite number of seconds")
     if warmup < 0:
         raise ValueError(f"--warmup {warmup}: the number of warm-up iterations cannot be negative")
     return dev
@@ -357,8 +380,9 @@ def benchmark(model: str | nn.Module, *, mode: str = "infer", batch: int = 16,
         compile: ``torch.compile`` the network; the first warm-up call's time is ``compile_time_s``.
         threads: CPU threads for the measurement (default: torch's current setting); restored afterwards.
         device: ``"cpu"`` or ``"cuda"`` (``"cuda:N"``).
-        iters / seconds: timed iterations, or how long to time (at least one iteration); default 20 iterations.
-        warmup: untimed iterations first (at least one with ``compile``).
+        iters / seconds: timed iterations, or how long to time (at least one iteration); default
+            ``DEFAULT_SECONDS`` (3 s). Under a time budget the warm-up stops early once it has taken that long.
+        warmup: untimed iterations first (at most; at least one with ``compile``).
         options: network options for a registered name (e.g. ``{"num_classes": 10}``).
         name / source: labels of the result (default: the registered name or the class name, and "cnnzoo").
         aux_weight: weight of each auxiliary loss in training (default: the card's for a registered name).
@@ -381,7 +405,7 @@ def benchmark(model: str | nn.Module, *, mode: str = "infer", batch: int = 16,
             raise ValueError("give input_size (C, H, W) for a built network")
         net, name = model, name or type(model).__name__
     if iters is None and seconds is None:
-        iters = 20
+        seconds = DEFAULT_SECONDS
     if compile:
         warmup = max(warmup, 1)
     num_classes = getattr(net, "num_classes", None) or _out_features(net)
@@ -422,11 +446,17 @@ def _measure(net: nn.Module, name: str, source: str, mode: str, dev: torch.devic
 
     compile_time = None
     latencies: list[float] = []
+    min_warmup = min(warmup, 2 if compile else 1)  # the compiling call is no warm-up of the compiled code
+    warmed = 0
     with grad_mode(), _PeakMemory(dev) as mem:
-        for i in range(warmup):
+        start = time.perf_counter()
+        while warmed < warmup:
             t = timed()
-            if compile and i == 0:
+            if compile and warmed == 0:
                 compile_time = t
+            warmed += 1
+            if seconds is not None and warmed >= min_warmup and time.perf_counter() - start >= seconds:
+                break  # time-boxed: a configuration slower than its budget is not warmed up for minutes
         start = time.perf_counter()
         while True:
             latencies.append(timed())
@@ -439,20 +469,24 @@ def _measure(net: nn.Module, name: str, source: str, mode: str, dev: torch.devic
     return BenchResult(
         name=name, source=source, mode=mode, device=str(dev), batch=batch, input_size=input_size,
         precision=precision, channels_last=channels_last, compile=compile, threads=torch.get_num_threads(),
-        warmup=warmup, iters=len(latencies), images_per_s=batch * len(latencies) / total,
+        warmup=warmed, iters=len(latencies), images_per_s=batch * len(latencies) / total,
         latency_ms_median=statistics.median(ms), latency_ms_p90=percentile(ms, 90), latency_ms_min=min(ms),
         latency_ms_max=max(ms), total_time_s=total, peak_memory_mb=mem.peak,
         memory_increase_mb=max(mem.peak - mem.base, 0.0), memory_measure=mem.measure, params=params,
         step="forward" if mode == "infer" else "forward + loss + backward + SGD step",
-        compile_time_s=compile_time, latencies_ms=ms)
+        compile_time_s=compile_time, emulated=is_emulated(precision, dev), time_budget_s=seconds, latencies_ms=ms)
 
 
-def matrix_configs(device: str | torch.device, compile: bool = False) -> list[tuple[str, bool, bool]]:
-    """The (precision, channels_last, compile) grid of ``--matrix``: fp16 on CUDA only, compile only if asked."""
+def matrix_configs(device: str | torch.device, compile: bool = False,
+                   emulated: bool = False) -> list[tuple[str, bool, bool]]:
+    """The (precision, channels_last, compile) grid of ``--matrix``: fp16 on CUDA only, compile only if asked, and
+    a precision the device only emulates (`is_emulated`: bf16 on a CPU without native BF16) only if ``emulated``."""
     dev = torch.device(device)
     precisions = [p for p in PRECISIONS if p != "fp16" or dev.type == "cuda"]
     if dev.type == "cuda" and not (torch.cuda.is_available() and torch.cuda.is_bf16_supported()):
         precisions.remove("bf16")
+    if not emulated:
+        precisions = [p for p in precisions if not is_emulated(p, dev)]
     return [(p, cl, c) for c in ((False, True) if compile else (False,)) for p in precisions for cl in (False, True)]
 
 
@@ -468,11 +502,41 @@ def mark_fastest(results: list[BenchResult]) -> list[BenchResult]:
     return results
 
 
-def bench_matrix(model: str, *, device: str | torch.device = "cpu", compile: bool = False,
-                 **kwargs: Any) -> list[BenchResult]:
-    """`benchmark` over `matrix_configs`, the fastest marked. ``kwargs`` as for `benchmark`."""
-    results = [benchmark(model, device=device, precision=p, channels_last=cl, compile=c, **kwargs)
-               for p, cl, c in matrix_configs(device, compile)]
+def config_label(name: str, precision: str, channels_last: bool, compile: bool = False, source: str = "cnnzoo",
+                 emulated: bool = False) -> str:
+    """"resnet50: bf16 (emulated), channels-last": one configuration, as the progress lines name it."""
+    who = name if source == "cnnzoo" else f"{name} ({source})"
+    return (f"{who}: {precision}{' (emulated)' if emulated else ''}, "
+            f"{'channels-last' if channels_last else 'contiguous'}{', compiled' if compile else ''}")
+
+
+def with_progress(label: str, measure: Callable[[], BenchResult],
+                  write: Callable[[str], None] | None) -> BenchResult:
+    """Run ``measure()``; with ``write`` (e.g. ``sys.stderr.write``) the line ``"LABEL ..."`` appears when it
+    starts and is completed with its figures when it ends (or with "stopped" when it fails or is interrupted)."""
+    if write is None:
+        return measure()
+    write(f"{label} ...")
+    done = ""
+    try:
+        r = measure()
+        done = (f" {r.images_per_s:.1f} img/s, {r.iters} iteration{'s' if r.iters != 1 else ''} in "
+                f"{r.total_time_s:.1f} s")
+    finally:
+        write((done or " stopped") + "\n")
+    return r
+
+
+def bench_matrix(model: str, *, device: str | torch.device = "cpu", compile: bool = False, emulated: bool = False,
+                 progress: Callable[[str], None] | None = None, **kwargs: Any) -> list[BenchResult]:
+    """`benchmark` over `matrix_configs` (emulated precisions only with ``emulated``), the fastest marked.
+    ``progress``: see `with_progress`. ``kwargs`` as for `benchmark` (default: 3 s per configuration)."""
+    configs = matrix_configs(device, compile, emulated)
+    results = []
+    for i, (p, cl, c) in enumerate(configs, 1):
+        label = f"[{i}/{len(configs)}] " + config_label(str(model), p, cl, c, emulated=is_emulated(p, device))
+        results.append(with_progress(label, lambda p=p, cl=cl, c=c: benchmark(
+            model, device=device, precision=p, channels_last=cl, compile=c, **kwargs), progress))
     return mark_fastest(results)
 
 

@@ -101,7 +101,7 @@ _WRAPPERS = ("state_dict", "model", "model_state_dict", "module")
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(state dict, cnnzoo metadata or {}) of a weights file or a run directory (its best checkpoint, else last).
+    """(state dict, cnnzoo metadata or {}) of a weights file or a run directory (its last checkpoint).
 
     Safetensors files are read with safetensors; anything else with ``torch.load(weights_only=True)``. Checkpoint
     wrappers are unwrapped (``{"state_dict": ...}``, ``{"model": ...}``, ``{"model_state_dict": ...}``,

@@ -211,12 +211,22 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _depth(text: str) -> int:
+    """argparse type of ``summary --depth``: a whole number >= 0 (checked again, with the same words, in the
+    command for callers that build the Namespace themselves)."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; give 0 or more (0: one row for the whole "
+                                         f"network, 1: stem, stages, head)") from None
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("summary", help="per-layer shapes, parameters, MACs and receptive fields of a network")
     add_model_args(p)
     p.add_argument(
         "--depth",
-        type=int,
+        type=_depth,
         default=None,
         help="fold rows into blocks this many module levels down (1: stem, stages, head)",
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from pathlib import Path
 
@@ -54,6 +55,73 @@ def parse_options(pairs: list[str] | None) -> dict:
             raise ValueError(f"-o {pair!r} is not KEY=VALUE (e.g. -o drop_rate=0.2); `cnnzoo info NAME` lists the options")
         out[key.strip()] = load_yaml(value, f"-o {pair!r}")
     return out
+
+
+def interval_text(low: float | None = None, high: float | None = None, low_open: bool = False,
+                  high_open: bool = False) -> str:
+    """``(0, 1]``-style words for a range: "in [0, 1]", "> 0", ">= 0", "" (any finite number)."""
+    if low is not None and high is not None:
+        return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    if low is not None:
+        return f"{'>' if low_open else '>='} {low:g}"
+    if high is not None:
+        return f"{'<' if high_open else '<='} {high:g}"
+    return ""
+
+
+class FloatArg(argparse.Action):
+    """The one argparse action of every float option: a finite number, in its valid range where it has one.
+
+        p.add_argument("--nms", action=FloatArg, low=0, high=1, what="an IoU")
+        p.add_argument("--seconds", action=FloatArg, low=0, low_open=True)
+
+    Python's ``float()`` reads ``nan`` and ``inf``, so ``type=float`` lets them through (``--threshold nan`` then
+    kept nothing, "scoring above nan"). The error is one line (no usage block) naming the flag, the value as typed
+    and what is valid: ``cnnzoo detect predict: error: --threshold must be a finite number, got 'nan'``.
+
+    ``config=True``: a shortcut of a training-config key (``--lr`` is ``optim.lr``). Its value is only read here
+    (text that is no number fails at once); finiteness and range are the config's to check, as for the same key
+    from ``--set``, a recipe or a resumed run's config.yaml, and its message names the flag
+    (``--lr must be a finite number, got 'nan'``): one rule, one wording, wherever the value comes from.
+    """
+
+    def __init__(self, option_strings, dest, low: float | None = None, high: float | None = None,
+                 low_open: bool = False, high_open: bool = False, what: str | None = None, config: bool = False,
+                 **kwargs) -> None:
+        if kwargs.get("nargs") is not None or kwargs.get("type") is not None:
+            raise ValueError("FloatArg takes one value and reads it itself (no nargs, no type)")
+        if config and (low is not None or high is not None):
+            raise ValueError("a config shortcut's range is the config's: give no low/high with config=True")
+        super().__init__(option_strings, dest, **kwargs)
+        self.low, self.high, self.low_open, self.high_open, self.what = low, high, low_open, high_open, what
+        self.config = config
+
+    def valid(self) -> str:
+        """What a valid value is, e.g. "a finite number in [0, 1] (an IoU)"."""
+        rng = interval_text(self.low, self.high, self.low_open, self.high_open)
+        return "a finite number" + (f" {rng}" if rng else "") + (f" ({self.what})" if self.what else "")
+
+    def check(self, text: str, flag: str) -> float:
+        """``text`` as a float, or a ValueError whose message is the one error line."""
+        try:
+            value = float(text.strip())
+        except ValueError:
+            raise ValueError(f"{flag} must be {self.valid()}, got {text!r} (invalid float value)") from None
+        if self.config:
+            return value  # nan, inf, out of range: the config says so, naming the flag
+        bad = not math.isfinite(value)
+        bad = bad or (self.low is not None and (value <= self.low if self.low_open else value < self.low))
+        bad = bad or (self.high is not None and (value >= self.high if self.high_open else value > self.high))
+        if bad:
+            raise ValueError(f"{flag} must be {self.valid()}, got {text!r}")
+        return value
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        try:
+            value = self.check(values, option_string or self.dest)
+        except ValueError as e:
+            parser.exit(2, f"{parser.prog}: error: {e}\n")  # one line, as every other error of the CLI
+        setattr(namespace, self.dest, value)
 
 
 def device_arg(text: str) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .common import FloatArg
+
 EPILOG = """\
 SPEC = NAME[:OPTION=VALUE[,OPTION=VALUE...]][@SECTION.KEY=VALUE...]
   alexnet_paper:lrn=false            a network option, read as `cnnzoo train -o lrn=false`
@@ -45,6 +47,28 @@ def _command(args: argparse.Namespace) -> list[str]:
     return cmd
 
 
+SEEDS_FORMS = "a seed (3), comma-separated seeds (0,1,2) or an increasing range (0-4), of integers >= 0"
+
+
+def _check_seeds_text(text: str) -> str:
+    """``--seeds`` checked for what `parse_seeds` would misread: a reversed range (``5-2`` is empty there), a
+    negative seed (``-1`` reads as an open range) and empty parts; returns ``text``."""
+    import re
+
+    parts = [p.strip() for p in str(text).split(",")]
+    for part in parts:
+        m = re.fullmatch(r"(\d+)\s*-\s*(\d+)", part)
+        if m and int(m[1]) > int(m[2]):
+            raise ValueError(f"--seeds {text!r}: the range {part} is reversed (it holds no seed); write it from low "
+                             f"to high, --seeds {m[2]}-{m[1]}. Valid forms: {SEEDS_FORMS}")
+        if not part or part.startswith("-") or not re.fullmatch(r"\d+(\s*-\s*\d+)?", part):
+            what = "an empty seed" if not part else "a negative seed" if re.fullmatch(r"-\d+", part) else \
+                f"{part!r}, which is not a seed or a range"
+            raise ValueError(f"--seeds {text!r} holds {what}; valid forms: {SEEDS_FORMS}, e.g. --seeds 0,1,2 or "
+                             f"--seeds 0-4")
+    return text
+
+
 def _dry_run(result, threads: int) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -81,13 +105,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     from ..compare import ComparisonInterrupted, parse_seeds, print_table, run_comparison
 
-    args.seed_list = parse_seeds(args.seeds)
+    args.seed_list = parse_seeds(_check_seeds_text(args.seeds))
+    if not args.data.strip():
+        raise ValueError("--data '' names no dataset; give mnist5k (the default), mnist, fashion-mnist, cifar10, "
+                         "cifar100 or folder:PATH")
+    if not args.out.strip():
+        raise ValueError("--out '' names no directory; give the comparison's directory, e.g. --out compare (the "
+                         "default)")
     if args.jobs < 1:
         raise ValueError(f"--jobs must be at least 1 (runs trained at once), got {args.jobs}")
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be at least 1, got {args.threads}")
-    if args.target is not None and not 0 < args.target <= 100:
-        raise ValueError(f"--target is a top-1 accuracy in percent, in (0, 100]; got {args.target:g}")
     command = _command(args)
     try:
         result = run_comparison(
@@ -126,13 +154,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                    help="override one config key of every spec (repeatable), e.g. --set train.epochs=5")
     p.add_argument("--seeds", default="0", metavar="S[,S...]", help="seeds, e.g. 0,1,2 or 0-4 (default 0)")
-    p.add_argument("--out", default="compare", metavar="DIR", help="the comparison's directory (default ./compare); "
-                   "run the same command again to continue it")
+    p.add_argument("--out", default="compare", metavar="DIR", help="the comparison's directory (default ./compare): new, "
+                   "empty or an earlier comparison (any other directory is refused); run the same command again to "
+                   "continue it")
     p.add_argument("--protocol", metavar="NAME[,NAME...]",
                    help="test-time protocols to report besides the centre evaluation: 10crop, 144crop, dense, "
                         "multiscale, or several joined with '+' (see `cnnzoo eval --help`)")
     p.add_argument("--no-flip", action="store_true", help="no reflections in the 10crop/144crop/dense protocols")
-    p.add_argument("--target", type=float, metavar="PCT",
+    p.add_argument("--target", action=FloatArg, low=0, low_open=True, high=100, what="a top-1 accuracy in percent",
+                   metavar="PCT",
                    help="top-1 %% for the 'epochs to target' column (default: the best accuracy of the weakest run)")
     p.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="runs trained at once, each in its own process (default 1); one GPU each when there are GPUs")

@@ -8,7 +8,7 @@ import math
 import sys
 from pathlib import Path
 
-from .common import check_plot_path, device_arg, parse_options
+from .common import FloatArg, check_plot_path, device_arg, parse_options
 
 METHODS = ("rcnn",)
 DRAWN = 30  # detections drawn per image at most (the highest-scoring)
@@ -122,6 +122,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise ValueError(f"--output names one file but {len(files)} images were given; drop --output (each image "
                          f"then goes to NAME_detections.png in the current directory)")
     outputs = [check_plot_path(args.output or f"{f.stem}_detections.png", "--output") for f in files]
+    if not args.output:
+        _check_default_outputs(files, outputs)
     detector, _ = load_detector(args.run_dir, args.device)
     scorer = args.scorer or detector.test["scorer"]
     threshold = default_threshold(scorer) if args.threshold is None else args.threshold
@@ -136,6 +138,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
                         detector.classes, threshold=threshold, cols=1, max_drawn=DRAWN)
         print(f"  drawn to {out}{f' (the {DRAWN} highest-scoring)' if int(keep.sum()) > DRAWN else ''}")
     return 0
+
+
+def _check_default_outputs(files: list[Path], outputs: list[Path]) -> None:
+    """The NAME_detections.png pictures (no --output) never replace a file cnnzoo did not draw, nor each other."""
+    from ..detection.draw import drawn_by_cnnzoo
+
+    seen: dict[Path, Path] = {}
+    for f, out in zip(files, outputs):
+        if out in seen:
+            raise ValueError(f"{seen[out]} and {f} would both be drawn to {out}; predict them in separate commands "
+                             f"with --output FILE.png")
+        seen[out] = f
+        if out.exists() and not drawn_by_cnnzoo(out):
+            raise ValueError(f"{out} exists and is not a picture cnnzoo drew; it is left alone: move it away or name "
+                             f"the picture with --output FILE.png")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -169,7 +186,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--scorer", choices=("svm", "softmax"), help="score with the SVMs (default) or the fine-tuned "
                                                                  "network's softmax (Appendix B)")
     e.add_argument("--no-bbox-reg", action="store_true", help="without bounding-box regression")
-    e.add_argument("--nms", type=float, metavar="IOU", help="NMS IoU threshold (default the run's, 0.3)")
+    e.add_argument("--nms", action=FloatArg, low=0, high=1, what="an IoU", metavar="IOU",
+                   help="NMS IoU threshold (default the run's, 0.3)")
     e.add_argument("--format", choices=("text", "json"), default="text")
     e.add_argument("--plot", metavar="FILE.png", help="draw the detections on the first test images")
     e.add_argument("--plot-images", type=int, default=8, help="how many test images --plot draws (default 8)")
@@ -179,10 +197,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = dsub.add_parser("predict", help="detect objects in images and draw the boxes to PNGs")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders of images")
-    p.add_argument("--output", metavar="FILE.png", help="where the picture goes (one image only; default "
-                                                        "NAME_detections.png in the current directory)")
-    p.add_argument("--threshold", type=float, help="draw detections scoring above this (default 0 for SVM scores, "
-                                                   "0.5 for softmax)")
+    p.add_argument("--output", metavar="FILE.png", help="where the picture goes (one image only; replaced if it "
+                                                        "exists; default NAME_detections.png in the current directory, "
+                                                        "never over a file cnnzoo did not draw)")
+    p.add_argument("--threshold", action=FloatArg,
+                   help="draw detections scoring above this, a finite number (default 0 for SVM scores, 0.5 for "
+                        "softmax, whose scores are in [0, 1])")
     p.add_argument("--scorer", choices=("svm", "softmax"))
     p.add_argument("--device", default="cpu", type=device_arg)
     p.set_defaults(func=cmd_predict)

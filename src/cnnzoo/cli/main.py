@@ -27,6 +27,7 @@ SUBCOMMAND_MODULES = ("models", "analysis", "train", "compare", "bench", "recipe
 USER_ERROR = 2  # exit status of an error the user can fix (argparse's too)
 INTERNAL_ERROR = 1
 INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
+BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for `yes | head -1`, the status of a Unix tool whose reader left
 
 
 class CLIError(Exception):
@@ -167,7 +168,55 @@ def _write_traceback(e: BaseException, argv: list[str]) -> str | None:
         return None
 
 
+def _reader_gone() -> int:
+    """stdout's reader went away (``cnnzoo list | head -1``): end quietly, as Unix tools do, with 128 + SIGPIPE.
+
+    Python ignores SIGPIPE, so a write to a closed pipe raises BrokenPipeError instead of ending the process.
+    Whatever is still buffered for stdout cannot be delivered; stdout is pointed at /dev/null so that the
+    interpreter's flush at exit does not complain ("Exception ignored ... BrokenPipeError") either (the recipe of
+    Python's signal documentation). Only the process's own stdout is redirected (never a caller's replacement).
+    """
+    if sys.stdout is sys.__stdout__ and sys.stdout is not None:
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass
+    return BROKEN_PIPE
+
+
+def _stdout_stat():
+    """os.fstat of the process's own stdout (None when stdout is replaced, e.g. captured in-process, or closed)."""
+    if sys.stdout is None or sys.stdout is not sys.__stdout__:
+        return None
+    try:
+        return os.fstat(sys.stdout.fileno())
+    except (OSError, ValueError):
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    import stat
+
+    before = _stdout_stat()
+    try:
+        code = _main(argv)
+        if sys.stdout is not None:
+            sys.stdout.flush()  # here, not at exit: a reader that left is then seen (and handled) below
+        return code
+    except BrokenPipeError:
+        return _reader_gone()
+    except SystemExit as e:
+        # rich's Console meets a closed pipe itself: it points stdout at /dev/null and exits 1. Same status as ours.
+        after = _stdout_stat()
+        if e.code == 1 and before is not None and stat.S_ISFIFO(before.st_mode) and after is not None \
+                and stat.S_ISCHR(after.st_mode) and after.st_rdev == os.stat(os.devnull).st_rdev:
+            return BROKEN_PIPE
+        raise
+
+
+def _main(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -177,24 +226,50 @@ def main(argv: list[str] | None = None) -> int:
     debug = bool(getattr(args, "debug", False))
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError as e:
+        if _stdout_broken(e):
+            raise
+        return _report(e, args, argv, debug)
     except KeyboardInterrupt:
         print(f"cnnzoo {args.command}: interrupted", file=sys.stderr)
         return INTERRUPTED
     except Exception as e:  # noqa: BLE001 (the one place every error ends)
-        message = user_message(e, args)
-        if debug:
-            traceback.print_exc()
-        if message is not None:
-            print(f"cnnzoo {args.command}: error: {' '.join(message.split())}", file=sys.stderr)
-            return USER_ERROR
-        first = (str(e).strip().splitlines() or [""])[0]
-        what = f"{type(e).__name__}: {first}" if first else type(e).__name__
-        where = "above" if debug else _write_traceback(e, argv)
-        tail = (f"the full traceback is in {where} (rerun with --debug to print it)" if where and not debug
-                else "the full traceback is above" if debug else "rerun with --debug to see the traceback")
-        print(f"cnnzoo {args.command}: internal error ({what}); this is a bug in cnnzoo, please report it; {tail}",
-              file=sys.stderr)
-        return INTERNAL_ERROR
+        return _report(e, args, argv, debug)
+
+
+def _stdout_broken(e: BrokenPipeError) -> bool:
+    """Whether ``e`` is stdout's reader leaving (not a pipe or socket of the command's own work): stdout is a pipe
+    nobody reads any more."""
+    import select
+    import stat
+
+    try:
+        fd = sys.stdout.fileno()
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return False
+        poller = select.poll()
+        poller.register(fd, 0)  # POLLERR/POLLHUP are always reported: the read end is closed
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return True  # no way to tell: a broken pipe in a command that writes no pipe of its own is stdout's
+
+
+def _report(e: Exception, args: argparse.Namespace, argv: list[str], debug: bool) -> int:
+    """Print the one line of an error and return the exit status (2 the user's, 1 a bug)."""
+    message = user_message(e, args)
+    if debug:
+        traceback.print_exc()
+    if message is not None:
+        print(f"cnnzoo {args.command}: error: {' '.join(message.split())}", file=sys.stderr)
+        return USER_ERROR
+    first = (str(e).strip().splitlines() or [""])[0]
+    what = f"{type(e).__name__}: {first}" if first else type(e).__name__
+    where = "above" if debug else _write_traceback(e, argv)
+    tail = (f"the full traceback is in {where} (rerun with --debug to print it)" if where and not debug
+            else "the full traceback is above" if debug else "rerun with --debug to see the traceback")
+    print(f"cnnzoo {args.command}: internal error ({what}); this is a bug in cnnzoo, please report it; {tail}",
+          file=sys.stderr)
+    return INTERNAL_ERROR
 
 
 if __name__ == "__main__":

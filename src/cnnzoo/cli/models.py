@@ -5,24 +5,11 @@ from __future__ import annotations
 import argparse
 import textwrap
 
-import torch
-from rich import box
-from rich.console import Console
-from rich.table import Table
-
-from ..registry import create_model, get_card, list_models, model_options
+from ..counts import build_meta, count_params, stored
+from ..registry import get_card, list_models, model_options
 from .common import add_model_args, check_plot_path, parse_options, resolve_input_size
 
-
-def build_meta(name: str, **options):
-    """A network built on the meta device: shapes and counts without memory or init cost."""
-    with torch.device("meta"):
-        return create_model(name, **options)
-
-
-def count_params(name: str, **options) -> int:
-    """Parameters of a network with the given options."""
-    return sum(p.numel() for p in build_meta(name, **options).parameters())
+__all__ = ["build_meta", "cite", "cmd_info", "cmd_list", "count_params", "register", "zoo_table"]
 
 
 def _fmt_params(n: int) -> str:
@@ -36,8 +23,12 @@ def cite(paper) -> str:
     return f"{surname}, {paper.year}"
 
 
-def zoo_table(names: list[str], title: str) -> Table:
-    """The `cnnzoo list` table. Names are never wrapped or cut (a user copies them); the other columns give way."""
+def zoo_table(names: list[str], title: str):
+    """The `cnnzoo list` table (a rich Table). Names are never wrapped or cut (a user copies them); the other
+    columns give way. The counts are the stored ones (`cnnzoo.counts`): nothing is built."""
+    from rich import box
+    from rich.table import Table
+
     # two characters between columns, no outer edge: a name of 24 characters and the rest fit in 80 columns
     table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
     table.add_column("name", no_wrap=True, min_width=max(len(n) for n in names))
@@ -62,6 +53,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         from ..analysis.plots import ZOO_SUFFIXES
 
         check_plot_path(plot, suffixes=ZOO_SUFFIXES)
+    from rich.console import Console
+
     Console(width=args.width).print(zoo_table(names, f"cnnzoo networks matching {args.pattern!r} ({len(names)})"))
     if plot:
         from ..analysis.plots import plot_zoo
@@ -71,13 +64,28 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_info(args: argparse.Namespace) -> int:
-    card = get_card(args.name)
-    options = parse_options(args.options)
-    model = build_meta(card.name, **options)
-    c, h, w = resolve_input_size(card.name, model, args.input, card.input_size)
+def _shapes(name: str, options: dict, size) -> tuple[int, tuple[int, int, int], tuple[int, ...]]:
+    """(parameters, input (C, H, W), output shape) for `cnnzoo info`: the stored ones at the defaults, else from the
+    network built on the meta device with ``options`` and run at ``size`` (which checks the input)."""
+    entry = stored(name) if not options and size is None else None
+    if entry is not None:
+        return entry["params"], entry["input"], entry["output"]
+    import torch
+
+    card = get_card(name)
+    model = build_meta(name, **options)
+    c, h, w = resolve_input_size(name, model, size, card.input_size)
     with torch.no_grad():  # meta forward: checks the input and gives the output shape at no cost
         out = model.eval()(torch.empty(1, c, h, w, device="meta"))
+    return sum(p.numel() for p in model.parameters()), (c, h, w), tuple(out.shape)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    card = get_card(args.name)
+    options = parse_options(args.options) if args.options else {}  # (reads YAML: only when there are some)
+    params, (c, h, w), out_shape = _shapes(card.name, options, args.input)
     console = Console(width=args.width)
     console.print(f"[bold]{card.name}[/bold] — {card.description}")
     rows = [
@@ -85,9 +93,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         ("link", card.paper.url),
         ("family", card.family),
         ("dataset", f"{card.dataset}, input {c}x{h}x{w}"),
-        ("parameters", f"{sum(p.numel() for p in model.parameters()):,}"
-                       + (f" with {options}" if options else "")),
-        ("output", f"{tuple(out.shape)} for input {(1, c, h, w)}"),
+        ("parameters", f"{params:,}" + (f" with {options}" if options else "")),
+        ("output", f"{out_shape} for input {(1, c, h, w)}"),
         ("counterparts", "; ".join(str(cp) for cp in card.counterparts) or "none"),
         ("options", ", ".join(model_options(card.name))),
     ]

@@ -46,12 +46,20 @@ def cmd_recipes(args: argparse.Namespace) -> int:
             print(text, end="")
         return 0
     names = {r.name for r in recipes}
+    if args.name not in names and args.name.strip().lower() in names:  # `cnnzoo recipes VGG`
+        args.name = args.name.strip().lower()
     if args.name in names:
         recipe = get_paper_recipe(args.name)
     else:
-        from ..registry import get_card
+        from ..registry import UnknownModelError, get_card
 
-        get_card(args.name)  # an unknown network: its own error, with suggestions
+        try:
+            get_card(args.name)
+        except UnknownModelError as e:  # NAME may be either: say both, with the registry's suggestions
+            guess = str(e).split("Did you mean", 1)
+            hint = f" (did you mean{guess[1].split('?')[0]}?)" if len(guess) > 1 else ""
+            raise ValueError(f"unknown network {args.name!r}, and no paper recipe has that name{hint}; recipes: "
+                             f"{', '.join(sorted(names))}; networks: see `cnnzoo list`") from None
         recipe = paper_recipe_for(args.name)
         if recipe is None:
             raise ValueError(f"{args.name} has no paper recipe; recipes: {', '.join(sorted(names))} (a network "

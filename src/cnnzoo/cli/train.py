@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from .common import device_arg, parse_options
+from .common import FloatArg, device_arg, parse_options
 
 EPILOG_TRAIN = """\
 examples:
@@ -20,12 +20,16 @@ config sections and keys: model, data, optim, schedule, train (see the README's 
 
 EPILOG_EVAL = """\
 examples:
-  cnnzoo eval runs/lenet5-20240101-120000                        # the run's own test pipeline (centre crop)
+  cnnzoo eval runs/lenet5-20240101-120000                        # the run's own test pipeline and precision
   cnnzoo eval RUN --protocol center,10crop,144crop,dense,multiscale --no-flip   # reflections off (default: as trained)
-  cnnzoo eval RUN --protocol dense+10crop+multiscale --scales 224,256,288 --format json
-protocols (sizes scale with the training size S; base scale R = S/0.875): center; 10crop (AlexNet: corners + centre
-+ reflections); 144crop (GoogLeNet: 4 scales x 3 squares x 6 crops x 2); dense (VGG: the fully-convolutional net on
-the whole image resized to R); multiscale (dense at VGG's {S-32, S, S+32}, scaled). See cnnzoo.evaluate.protocols."""
+  cnnzoo eval RUN --protocol dense+50crop+multiscale --scales 224,256,288 --format json   # VGG Table 5
+  cnnzoo eval RUN --precision auto                               # this machine's fast path (bf16 where native)
+protocols: center; 10crop (AlexNet: corners + centre + reflections); 50crop (VGG: 5x5 grid + reflections);
+144crop (GoogLeNet: 4 scales x 3 squares x 6 crops x 2); dense (VGG: the fully-convolutional net on the whole
+image); multiscale (dense, or 10crop/50crop with +, at several scales). Test scales follow the run's training: VGG's
+scale jitter [Smin, Smax] gives Q = (Smin+Smax)/2 and {Smin, Q, Smax}; a fixed scale S gives {S-32, S, S+32},
+scaled; data trained at its own size (digits) is cropped from its training canvas; else R = S/0.875 (227: 256).
+See cnnzoo.evaluate.protocols."""
 
 
 def _flag_overrides(args: argparse.Namespace) -> list[tuple[str, str]]:
@@ -111,9 +115,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ValueError("give a network NAME to train (see `cnnzoo list`) or --resume RUN_DIR")
         trainer = Trainer(build_config(args), verbose=not args.quiet)
     if trainer.is_main:
-        what = "resuming" if args.resume else "training"
-        print(f"{what} {trainer.cfg.model.name} on {trainer.bundle.name} ({len(trainer.bundle.train)} train / "
-              f"{len(trainer.bundle.test)} test images) on {trainer.device}"
+        what = "starting again (no checkpoint to resume yet)," if trainer.restarted else \
+            "resuming" if args.resume else "training"
+        val = f"{len(trainer.val_bundle.test)} validation / " if trainer.val_bundle is not None else ""
+        print(f"{what} {trainer.cfg.model.name} on {trainer.bundle.name} ({len(trainer.fit_bundle.train)} train / "
+              f"{val}{len(trainer.bundle.test)} test images) on {trainer.device}"
               f"{f' x {trainer.world} processes' if trainer.world > 1 else ''}; run directory: {trainer.run_dir}",
               flush=True)
     try:
@@ -165,9 +171,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from ..data import make_loader
     from ..evaluate import evaluate
-    from ..evaluate.fastpath import inference_path
+    from ..evaluate.protocols import check_batch_size
     from ..train.checkpoint import load_trained
 
+    check_batch_size(args.batch_size, "--batch-size")  # every path, before any loading
     if args.plot:
         _check_output(args.plot, (".png", ".svg", ".pdf"))
     as_json = args.json or args.format == "json"
@@ -190,9 +197,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     bundle, input_size = _eval_bundle(args, meta, model)
     if len(bundle.test) == 0:
         raise ValueError(f"{bundle.name} has no test images to evaluate on")
+    path = _eval_path(args, meta, model, device)
     if protocols is not None:
-        return _eval_protocols(args, meta, model, bundle, input_size, [p.name for p in protocols], scales, as_json)
-    path = inference_path(model, device, args.precision, args.channels_last)
+        return _eval_protocols(args, meta, model, bundle, input_size, [p.name for p in protocols], scales, as_json,
+                               path)
     path.prepare(model)
     loader = make_loader(bundle, "test", batch_size=args.batch_size, train=False, device=device,
                          input_size=input_size, num_workers=0 if bundle.kind != "folder" else 2)
@@ -235,29 +243,72 @@ def _parse_scales(text: str) -> list[int]:
     return scales
 
 
-def _eval_protocols(args, meta, model, bundle, input_size, protocols, scales, as_json: bool) -> int:
+def _eval_path(args: argparse.Namespace, meta: dict, model, device):
+    """The inference path of ``cnnzoo eval``: as asked (--precision), else the run's own evaluation path for a cnnzoo
+    checkpoint (fp32 unless it trained with amp, its memory format), so that eval reports the run's numbers on
+    every CPU; the machine's fast path (auto) for foreign checkpoints, which have no reported number to reproduce."""
+    from ..bench import is_conv_net
+    from ..evaluate.fastpath import InferencePath, inference_path
+
+    if args.precision is not None or meta.get("foreign"):
+        return inference_path(model, device, args.precision or "auto", args.channels_last)
+    amp, channels_last = "off", None
+    run_dir = _run_dir(args.checkpoint)
+    if run_dir is not None:  # the run's config.yaml says how it evaluated (train.amp, model.channels_last)
+        from ..train.config import load_yaml_file
+
+        try:
+            cfg = load_yaml_file(run_dir / "config.yaml", "config")
+        except (OSError, ValueError):  # a missing or damaged config: the training defaults below
+            cfg = None
+        cfg = cfg if isinstance(cfg, dict) else {}
+        train_cfg, model_cfg = ((cfg.get(k) if isinstance(cfg.get(k), dict) else {}) for k in ("train", "model"))
+        amp = train_cfg.get("amp", "off")
+        channels_last = model_cfg.get("channels_last") if isinstance(model_cfg.get("channels_last"), bool) else None
+    precision = amp if amp in ("bf16", "fp16") else "fp32"
+    if precision == "fp16" and device.type == "cpu":
+        precision = "fp32"  # the run's fp16 autocast has no CPU form; fp32 is the closest this CPU runs
+    if channels_last is None:
+        channels_last = is_conv_net(model)  # the training default
+    if args.channels_last is not None:
+        channels_last = args.channels_last
+    return InferencePath(device, precision, channels_last, "run")
+
+
+def _run_dir(checkpoint: str) -> Path | None:
+    """The run directory of RUN_DIR or RUN_DIR/checkpoints/FILE; None for a weights file elsewhere."""
+    source = Path(checkpoint).expanduser()
+    if source.is_dir():
+        return source
+    return source.parent.parent if source.parent.name == "checkpoints" else None
+
+
+def _eval_protocols(args, meta, model, bundle, input_size, protocols, scales, as_json: bool, path) -> int:
     """``cnnzoo eval --protocol ...``: top-1/top-5 per protocol, side by side (or as JSON)."""
     from ..evaluate import evaluate_protocols
-    from ..evaluate.fastpath import inference_path
-    from ..evaluate.protocols import ProtocolSizes, format_table
+    from ..evaluate.protocols import format_table, training_sizes
 
     size = input_size or bundle.image_size[0]
     flip = _use_flips(args, meta)
+    # the test scales follow the run's training (VGG Sec. 4.1-4.2); foreign weights: ImageNet's convention
+    augment = {"random_resized_crop": True} if meta.get("foreign") else meta.get("train_augment")
+    sizes = training_sizes(bundle, size, augment)
     results = evaluate_protocols(model, bundle, protocols, input_size=size, scales=scales, flip=flip,
                                  batch_size=args.batch_size, device=args.device,
-                                 num_workers=0 if bundle.kind != "folder" else 2, precision=args.precision,
-                                 channels_last=args.channels_last)
-    sizes = ProtocolSizes(size)
-    path = inference_path(model, args.device, args.precision, args.channels_last)
+                                 num_workers=0 if bundle.kind != "folder" else 2, precision=path.precision,
+                                 channels_last=path.channels_last, augment=augment)
     if as_json:
         print(json.dumps({"model": meta["model"], "dataset": bundle.name, "input_size": size, "base_scale": sizes.base,
+                          "scale_rule": sizes.rule, "border": sizes.pad,
                           "precision": path.precision, "channels_last": path.channels_last,
                           "multiscale": list(scales or sizes.multiscale), "flip": flip,
                           "protocols": {k: r.to_dict() for k, r in results.items()}}, indent=1))
         return 0
     count = next(iter(results.values())).count
-    print(f"{meta['model']} on {bundle.name} test split ({count} images); training size S={size}, base test scale "
-          f"R={sizes.base}" + (", with reflections" if flip else ", no reflections") + f"; inference: {path.describe()}")
+    multi = f"; multiscale Q={','.join(str(q) for q in scales or sizes.multiscale)}" \
+        if any("multiscale" in name for name in protocols) else ""
+    print(f"{meta['model']} on {bundle.name} test split ({count} images); {sizes.describe()}{multi}"
+          + (", with reflections" if flip else ", no reflections") + f"; inference: {path.describe()}")
     print(format_table(results))
     return 0
 
@@ -331,13 +382,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_inference_args(p: argparse.ArgumentParser) -> None:
-    from ..evaluate.fastpath import INFERENCE_PRECISIONS
+def _add_inference_args(p: argparse.ArgumentParser, run_default: bool = False) -> None:
+    from ..bench import INFERENCE_PRECISIONS  # not cnnzoo.evaluate's: building the parser stays quick
 
-    p.add_argument("--precision", choices=INFERENCE_PRECISIONS, default="auto",
-                   help="auto (default): this machine's fast path - bf16 autocast only where the CPU has native BF16 "
-                        "(bf16/fp16 on CUDA), else fp32, channels-last for conv nets; fp32: the plain path; bf16, fp16 "
-                        "(CUDA): that autocast")
+    if run_default:  # eval: the run's own path by default, so that it reports the run's numbers
+        p.add_argument("--precision", choices=INFERENCE_PRECISIONS, default=None,
+                       help="default: the run's own evaluation path (fp32 unless it trained with amp), which "
+                            "reproduces its reported accuracy (foreign checkpoints: auto); auto: this machine's fast "
+                            "path - bf16 autocast only where the CPU has native BF16 (bf16/fp16 on CUDA), else fp32, "
+                            "channels-last for conv nets; fp32: the plain path; bf16, fp16 (CUDA): that autocast")
+    else:
+        p.add_argument("--precision", choices=INFERENCE_PRECISIONS, default="auto",
+                       help="auto (default): this machine's fast path - bf16 autocast only where the CPU has native "
+                            "BF16 (bf16/fp16 on CUDA), else fp32, channels-last for conv nets; fp32: the plain path; "
+                            "bf16, fp16 (CUDA): that autocast")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="force the memory format (default: channels-last for conv nets, except with --precision fp32)")
 
@@ -346,7 +404,7 @@ def _check_inference_args(args: argparse.Namespace) -> None:
     """A precision the device cannot run fails before any loading."""
     from ..evaluate.fastpath import inference_path
 
-    inference_path(None, args.device, args.precision, args.channels_last)
+    inference_path(None, args.device, args.precision or "fp32", args.channels_last)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -367,13 +425,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--epochs", type=int)
     g.add_argument("--batch-size", type=int, help="per process")
     g.add_argument("--optimizer", choices=("sgd", "adam", "adamw", "rmsprop"))
-    g.add_argument("--lr", type=float)
-    g.add_argument("--momentum", type=float)
+    g.add_argument("--lr", action=FloatArg, config=True)  # finite, in range: checked by the config
+    g.add_argument("--momentum", action=FloatArg, config=True)
     g.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None)
-    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--weight-decay", action=FloatArg, config=True)
     g.add_argument("--schedule", choices=("none", "step", "multistep", "plateau", "cosine", "onecycle"))
-    g.add_argument("--warmup-epochs", type=float)
-    g.add_argument("--label-smoothing", type=float)
+    g.add_argument("--warmup-epochs", action=FloatArg, config=True)
+    g.add_argument("--label-smoothing", action=FloatArg, config=True)
     g.add_argument("--amp", choices=("off", "bf16", "fp16"), help="mixed precision (fp16 uses loss scaling)")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="channels-last memory format (default: on for convolutional networks)")
@@ -399,22 +457,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("checkpoint", metavar="RUN_DIR|CHECKPOINT")
     e.add_argument("--data", help="dataset (default: the one the checkpoint was trained on)")
     e.add_argument("--model", help="network name, for checkpoints without cnnzoo metadata (torchvision/timm files)")
-    e.add_argument("--batch-size", type=int, default=500)
+    e.add_argument("--batch-size", type=int, default=500, help="network inputs per forward pass (default 500)")
     e.add_argument("--device", default="cpu", type=device_arg, help="cpu (default), cuda, cuda:1, mps")
     e.add_argument("--data-dir")
     e.add_argument("--no-download", action="store_true")
     e.add_argument("--protocol", metavar="NAME[,NAME...]",
-                   help="test-time protocols to report side by side: center, 10crop, 144crop, dense, multiscale, or "
-                        "several joined with '+' (softmax outputs averaged), e.g. dense+10crop+multiscale")
-    e.add_argument("--scales", metavar="Q[,Q...]", help="shorter sides of the multiscale protocols (default VGG's "
-                                                        "{S-32, S, S+32}, scaled to the training size)")
+                   help="test-time protocols to report side by side: center, 10crop, 50crop, 144crop, dense, "
+                        "multiscale, or several joined with '+' (softmax outputs averaged), e.g. dense+50crop+multiscale "
+                        "(VGG's Table 5)")
+    e.add_argument("--scales", metavar="Q[,Q...]",
+                   help="shorter sides of the multiscale protocols (default from the run's training: VGG's {Smin, "
+                        "(Smin+Smax)/2, Smax} for scale jitter, else {S-32, S, S+32} scaled)")
     e.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
-                   help="horizontal reflections in 10crop/144crop/dense (default: if the run trained with flips; "
-                        "checkpoints that do not say: yes, as in the papers)")
+                   help="horizontal reflections in 10crop/50crop/144crop/dense (default: if the run trained with "
+                        "flips; checkpoints that do not say: yes, as in the papers)")
     e.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON (same as --format json)")
     e.add_argument("--plot", metavar="PNG", help="also save the confusion matrix as a PNG")
-    _add_inference_args(e)
+    _add_inference_args(e, run_default=True)
     e.set_defaults(func=cmd_eval)
 
     r = sub.add_parser("predict", help="top-k classes of images, with probabilities")

@@ -141,3 +141,32 @@ def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float,
     mean = total / count
     std = (total_sq / count - mean * mean).clamp_min(1e-12).sqrt()
     return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+
+def carve_validation(bundle: DataBundle, fraction: float, seed: int) -> tuple[DataBundle, DataBundle]:
+    """(the bundle whose training split lost ``fraction`` of every class, a bundle whose ``test`` split is what was
+    held out): the validation split a run chooses its "best" checkpoint on, never the test split it reports.
+
+    The hold-out is stratified and seeded (`cnnzoo.data.folder.stratified_split`: round(n * fraction) of each class,
+    at least 1 of a class with 2+ images), so a resumed run and every later command carve the same images. The
+    statistics (mean, std) stay those of the whole training split, as recorded with the run.
+    """
+    import dataclasses
+
+    from .folder import stratified_split
+
+    labels = bundle.train.labels.tolist()
+    keep, held = stratified_split([(i, y) for i, y in enumerate(labels)], bundle.num_classes, fraction, seed)
+    keep_idx, held_idx = [i for i, _ in keep], [i for i, _ in held]
+    if not held_idx:
+        raise ValueError(f"data.holdout_fraction={fraction:g} holds out no image of {bundle.name}'s "
+                         f"{len(labels)} training images; use a larger fraction")
+
+    def take(indices: list[int]) -> Split:
+        if isinstance(bundle.train, FolderSplit):
+            return FolderSplit([bundle.train.samples[i] for i in indices])
+        idx = torch.tensor(indices, dtype=torch.long)
+        return TensorSplit(bundle.train.images[idx], bundle.train.labels[idx])
+
+    train, val = take(keep_idx), take(held_idx)
+    return dataclasses.replace(bundle, train=train), dataclasses.replace(bundle, train=train, test=val)

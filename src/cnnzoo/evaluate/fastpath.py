@@ -5,8 +5,13 @@ autocast is ~2-3x faster than fp32, on one without it bf16 is emulated and slowe
 for lenet5 on an AMD EPYC without AVX-512); channels-last speeds convolutions up on both. So the default,
 ``precision="auto"``, asks the capability probe (`cnnzoo.bench.fastest_inference_config`): bf16 where the CPU has
 native BF16 (bf16 on CUDA GPUs that support it, else fp16), fp32 otherwise, channels-last for networks with 2-D
-convolutions. ``precision="fp32"`` is the plain path (fp32, contiguous, the numerics the run's training-time
-evaluation used) unless channels-last is asked for; an explicit ``bf16``/``fp16`` keeps channels-last on.
+convolutions. ``precision="fp32"`` is the plain path (fp32, contiguous) unless channels-last is asked for; an
+explicit ``bf16``/``fp16`` keeps channels-last on.
+
+`cnnzoo eval` of a cnnzoo run or checkpoint is the exception: it reports a number the run has already reported
+(``eval.json``), so by default it takes the run's own evaluation path (``chosen_by="run"``: fp32 unless the run
+trained with amp, in the run's memory format) and reproduces that number on every CPU; ``--precision auto`` gives
+the fast path. `predict`, `bench`, `compare` and foreign checkpoints keep the fast path as their default.
 
 The accuracy cost of bf16 is measured by tests/test_fastpath.py (top-1 agreement with fp32 on the built-in test
 set) rather than assumed.
@@ -35,7 +40,7 @@ class InferencePath:
     device: torch.device
     precision: str
     channels_last: bool
-    chosen_by: str = "asked"  # "probe" when precision="auto" decided it
+    chosen_by: str = "asked"  # "probe" when precision="auto" decided it; "run": the run's own evaluation path
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """A fresh autocast context for one forward pass (a no-op context for fp32)."""
@@ -66,6 +71,9 @@ class InferencePath:
             else:
                 why = f"{self.device.type} device"
             text += f" (the default fast path: {why}; --precision fp32 for the plain path)"
+        elif self.chosen_by == "run":
+            text += " (the run's own evaluation path, as in its reported accuracy; --precision auto for this " \
+                    "machine's fast path)"
         return text
 
 

@@ -96,8 +96,22 @@ def plot_curves(rows: list[dict], path: str | Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
+
+
+def _save(fig, path: str | Path, dpi: int = 100) -> None:
+    """Save ``fig`` atomically (a failed write leaves the file that was there; a kill never a truncated picture)."""
+    import io
+
+    from ..fileio import atomic_write
+
+    path = Path(path)
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format=path.suffix.lstrip(".").lower() or "png", dpi=dpi)
+    finally:
+        _pyplot().close(fig)
+    atomic_write(path, buf.getvalue())
 
 
 def plot_confusion(result: EvalResult, path: str | Path, title: str = "test confusion matrix") -> None:
@@ -118,5 +132,4 @@ def plot_confusion(result: EvalResult, path: str | Path, title: str = "test conf
                         color="white" if cm[i, j] > thresh else "black")
     ax.set(xlabel="predicted", ylabel="true", title=f"{title} (top-1 {100 * result.top1:.2f}%)")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)

@@ -1,32 +1,53 @@
-"""The papers' test-time protocols: centre crop, AlexNet's 10 crops, GoogLeNet's 144 crops, VGG's dense and
-multi-scale evaluation, on a run's own test split.
+"""The papers' test-time protocols: centre crop, AlexNet's 10 crops, VGG's 50-crop grid, GoogLeNet's 144 crops,
+VGG's dense and multi-scale evaluation, on a run's own test split.
 
 Sizes. ``S`` is the side of the square images the network was trained on (the run's input size; else the dataset's
-native size, or a folder's crop size). ImageNet's protocols are stated for S = 224 with images whose shorter side
-is 256 = 224 / 0.875; here every size scales with S, so they apply unchanged to 28-pixel digits or 32-pixel CIFAR
-images: the base test scale is ``R = round(S / 0.875)`` (256 at 224, 32 at 28, 37 at 32), and "resize to Q" means
-the shorter side becomes Q pixels (aspect ratio kept), bilinear with antialiasing. Folder datasets start from the
-original image file; built-in datasets from their stored images (28 x 28 digits, 32 x 32 CIFAR), upsampled.
+native size, or a folder's crop size). Every protocol starts from the image resized so that its shorter side is a
+test scale ``Q`` (aspect ratio kept, bilinear with antialiasing; folders from the original file, built-in datasets
+from their stored images). The scales follow how the run was trained (`training_sizes`, from the run's augmentation
+record, checkpoint metadata ``train_augment``):
+
+- VGG's scale jitter (``scale_jitter: [S_min, S_max]``; Simonyan & Zisserman 2015, Sec. 4.1-4.2, Tables 3-4): the
+  single test scale is Q = (S_min + S_max) / 2 and the multi-scale set {S_min, (S_min + S_max) / 2, S_max}
+  (VGG: 384 and {256, 384, 512} for [256, 512]); a fixed training scale S (``scale_jitter: [S, S]``, as AlexNet's
+  recipe trains at 256) gives Q = S and {S - 32, S, S + 32}. For built-in data the jitter is in pixels of the stored
+  image and is scaled with the whole image to S.
+- Built-in data trained at its own size, with no resize step (the digits: 28-pixel images, shifted by up to 2 pixels;
+  CIFAR: padded by 4 and cropped): the training scale is S itself and the crops come from the geometry the network
+  was trained on, the image at scale Q framed by the zero border its translations or padding had (``pad`` = the
+  larger of ``translate`` and ``random_crop_padding``; black, as the training shift fills). So Q = S (a 32-pixel
+  canvas for a digit shifted by up to 2), and the multi-scale set is VGG's {S - 32, S, S + 32} at S = 256, scaled:
+  round(S * 7/8), S, round(S * 9/8) (24, 28, 32 for the digits), each framed by the same border. The 10 crops of
+  a digit are then the centre view and the four largest training shifts, not zoomed-in parts of an enlarged image.
+- Everything else (a resize step: folders trained with Inception's crop, built-in images upsampled to a larger
+  network; ImageNet conventions): Q = R = round(S / 0.875), 256 for S = 224 (AlexNet's 227 input keeps AlexNet's
+  256), 32 at 28, 37 at 32; the multi-scale set round(R * 7/8), R, round(R * 9/8): VGG's {S - 32, S, S + 32} at its
+  fixed training scale 256, for a network trained on crops from images of about that scale.
+
+The protocols (``Q`` is the single test scale above unless a protocol is joined with ``multiscale``):
 
 - ``center``: the run's own test pipeline, unchanged (built-in datasets: the whole image resized to S; folders:
-  resize to R, centre crop S). One view.
-- ``10crop``: AlexNet, Sec. 4.1: resize to R, take the central R x R square ("the central 256x256 patch"), its four
-  S x S corner patches and centre patch, and their horizontal reflections; the softmax outputs of the 10 views
+  resize to round(S / 0.875), centre crop S). One view.
+- ``10crop``: AlexNet, Sec. 4.1: the image at Q, its central Q x Q square ("the central 256x256 patch"), the four
+  S x S corner patches and the centre patch, and their horizontal reflections; the softmax outputs of the 10 views
   are averaged.
-- ``144crop``: GoogLeNet, Sec. 7: resize to 4 scales, round(S * q / 224) for q = 256, 288, 320, 352; take the left,
-  centre and right squares (top, centre, bottom for portrait images); from each, the 4 corner and the centre
+- ``50crop``: VGG, Sec. 4.3 (Table 5's multi-crop): "50 crops per scale (5 x 5 regular grid with 2 flips)": S x S
+  crops at 5 evenly spaced offsets along each side of the whole image at Q (first and last at its edges), and
+  their reflections; with ``multiscale`` 150 crops over the three scales.
+- ``144crop``: GoogLeNet, Sec. 7: 4 scales, Q * {256, 288, 320, 352} / 256 (256, 288, 320, 352 at Q = 256); the
+  left, centre and right squares (top, centre, bottom for portrait images); from each, the 4 corner and the centre
   S x S crops and the square resized to S x S; and their reflections: 4 x 3 x 6 x 2 = 144 views, softmax averaged.
-- ``dense``: VGG, Sec. 3.2: resize to Q = R (VGG's Q = S = 256 for crops of 224), run the network turned fully
-  convolutional (`cnnzoo.evaluate.to_dense`) on the whole uncropped image, average the class score map over
-  positions; the softmax of the image and of its reflection are averaged.
-- ``multiscale``: VGG, Sec. 4.2: the same at several scales Q, softmax outputs averaged. Default Q = round(R * 7/8),
-  R, round(R * 9/8): VGG's {S - 32, S, S + 32} at S = 256 (224, 256, 288 here for a 224 network; 28, 32, 36 for
-  28-pixel digits); or any list (``scales=``). Alone it is dense evaluation at those scales (as in VGG's Table 4);
-  ``10crop+multiscale`` takes the 10 crops of each scale; ``dense+10crop+multiscale`` averages both (Table 5).
+- ``dense``: VGG, Sec. 3.2: the network turned fully convolutional (`cnnzoo.evaluate.to_dense`) on the whole
+  uncropped image at Q; the class score map averaged over positions; the softmax of the image and of its
+  reflection averaged.
+- ``multiscale``: VGG, Sec. 4.2: the same at each scale of the multi-scale set (or any list, ``scales=``), softmax
+  outputs averaged. Alone it is dense evaluation at those scales (Table 4); ``10crop+multiscale`` and
+  ``50crop+multiscale`` take the crops of each scale; ``dense+50crop+multiscale`` averages dense and multi-crop
+  evaluation over the scales: Table 5's "multi-crop & dense".
 
-Any protocols joined with ``+`` average their softmax outputs (VGG's "multi-crop & dense"). ``flip=False`` drops
-the reflections (for data whose classes are not mirror-symmetric, such as digits). A protocol that cannot apply is
-an error saying why: dense evaluation of a network without a convertible classifier, a crop larger than a scale.
+Any protocols joined with ``+`` average their softmax outputs. ``flip=False`` drops the reflections (for data whose
+classes are not mirror-symmetric, such as digits). A protocol that cannot apply is an error saying why: dense
+evaluation of a network without a convertible classifier, a crop larger than a scale.
 """
 
 from __future__ import annotations
@@ -44,46 +65,111 @@ from ..data.folder import EVAL_CROP_PCT
 from .dense import DenseNet, _EvalMode, _name, feature_shape, to_dense
 from .fastpath import InferencePath, inference_path
 
-__all__ = ["PROTOCOLS", "Protocol", "ProtocolResult", "ProtocolSizes", "evaluate_protocols", "format_table",
-           "googlenet_views", "parse_protocols", "protocol_probs", "ten_crop_views"]
+__all__ = ["PROTOCOLS", "Protocol", "ProtocolResult", "ProtocolSizes", "check_batch_size", "evaluate_protocols",
+           "format_table", "googlenet_views", "grid_views", "parse_protocols", "protocol_probs", "ten_crop_views", "training_sizes"]
 
-PROTOCOLS = ("center", "10crop", "144crop", "dense", "multiscale")
+PROTOCOLS = ("center", "10crop", "50crop", "144crop", "dense", "multiscale")
+CROP_PARTS = ("10crop", "50crop")  # the parts multiscale takes at each scale, with dense
 GOOGLENET_SCALES = (256, 288, 320, 352)  # Szegedy et al. 2015, Sec. 7: shorter sides, for 224-pixel crops
-GOOGLENET_CROP = 224
+GOOGLENET_BASE = 256  # ... whose base is the usual 256
 MULTISCALE_STEP = 1 / 8  # Simonyan & Zisserman 2015, Sec. 4.2: Q = {S - 32, S, S + 32} at S = 256
+VGG_GRID = 5  # Simonyan & Zisserman 2015, Sec. 4.3: "50 crops per scale (5 x 5 regular grid with 2 flips)"
+ALEXNET_INPUT, ALEXNET_BASE = 227, 256  # Krizhevsky et al. 2012, Sec. 4.1: crops from "the central 256x256 patch"
+VIEWS = {"center": 1, "10crop": 10, "50crop": 2 * VGG_GRID**2, "144crop": 144, "dense": 2}  # inputs per image
 
 
 @dataclass(frozen=True)
 class Protocol:
-    """One protocol to report: ``parts`` (among center, 10crop, 144crop, dense) whose softmax outputs are averaged,
-    each at the multi-scale set of scales when ``multiscale``."""
+    """One protocol to report: ``parts`` (among center, 10crop, 50crop, 144crop, dense) whose softmax outputs are
+    averaged, each at the multi-scale set of scales when ``multiscale``."""
 
     name: str
     parts: tuple[str, ...]
     multiscale: bool = False
 
 
+def imagenet_base(crop: int) -> int:
+    """R = S / 0.875 (256 for 224), the usual shorter side for crops of S; AlexNet's 227 keeps AlexNet's 256."""
+    return ALEXNET_BASE if crop == ALEXNET_INPUT else round(crop / EVAL_CROP_PCT)
+
+
+def vgg_fixed_scales(s: int) -> tuple[int, int, int]:
+    """VGG's multi-scale set for a fixed training scale S: {S - 32, S, S + 32} at S = 256, scaled."""
+    return round(s * (1 - MULTISCALE_STEP)), s, round(s * (1 + MULTISCALE_STEP))
+
+
 @dataclass(frozen=True)
 class ProtocolSizes:
-    """The protocol sizes for networks trained on S x S images (see the module docstring)."""
+    """The test geometry of networks trained on S x S crops (see the module docstring and `training_sizes`).
+
+    ``crop`` is S; ``base`` the single test scale Q (default R = S / 0.875); ``multiscale`` the default scales of the
+    multiscale protocols (default VGG's {S-32, S, S+32} around ``base``); ``pad`` the zero border, in pixels, around
+    the image at every scale (the room the run's translations trained in; 0 for resized data); ``rule`` names where
+    the scales come from: "imagenet", "native" (trained at its own size), "fixed" (a scale jitter with S_min = S_max,
+    AlexNet's recipe) or "jitter" (VGG's scale jitter).
+    """
 
     crop: int  # S
+    base: int = 0
+    multiscale: tuple[int, ...] = ()
+    pad: int = 0
+    rule: str = "imagenet"
 
-    @property
-    def base(self) -> int:
-        """R = S / 0.875: the shorter side for 10crop and dense (256 for 224)."""
-        return round(self.crop / EVAL_CROP_PCT)
-
-    @property
-    def multiscale(self) -> tuple[int, ...]:
-        """VGG's {S - 32, S, S + 32}, scaled: R * (1 - 1/8), R, R * (1 + 1/8)."""
-        r = self.base
-        return round(r * (1 - MULTISCALE_STEP)), r, round(r * (1 + MULTISCALE_STEP))
+    def __post_init__(self):
+        if not self.base:
+            object.__setattr__(self, "base", imagenet_base(self.crop))
+        if not self.multiscale:
+            object.__setattr__(self, "multiscale", vgg_fixed_scales(self.base))
 
     @property
     def googlenet(self) -> tuple[int, ...]:
-        """GoogLeNet's 256, 288, 320, 352 at 224, scaled to S."""
-        return tuple(round(self.crop * q / GOOGLENET_CROP) for q in GOOGLENET_SCALES)
+        """GoogLeNet's 256, 288, 320, 352 for a base of 256, scaled to the base scale."""
+        return tuple(round(self.base * q / GOOGLENET_BASE) for q in GOOGLENET_SCALES)
+
+    def describe(self) -> str:
+        """How the scales were chosen, for the command's header line."""
+        border = f", framed by the {self.pad}-pixel border its translations had" if self.pad else ""
+        why = {"imagenet": f"R = S / 0.875{' (AlexNet: 256)' if self.crop == ALEXNET_INPUT else ''}",
+               "native": f"the run trained at its own size{border}",
+               "fixed": "the run's fixed training scale",
+               "jitter": f"the middle of the run's scale jitter [{self.multiscale[0]}, {self.multiscale[-1]}]"}
+        return f"training size S={self.crop}, test scale Q={self.base} ({why.get(self.rule, self.rule)})"
+
+
+def training_sizes(bundle: DataBundle, input_size: int | None = None, augment: dict | None = None) -> ProtocolSizes:
+    """The test scales of a run from how it was trained (VGG Sec. 4.1-4.2; see the module docstring).
+
+    Args:
+        bundle: the run's data.
+        input_size: S, the network's input side (default the bundle's image size).
+        augment: the run's training augmentation as recorded (checkpoint metadata ``train_augment``); None: the
+            dataset's default policy (what a run trains with when its config leaves ``data.augment`` unset).
+
+    Raises:
+        ValueError: an augmentation record that is not valid (with what is).
+    """
+    from ..data.augment import AugmentPolicy, parse_rrc, parse_scale_jitter
+    from ..data.loader import default_policy
+
+    s = input_size or bundle.image_size[0]
+    if augment is None:
+        augment = default_policy(bundle)
+    if not isinstance(augment, dict):
+        raise ValueError(f"the run's augmentation record must be a dict, got {augment!r}")
+    native = min(bundle.image_size)
+    tensor = bundle.kind != "folder"
+    jitter = parse_scale_jitter(augment.get("scale_jitter"))
+    if jitter:  # VGG Sec. 4.2: Q = (S_min + S_max) / 2; multi-scale {S_min, Q, S_max}
+        factor = s / native if tensor else 1.0  # built-in data: the jittered crop is then resized to S
+        lo, hi = round(jitter[0] * factor), round(jitter[1] * factor)
+        mid = round((jitter[0] + jitter[1]) / 2 * factor)
+        if lo == hi:  # S_min = S_max: a fixed training scale S (AlexNet's 256), tested at {S-32, S, S+32}
+            return ProtocolSizes(s, lo, vgg_fixed_scales(lo), rule="fixed")
+        return ProtocolSizes(s, mid, (lo, mid, hi), rule="jitter")
+    if tensor and s == native and not parse_rrc(augment.get("random_resized_crop")):
+        policy = AugmentPolicy.from_dict(augment)
+        return ProtocolSizes(s, s, vgg_fixed_scales(s), max(policy.translate, policy.random_crop_padding), "native")
+    return ProtocolSizes(s)
 
 
 @dataclass
@@ -112,15 +198,15 @@ def parse_protocols(spec: str | Sequence[str]) -> list[Protocol]:
         unknown = [p for p in parts if p not in PROTOCOLS]
         if not name or unknown:
             raise ValueError(f"unknown protocol {item!r}; valid: {', '.join(PROTOCOLS)}, or several joined with '+' "
-                             f"(e.g. dense+10crop+multiscale)")
+                             f"(e.g. dense+50crop+multiscale)")
         if len(set(parts)) != len(parts):
             raise ValueError(f"protocol {item!r} names a part twice")
         multiscale = "multiscale" in parts
         parts = [p for p in parts if p != "multiscale"] or ["dense"]
-        if multiscale and not set(parts) <= {"dense", "10crop"}:
-            raise ValueError(f"protocol {item!r}: multiscale combines with dense and 10crop (VGG's Table 5), not with "
-                             f"{', '.join(p for p in parts if p not in ('dense', '10crop'))} (144crop has its own "
-                             f"4 scales; center is one fixed crop)")
+        if multiscale and not set(parts) <= {"dense", *CROP_PARTS}:
+            raise ValueError(f"protocol {item!r}: multiscale combines with dense and 10crop or 50crop (VGG's Tables "
+                             f"4-5), not with {', '.join(p for p in parts if p not in ('dense', *CROP_PARTS))} "
+                             f"(144crop has its own 4 scales; center is one fixed crop)")
         if any(p.name == name for p in out):
             raise ValueError(f"protocol {item!r} is listed twice")
         out.append(Protocol(name, tuple(parts), multiscale))
@@ -135,8 +221,9 @@ def parse_protocols(spec: str | Sequence[str]) -> list[Protocol]:
 class _Source:
     """A split's images in order, in batches, normalised and resized the ways the protocols need."""
 
-    def __init__(self, bundle: DataBundle, split: str, device: torch.device, crop: int, num_workers: int):
-        self.bundle, self.data, self.device, self.crop = bundle, bundle.split(split), device, crop
+    def __init__(self, bundle: DataBundle, split: str, device: torch.device, crop: int, num_workers: int,
+                 pad: int = 0):
+        self.bundle, self.data, self.device, self.crop, self.pad = bundle, bundle.split(split), device, crop, pad
         c = bundle.in_channels
         mean = torch.tensor(bundle.mean, dtype=torch.float32, device=device).view(1, c, 1, 1)
         std = torch.tensor(bundle.std, dtype=torch.float32, device=device).view(1, c, 1, 1)
@@ -181,20 +268,30 @@ class _Source:
         return self.normalise(torch.stack([transform(img, random.Random(0)) for img in images]))
 
     def resized(self, images, q: int) -> list[torch.Tensor]:
-        """The images with their shorter side resized to ``q``, normalised, in order, as runs of equal shape
-        (B_i, C, h_i, w_i): one run for a batch of built-in images, one per image for folders."""
+        """The images with their shorter side resized to ``q``, normalised, framed by the ``pad``-pixel black border
+        (pixel value 0, as the training shifts fill), in order, as runs of equal shape (B_i, C, h_i, w_i): one run
+        for a batch of built-in images, one per image for folders."""
         if isinstance(images, torch.Tensor):
             x = self.normalise(images)
             size = _shorter_to(x.shape[-2], x.shape[-1], q)
             if size != tuple(x.shape[-2:]):
                 x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
-            return [x]
+            return [self._framed(x)]
         import numpy as np
 
         from ..data.folder import resize_shorter
 
-        return [self.normalise(torch.from_numpy(np.array(resize_shorter(img, q), dtype=np.uint8))
-                               .permute(2, 0, 1)[None]) for img in images]
+        return [self._framed(self.normalise(torch.from_numpy(np.array(resize_shorter(img, q), dtype=np.uint8))
+                                            .permute(2, 0, 1)[None])) for img in images]
+
+    def _framed(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised images with the border of black pixels (normalised 0 is -mean/std) around them."""
+        if not self.pad:
+            return x
+        p, (n, c, h, w) = self.pad, x.shape
+        out = self._shift.to(x.dtype).expand(n, c, h + 2 * p, w + 2 * p).clone()
+        out[..., p : p + h, p : p + w] = x
+        return out
 
 
 class _Decode:
@@ -249,6 +346,18 @@ def ten_crop_views(img: torch.Tensor, s: int, flip: bool = True) -> torch.Tensor
     q = min(h, w)
     square = img[..., (h - q) // 2 : (h - q) // 2 + q, (w - q) // 2 : (w - q) // 2 + q]
     crops = _five_crops(square, s)
+    return torch.stack(crops + ([c.flip(-1) for c in crops] if flip else []), dim=-4)
+
+
+def grid_views(img: torch.Tensor, s: int, flip: bool = True, grid: int = VGG_GRID) -> torch.Tensor:
+    """VGG's multi-crop views of an image at one scale: s x s crops on a ``grid`` x ``grid`` regular grid over the
+    whole image (offsets round(i (h - s) / (grid - 1)) down and likewise across, first and last at the edges), row
+    by row, and their reflections: (C, h, w) -> (50, C, s, s) for the 5 x 5 grid (25 without reflections); a batch
+    (B, C, h, w) gives (B, 50, C, s, s)."""
+    h, w = img.shape[-2:]
+    ys = [round(i * (h - s) / (grid - 1)) for i in range(grid)]
+    xs = [round(j * (w - s) / (grid - 1)) for j in range(grid)]
+    crops = [img[..., y : y + s, x : x + s] for y in ys for x in xs]
     return torch.stack(crops + ([c.flip(-1) for c in crops] if flip else []), dim=-4)
 
 
@@ -311,15 +420,23 @@ def _part_probs(part: str, images, source: _Source, runner: _Runner, sizes: Prot
         runs = source.resized(images, q)
         if part == "10crop":
             per_scale.append(torch.cat([runner.view_probs(ten_crop_views(run, s, flip)) for run in runs]))
+        elif part == "50crop":
+            per_scale.append(torch.cat([runner.view_probs(grid_views(run, s, flip)) for run in runs]))
         else:
             per_scale.append(runner.dense_probs(runs, flip))
     return torch.stack(per_scale).mean(0)
 
 
-def _check_scales(protocol: Protocol, scales: tuple[int, ...], crop: int) -> None:
-    if "10crop" in protocol.parts and min(scales) < crop:
+def _check_scales(protocol: Protocol, scales: tuple[int, ...], sizes: ProtocolSizes) -> None:
+    crop, pad = sizes.crop, sizes.pad
+    qs = list(scales) if set(protocol.parts) & set(CROP_PARTS) else []
+    qs += list(sizes.googlenet) if "144crop" in protocol.parts else []
+    if qs and min(qs) + 2 * pad < crop:
+        q = min(qs)
+        framed = f" and framed by the run's {pad}-pixel translation border ({q + 2 * pad} pixels)" if pad else ""
         raise ValueError(f"protocol {protocol.name}: crops of {crop} pixels (the training size) do not fit in an image "
-                         f"resized to {min(scales)}; every scale must be at least {crop}")
+                         f"resized to {q}{framed}; crops need at least {crop} pixels: every scale must be at least "
+                         f"{crop - 2 * pad}")
 
 
 def _draft(protocol: Protocol, sizes: ProtocolSizes, scales: tuple[int, ...]) -> int:
@@ -327,7 +444,7 @@ def _draft(protocol: Protocol, sizes: ProtocolSizes, scales: tuple[int, ...]) ->
     need = [sizes.base]
     if "144crop" in protocol.parts:
         need += list(sizes.googlenet)
-    if set(protocol.parts) & {"10crop", "dense"}:
+    if set(protocol.parts) & {"dense", *CROP_PARTS}:
         need += list(scales)
     return max(need)
 
@@ -348,10 +465,10 @@ def _validate(protocols: list[Protocol], model: nn.Module, sizes: ProtocolSizes,
             raise ValueError(f"scales must be a non-empty list of positive integers (shorter sides in pixels), got "
                              f"{scales!r}")
         if not any(p.multiscale for p in protocols):
-            raise ValueError("scales apply to the multiscale protocols (multiscale, 10crop+multiscale, "
-                             "dense+10crop+multiscale); none was asked for")
+            raise ValueError("scales apply to the multiscale protocols (multiscale, 50crop+multiscale, "
+                             "dense+50crop+multiscale, 10crop+multiscale); none was asked for")
     for p in protocols:
-        _check_scales(p, _resolve_scales(p, sizes, scales), sizes.crop)
+        _check_scales(p, _resolve_scales(p, sizes, scales), sizes)
     if not any("dense" in p.parts for p in protocols):
         return None
     try:
@@ -362,12 +479,14 @@ def _validate(protocols: list[Protocol], model: nn.Module, sizes: ProtocolSizes,
         q = min(_resolve_scales(p, sizes, scales)) if "dense" in p.parts else None
         if q is None:
             continue
-        if q < model.min_input_size:
+        side = q + 2 * sizes.pad  # the image at scale q in its border
+        at = f"{q} ({side} pixels with the run's {sizes.pad}-pixel translation border)" if sizes.pad else f"{q}"
+        if side < model.min_input_size:
             raise ValueError(f"protocol {p.name}: {_name(model)} needs images of at least {model.min_input_size} "
-                             f"pixels, but the scale {q} is smaller")
-        h, w = feature_shape(model, q)[-2:]
+                             f"pixels, but the scale {at} is smaller")
+        h, w = feature_shape(model, side)[-2:]
         if min(h, w) < dense.window:
-            raise ValueError(f"protocol {p.name}: at scale {q} the last feature map of {_name(model)} is {h}x{w}, "
+            raise ValueError(f"protocol {p.name}: at scale {at} the last feature map of {_name(model)} is {h}x{w}, "
                              f"smaller than the {dense.window}x{dense.window} window its classifier reads; use larger "
                              f"scales (the training size {input_size} works)")
     return dense
@@ -377,11 +496,10 @@ def _run(model: nn.Module, bundle: DataBundle, protocol: Protocol, *, dense: Den
          scales: Sequence[int] | None, flip: bool, batch_size: int, device: torch.device, split: str,
          num_workers: int, path: InferencePath) -> Iterator[tuple[torch.Tensor, torch.Tensor, _Runner]]:
     qs = _resolve_scales(protocol, sizes, scales)
-    source = _Source(bundle, split, device, sizes.crop, num_workers)
+    source = _Source(bundle, split, device, sizes.crop, num_workers, sizes.pad)
     runner = _Runner(model, dense, batch_size, path)
     # images per batch: about batch_size network inputs
-    per_image = {"center": 1, "10crop": 10, "144crop": 144, "dense": 2}
-    views = sum(per_image[p] * (len(qs) if p in ("10crop", "dense") else 1) for p in protocol.parts)
+    views = sum(VIEWS[p] * (len(qs) if p in ("dense", *CROP_PARTS) else 1) for p in protocol.parts)
     n_images = max(1, batch_size // views)
     with _EvalMode(model), torch.no_grad():
         for images, labels in source.batches(n_images, _draft(protocol, sizes, qs)):
@@ -390,15 +508,23 @@ def _run(model: nn.Module, bundle: DataBundle, protocol: Protocol, *, dense: Den
             yield probs, labels.to(probs.device), runner
 
 
-def _setup(model, bundle, protocols, input_size, scales, device, precision, channels_last):
+def check_batch_size(batch_size, flag: str = "batch_size") -> int:
+    """A batch size of network inputs per forward pass: an integer >= 1 (errors name ``flag``)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"{flag} must be at least 1 (network inputs per forward pass), got {batch_size!r}")
+    return batch_size
+
+
+def _setup(model, bundle, protocols, input_size, scales, device, precision, channels_last, augment, batch_size):
     if not isinstance(bundle, DataBundle):
         raise ValueError(
             f"bundle must be a cnnzoo DataBundle (from load_dataset / reload_dataset), got {type(bundle).__name__}")
     protocols = parse_protocols(protocols)
+    check_batch_size(batch_size)
     s = input_size or bundle.image_size[0]
     if isinstance(s, bool) or not isinstance(s, int) or s < 1:
         raise ValueError(f"input_size must be a positive integer (the training image size), got {input_size!r}")
-    sizes = ProtocolSizes(s)
+    sizes = training_sizes(bundle, s, augment)
     dense = _validate(protocols, model, sizes, scales, s)
     if device is None:
         device = next(model.parameters()).device
@@ -412,13 +538,14 @@ def _setup(model, bundle, protocols, input_size, scales, device, precision, chan
 def protocol_probs(model: nn.Module, bundle: DataBundle, protocol: str, *, input_size: int | None = None,
                    scales: Sequence[int] | None = None, flip: bool = True, batch_size: int = 100, device=None,
                    split: str = "test", num_workers: int = 0, precision: str = "fp32",
-                   channels_last: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                   channels_last: bool | None = None, augment: dict | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """The averaged softmax outputs (N, num_classes) of one protocol on a split, and the labels (N,).
 
     Arguments as for `evaluate_protocols`.
     """
     (p,), sizes, dense, device, path = _setup(model, bundle, [protocol], input_size, scales, device, precision,
-                                              channels_last)
+                                              channels_last, augment, batch_size)
     out = list(_run(model, bundle, p, dense=dense, sizes=sizes, scales=scales, flip=flip, batch_size=batch_size,
                     device=device, split=split, num_workers=num_workers, path=path))
     return torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out])
@@ -427,17 +554,19 @@ def protocol_probs(model: nn.Module, bundle: DataBundle, protocol: str, *, input
 def evaluate_protocols(model: nn.Module, bundle: DataBundle, protocols: str | Sequence[str] = "center", *,
                        input_size: int | None = None, scales: Sequence[int] | None = None, flip: bool = True,
                        batch_size: int = 100, device=None, split: str = "test", num_workers: int = 0,
-                       precision: str = "fp32", channels_last: bool | None = None) -> dict[str, ProtocolResult]:
+                       precision: str = "fp32", channels_last: bool | None = None,
+                       augment: dict | None = None) -> dict[str, ProtocolResult]:
     """Top-1/top-5 of ``model`` on ``bundle``'s test split under each protocol (see the module docstring).
 
     Args:
         model: a network (in any mode; evaluated in eval mode, its mode restored).
         bundle: the run's data, as `cnnzoo.data.reload_dataset` gives it (statistics and sizes of the run).
-        protocols: names, a list or a comma-separated string: center, 10crop, 144crop, dense, multiscale, or
-            several joined with '+' (softmax outputs averaged), e.g. "dense+10crop+multiscale".
+        protocols: names, a list or a comma-separated string: center, 10crop, 50crop, 144crop, dense, multiscale,
+            or several joined with '+' (softmax outputs averaged), e.g. "dense+50crop+multiscale".
         input_size: S, the side of the images the network was trained on; default the bundle's image size.
-        scales: the shorter sides Q of the multiscale protocols (default VGG's {S-32, S, S+32}, scaled).
-        flip: include the horizontal reflections (10crop, 144crop, dense).
+        scales: the shorter sides Q of the multiscale protocols (default: from the run's training, see
+            `training_sizes`: VGG's {S-32, S, S+32} for a fixed training scale, {S_min, mid, S_max} for a jitter).
+        flip: include the horizontal reflections (10crop, 50crop, 144crop, dense).
         batch_size: network inputs per forward pass (about).
         device: where to run; default the model's device.
         split: "test" (default) or "train".
@@ -445,6 +574,8 @@ def evaluate_protocols(model: nn.Module, bundle: DataBundle, protocols: str | Se
         precision: auto (the machine's fast path), fp32 (default here; the commands default to auto), bf16 or
             fp16 autocast: see `cnnzoo.evaluate.fastpath`.
         channels_last: the memory format; None: as `cnnzoo.evaluate.fastpath.inference_path` chooses.
+        augment: the run's training augmentation (checkpoint metadata ``train_augment``), which sets the test
+            scales (`training_sizes`); None: the dataset's default policy.
 
     Returns:
         {protocol name: ProtocolResult}, in the order given.
@@ -453,7 +584,7 @@ def evaluate_protocols(model: nn.Module, bundle: DataBundle, protocols: str | Se
         ValueError: an unknown protocol, or one that cannot apply to this network or these sizes (with the reason).
     """
     parsed, sizes, dense, device, path = _setup(model, bundle, protocols, input_size, scales, device, precision,
-                                                channels_last)
+                                                channels_last, augment, batch_size)
     results = {}
     for p in parsed:
         n = nll = 0.0

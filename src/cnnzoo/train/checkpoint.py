@@ -244,17 +244,19 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A weights file from a run directory (its best checkpoint, else its last) or a file path."""
+    """A weights file from a run directory or a file path. A run directory gives its last checkpoint: the final
+    weights the run reported on its test split (a "best" is the user's to ask for by its path,
+    ``RUN/checkpoints/best.safetensors``, chosen on a validation split; older runs chose it on the test split)."""
     path = Path(path).expanduser()
     if path.is_dir():
-        for name in ("checkpoints/best.safetensors", "checkpoints/last.safetensors", "best.safetensors",
-                     "last.safetensors"):
+        for name in ("checkpoints/last.safetensors", "checkpoints/best.safetensors", "last.safetensors",
+                     "best.safetensors"):
             if (path / name).is_file():
                 return path / name
         what = "a cnnzoo run directory without a checkpoint yet" if (path / "config.yaml").is_file() else \
             "a directory that is not a cnnzoo run"
-        raise FileNotFoundError(f"{path} is {what} (looked for checkpoints/best.safetensors and "
-                                "checkpoints/last.safetensors); give a run directory with a checkpoint or a weights file")
+        raise FileNotFoundError(f"{path} is {what} (looked for checkpoints/last.safetensors and "
+                                "checkpoints/best.safetensors); give a run directory with a checkpoint or a weights file")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist (give a run directory or a weights file)")
     return path

@@ -10,6 +10,10 @@ fails naming the expected type, and the fields with a fixed vocabulary (optimize
 Values are read as YAML, except that every number Python's ``float()`` reads is a number (``1e-3``, ``1E5``,
 ``.5``; YAML 1.1 reads ``1e-3`` as a string), and NaN or infinity is refused for every float key.
 An override may carry the flag the user typed (``("--lr", "optim.lr=1e-05")``), and errors then name that flag.
+
+Two keys take short forms, in ``--set`` and in recipe files alike (config.yaml records the full mapping):
+``train.mix=mixup`` (any method name: that method with its defaults; ``none``/false: off) and ``train.ema=0.999``
+(the decay; true: the default decay; ``off``/false: off).
 """
 
 from __future__ import annotations
@@ -190,6 +194,9 @@ class DataConfig:
     input_size: int | None = None
     num_workers: int = 2
     val_fraction: float = 0.1  # folders without train/ and val/: the share of every class held out for testing
+    # the share of every class of the training split held out (seeded) as a validation split on which the "best"
+    # checkpoint is chosen; 0: no validation split and no "best" (choosing on the test split would be a leak)
+    holdout_fraction: float = 0.0
     strict: bool = False  # folders: decode every file before training and fail listing the unreadable ones
 
 
@@ -294,8 +301,22 @@ class Config:
                            ("train.save_every", t.save_every), ("schedule.step_size", s.step_size)):
             _at_least(key, value, 1)
         for key, value in (("data.num_workers", d.num_workers), ("schedule.patience", s.patience),
-                           ("train.precise_bn", t.precise_bn)):
+                           ("train.precise_bn", t.precise_bn), ("train.seed", t.seed)):
             _at_least(key, value, 0)
+        if not 0.0 <= d.val_fraction < 1.0:
+            raise ConfigError("data.val_fraction", f"data.val_fraction must be in [0, 1) (the share of every class a "
+                                                   f"folder without train/ and val/ holds out for testing), got "
+                                                   f"{d.val_fraction:g}")
+        if isinstance(d.holdout_fraction, bool) or not 0.0 <= d.holdout_fraction < 1.0:
+            raise ConfigError("data.holdout_fraction", f"data.holdout_fraction must be in [0, 1) (the share of every "
+                                                       f"class of the training split held out to choose the best "
+                                                       f"checkpoint on; 0: none), got {d.holdout_fraction!r}")
+        for key, (what, unset) in _PATH_KEYS.items():
+            section, _, name = key.partition(".")
+            value = getattr(getattr(self, section), name)
+            if isinstance(value, str) and not value.strip():
+                raise ConfigError(key, f"{key} is an empty path {value!r}; give {what}, or leave it unset (null) "
+                                       f"for {unset}")
         if d.input_size is not None:
             _at_least("data.input_size", d.input_size, 1, "or null (the dataset's size)")
         if t.limit_batches is not None:
@@ -322,6 +343,9 @@ class Config:
         try:
             self.model.init = init_spec(self.model.init)
         except ValueError as e:
+            if isinstance(self.model.init, str):  # `--init foo`: say what --init takes, not what a mapping's name does
+                raise ConfigError("model.init", f"model.init must be {_KEY_HINTS['model.init']}; got "
+                                                f"{self.model.init!r}") from None
             raise ConfigError("model.init", str(e)) from None
         if len(o.betas) != 2 or not all(0.0 <= b < 1.0 for b in o.betas):
             raise ConfigError("optim.betas", f"optim.betas must be two numbers in [0, 1), got {o.betas}")
@@ -386,6 +410,92 @@ def _type_name(tp: Any) -> str:
     return str(tp).replace("typing.", "")
 
 
+_WORDS = {int: "an int", float: "a float", bool: "a bool (true/false)", str: "a str", dict: "a mapping",
+          type(None): "null"}
+
+#: what a key whose annotation alone says little ("dict | None") takes, in a user's words
+_KEY_HINTS = {
+    "model.options": "a mapping of network options, e.g. {drop_rate: 0.2} (`cnnzoo info NAME` lists them)",
+    "model.weights": "a checkpoint or weights file, a run directory or 'torchvision', or null (none)",
+    "model.init": "a scheme name (paper, normal, xavier, kaiming) or a mapping such as {name: normal, std: 0.01}",
+    "model.init_from": "a run directory or checkpoint file, or null (none)",
+    "model.channels_last": "true, false or null (automatic: channels-last for convolutional networks)",
+    "data.data_dir": "a directory or null ($CNNZOO_DATA or ~/.cache/cnnzoo)",
+    "data.augment": "a mapping of augmentation settings, e.g. {hflip: true, random_crop_padding: 4}, {} (none) or "
+                    "null (the dataset's default policy)",
+    "data.input_size": "an int >= 1 (pixels) or null (the dataset's size)",
+    "optim.betas": "two numbers in [0, 1), e.g. [0.9, 0.999]",
+    "optim.grad_clip": "a positive number or null (no clipping)",
+    "schedule.milestones": "a list of epochs, e.g. [30, 60, 90]",
+    "train.run_dir": "a directory or null (./runs/NAME-YYYYmmdd-HHMMSS)",
+    "train.limit_batches": "an int >= 1 or null (every batch)",
+    "train.device": f"a device: {DEVICES}",
+    "data.name": "a dataset: mnist5k, mnist, fashion-mnist, cifar10, cifar100 or folder:PATH",
+    "optim.name": f"one of {', '.join(OPTIMIZERS)}",
+    "optim.grad_clip_mode": f"one of {', '.join(GRAD_CLIP_MODES)}",
+    "schedule.name": f"one of {', '.join(SCHEDULES)}",
+    "train.amp": f"one of {', '.join(AMP_MODES)}",
+    "train.loss": f"one of {', '.join(LOSSES)}",
+    "train.drop_path_schedule": "constant or linear",
+}
+#: the keys that name a file or directory: an empty string there is no path (null means "none"/the default)
+_PATH_KEYS = {
+    "model.weights": ("a checkpoint or weights file, a run directory or 'torchvision'", "none"),
+    "model.init_from": ("a run directory or checkpoint file", "none"),
+    "data.data_dir": ("a directory", "$CNNZOO_DATA or ~/.cache/cnnzoo"),
+    "train.run_dir": ("a directory", "./runs/NAME-YYYYmmdd-HHMMSS"),
+}
+
+
+def _mix_short(value: Any) -> Any:
+    """``train.mix``'s short forms: a method name (``mixup``) is that method with its defaults; ``none``/``off``/
+    false is no mixing. Anything else but a mapping or null is refused, naming the accepted spellings."""
+    from ..data.mix import MIX_METHODS
+
+    if value is None or isinstance(value, dict):
+        return value
+    if value is False or (isinstance(value, str) and value.strip().lower() in ("none", "off", "null", "")):
+        return None
+    if isinstance(value, str) and value.strip() in MIX_METHODS:
+        return {"name": value.strip()}
+    names = ", ".join(MIX_METHODS)
+    hint = ""
+    if isinstance(value, str) and value.strip().lower() in MIX_METHODS:
+        hint = f" (did you mean {value.strip().lower()}?)"
+    raise ValueError(f"train.mix must be a method name ({names}: that method with its defaults), a mapping such as "
+                     f"{{name: mixup, alpha: 0.2}}, or null/none (no mixing); got {value!r}{hint}")
+
+
+def _ema_short(value: Any) -> Any:
+    """``train.ema``'s short forms: a number is the decay (``0.999`` = {decay: 0.999}), true is the default decay,
+    false/``off``/``none`` is no EMA. Anything else but a mapping or null is refused, naming the accepted spellings."""
+    if value is None or isinstance(value, dict):
+        return value
+    if value is False or (isinstance(value, str) and value.strip().lower() in ("none", "off", "null", "")):
+        return None
+    if value is True:
+        return {}
+    number = value
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            pass
+    if isinstance(number, (int, float)) and not isinstance(number, bool):
+        return {"decay": number}  # parse_ema checks it is in (0, 1)
+    raise ValueError(f"train.ema must be a decay in (0, 1) such as 0.999 (read as {{decay: 0.999}}), true (the "
+                     f"default decay, 0.9999), a mapping such as {{decay: 0.9999, warmup: false}}, or null/false "
+                     f"(off); got {value!r}")
+
+
+_SHORT_FORMS = {"train.mix": _mix_short, "train.ema": _ema_short}
+
+
+def _shown(value: Any) -> str:
+    """A value in an error: as typed, with its YAML type (``'ten' (str)``); None as what the user typed."""
+    return "no value (empty, or null)" if value is None else f"{value!r} ({type(value).__name__})"
+
+
 def _coerce(key: str, value: Any, tp: Any) -> Any:
     """Check ``value`` against the annotation ``tp`` (ints are accepted for floats); raise ValueError otherwise."""
     origin = typing.get_origin(tp)
@@ -400,23 +510,25 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
                 return _coerce(key, value, arg)
             except ValueError:
                 pass
-        raise ValueError(f"{key} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+        hint = _KEY_HINTS.get(key) or " or ".join(_WORDS.get(a, _type_name(a)) for a in args)
+        raise ValueError(f"{key} must be {hint}, got {_shown(value)}")
     if origin is list:
         (item,) = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{key} must be a list of {_type_name(item)}, got {value!r} ({type(value).__name__})")
+            hint = _KEY_HINTS.get(key) or f"a list of {_type_name(item)}"
+            raise ValueError(f"{key} must be {hint}, got {_shown(value)}")
         return [_coerce(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
     if tp is dict:
         if not isinstance(value, dict):
-            raise ValueError(f"{key} must be a mapping, got {value!r} ({type(value).__name__})")
+            raise ValueError(f"{key} must be {_KEY_HINTS.get(key, 'a mapping')}, got {_shown(value)}")
         return dict(value)
     if tp is bool:
         if not isinstance(value, bool):
-            raise ValueError(f"{key} must be a bool (true/false), got {value!r} ({type(value).__name__})")
+            raise ValueError(f"{key} must be a bool (true/false), got {_shown(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{key} must be an int, got {value!r} ({type(value).__name__})")
+            raise ValueError(f"{key} must be an int, got {_shown(value)}")
         return value
     if tp is float:
         number = value
@@ -426,13 +538,13 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             except ValueError:
                 pass
         if isinstance(number, bool) or not isinstance(number, (int, float)):
-            raise ValueError(f"{key} must be a float, got {value!r} ({type(value).__name__})")
+            raise ValueError(f"{key} must be a float (a number), got {_shown(value)}")
         if not math.isfinite(number):
             raise ValueError(f"{key} must be a finite number, got {value!r}")
         return float(number)
     if tp is str:
         if not isinstance(value, str):
-            raise ValueError(f"{key} must be a str, got {value!r} ({type(value).__name__})")
+            raise ValueError(f"{key} must be {_KEY_HINTS.get(key, 'a str')}; got {_shown(value)}")
         return value
     raise TypeError(f"unsupported config type {tp!r} for {key}")  # a bug in this module, not user input
 
@@ -465,7 +577,8 @@ def _set(cfg: Config, section: str, key: str, value: Any, where: str | None) -> 
         raise ConfigError(f"{section}.{key}",
                           f"{prefix}unknown key {section}.{key}; valid keys of {section}: {', '.join(hints)}")
     try:
-        setattr(obj, key, _coerce(f"{section}.{key}", value, hints[key]))
+        short = _SHORT_FORMS.get(f"{section}.{key}")
+        setattr(obj, key, _coerce(f"{section}.{key}", short(value) if short else value, hints[key]))
     except ValueError as e:
         raise ConfigError(f"{section}.{key}", f"{prefix}{e}") from None
 
@@ -530,6 +643,13 @@ def apply_overrides(cfg: Config, pairs: list[str | tuple[str, str]] | None, vali
 
 def load_recipe(path: str | Path, base: Config | None = None) -> Config:
     """Read a YAML recipe onto ``base`` (defaults when None)."""
+    text = str(path).strip()
+    head, colon, name = text.partition(":")
+    if head.lower() == "paper" and not Path(path).expanduser().exists():  # `--recipe PAPER`, `Paper:VGG`
+        meant = "paper" + (f":{name.strip().lower()}" if colon else "")
+        raise ValueError(f"--recipe {text!r} is not a file; did you mean --recipe {meant}? (the shipped paper "
+                         f"recipes are spelled in lower case: paper for the network's own, paper:NAME for a named "
+                         f"one, see `cnnzoo recipes`; anything else is read as a YAML file)")
     data = load_yaml_file(path, "recipe") or {}
     cfg = _update(base or Config(), data, str(path))
     # on a base, each value is checked now and the whole when the last layer (flags, --set) is on

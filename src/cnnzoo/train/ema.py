@@ -18,7 +18,8 @@ What a run with EMA writes (`cnnzoo.train.Trainer`):
 - the run's ``best`` and ``last`` checkpoints stay the raw weights (what ``cnnzoo eval RUN_DIR`` and ``predict
   RUN_DIR`` use, as without EMA); the EMA weights are separate, complete checkpoints a user picks by path, as
   timm users pick ``--use-ema``: ``checkpoints/ema_last.safetensors`` (with every ``last``) and
-  ``checkpoints/ema_best.safetensors`` (the epoch of the EMA's best test accuracy), whose metadata says
+  ``checkpoints/ema_best.safetensors`` (with ``data.holdout_fraction``: the epoch of the EMA's best validation
+  accuracy, never chosen on the test split), whose metadata says
   ``"weights": "ema"`` and the decay. The EMA state travels in the ``last`` training state, so a resumed run
   continues the same average bit for bit.
 """

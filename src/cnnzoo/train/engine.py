@@ -199,6 +199,7 @@ def recorded_config(run_dir: Path) -> tuple[Config, tuple | None, list[str]]:
 METRIC_FIELDS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "test_top5", "lr", "epoch_time_s",
                  "images_per_s", "grad_norm", "grad_norm_max")  # grad_norm: the epoch's mean global norm before clipping
 EMA_FIELDS = ("ema_test_loss", "ema_test_acc", "ema_test_top5")  # with train.ema: the averaged weights' test metrics
+VAL_FIELDS = ("val_loss", "val_acc")  # with data.holdout_fraction: the validation split "best" is chosen on
 
 
 class Trainer:
@@ -257,6 +258,12 @@ class Trainer:
             raise ValueError(f"{self.bundle.name} has no test images ({self.bundle.summary()}); a run needs a test "
                              "split to report accuracy: add a val/ folder, or images to the classes with only one")
         self.data_record = self.bundle.record()
+        # data.holdout_fraction: the validation split "best" is chosen on, carved from the training split
+        self.fit_bundle, self.val_bundle = self.bundle, None
+        if cfg.data.holdout_fraction:
+            from ..data.bundle import carve_validation
+
+            self.fit_bundle, self.val_bundle = carve_validation(self.bundle, cfg.data.holdout_fraction, cfg.train.seed)
         card = get_card(cfg.model.name)
         self.card = card
         model = create_model(cfg.model.name, num_classes=self.bundle.num_classes,
@@ -291,15 +298,17 @@ class Trainer:
                       "input_size": self.input_size, "num_workers": cfg.data.num_workers}
         # the training augmentation as applied (the dataset's default when the config leaves it None)
         self.train_augment = dict(cfg.data.augment if cfg.data.augment is not None else default_policy(self.bundle))
-        self.train_loader = make_loader(self.bundle, "train", batch_size=cfg.data.batch_size, train=True,
+        self.train_loader = make_loader(self.fit_bundle, "train", batch_size=cfg.data.batch_size, train=True,
                                         augment=cfg.data.augment, **common)
+        self.val_loader = None if self.val_bundle is None else make_loader(
+            self.val_bundle, "test", batch_size=cfg.data.eval_batch_size, train=False, **common)
         self.test_loader = make_loader(self.bundle, "test", batch_size=cfg.data.eval_batch_size, train=False,
                                        **common)
         # train.precise_bn: the training images in a fixed order without augmentation, read in this process
         if cfg.train.precise_bn and not has_batchnorm(model):
             raise ValueError(f"train.precise_bn={cfg.train.precise_bn} re-estimates BatchNorm statistics before each "
                              f"evaluation, but {cfg.model.name} has no BatchNorm layer: drop the option (0 is off)")
-        self.bn_loader = make_loader(self.bundle, "train", batch_size=cfg.data.batch_size, train=False, augment={},
+        self.bn_loader = make_loader(self.fit_bundle, "train", batch_size=cfg.data.batch_size, train=False, augment={},
                                      **{**common, "num_workers": 0}) if cfg.train.precise_bn else None
         steps = len(self.train_loader)
         if cfg.train.limit_batches is not None:
@@ -426,7 +435,8 @@ class Trainer:
                 "classes": list(b.classes), "mean": list(b.mean), "std": list(b.std), "dataset": b.name,
                 "image_size": list(b.image_size), "input_size": self.input_size, "epoch": self.epoch,
                 "batch": self.batch, "global_step": self.global_step, "data": self.data_record,
-                "train_augment": self.train_augment}
+                "train_augment": self.train_augment,
+                "holdout_fraction": self.cfg.data.holdout_fraction}
 
     def _state(self) -> dict:
         state = {
@@ -721,17 +731,26 @@ class Trainer:
                "grad_norm_max": self.grad_stats[1] if self.grad_stats[2] else None}  # None: no finite norm
         if self.cfg.model.compile:  # compilation in this epoch (its first step, or a resumed run's), seconds
             row["compile_time_s"], self._compile_epoch = self._compile_epoch, 0.0
-        ema = None
+        ema = val = ema_val = None
         if self.ema is not None:
             ema = evaluate(self.ema.module, self.test_loader, self.bundle.num_classes, self.bundle.classes,
                            autocast=self.autocast(), channels_last=self.channels_last)
             row.update(ema_test_loss=ema.loss, ema_test_acc=ema.top1, ema_test_top5=ema.top5)
+        if self.val_loader is not None:  # "best" is chosen here, never on the test split
+            val = evaluate(self.net, self.val_loader, self.bundle.num_classes, self.bundle.classes,
+                           autocast=self.autocast(), channels_last=self.channels_last)
+            row.update(val_loss=val.loss, val_acc=val.top1)
+            if self.ema is not None:
+                ema_val = evaluate(self.ema.module, self.val_loader, self.bundle.num_classes, self.bundle.classes,
+                                   autocast=self.autocast(), channels_last=self.channels_last)
+                row.update(ema_val_acc=ema_val.top1)
         self.history.append(row)
         if self.verbose:
             print(f"epoch {row['epoch']}/{self.cfg.train.epochs}  train loss {row['train_loss']:.4f} "
                   f"acc {100 * row['train_acc']:.2f}%  |  test loss {test.loss:.4f} top-1 {100 * test.top1:.2f}% "
                   f"top-5 {100 * test.top5:.2f}%  |  lr {row['lr']:.3g}  {row['epoch_time_s']:.1f} s "
-                  f"({row['images_per_s']:.0f} img/s)" + (f"  |  EMA top-1 {100 * ema.top1:.2f}%" if ema else ""),
+                  f"({row['images_per_s']:.0f} img/s)" + (f"  |  val top-1 {100 * val.top1:.2f}%" if val else "") +
+                  (f"  |  EMA top-1 {100 * ema.top1:.2f}%" if ema else ""),
                   flush=True)
         self.epoch += 1
         self.batch = 0
@@ -739,11 +758,11 @@ class Trainer:
         self.grad_stats = [0.0, 0.0, 0]
         if self.is_main:
             self._write_metrics()
-            if test.top1 > self.best_acc:
-                self.best_acc = test.top1
+            if val is not None and val.top1 > self.best_acc:  # chosen on the validation split only
+                self.best_acc = val.top1
                 self.save("best")
-            if ema is not None and ema.top1 > self.best_ema_acc:
-                self.best_ema_acc = ema.top1
+            if ema_val is not None and ema_val.top1 > self.best_ema_acc:
+                self.best_ema_acc = ema_val.top1
                 self.save("ema_best")
             if save_last and (self.epoch % self.cfg.train.save_every == 0 or self.epoch == self.cfg.train.epochs):
                 self.save("last")
@@ -751,6 +770,8 @@ class Trainer:
     def _write_metrics(self) -> None:
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=METRIC_FIELDS + (EMA_FIELDS if self.ema is not None else ()) +
+                           (VAL_FIELDS + (("ema_val_acc",) if self.ema is not None else ())
+                            if self.val_loader is not None else ()) +
                            (("compile_time_s",) if self.cfg.model.compile else ()))
         w.writeheader()
         for row in self.history:

@@ -287,7 +287,7 @@ def init_from(model: nn.Module, source: str | Path) -> Transfer:
     if path.is_dir():
         from .checkpoint import resolve_checkpoint
 
-        path = resolve_checkpoint(path)  # its best checkpoint, else its last
+        path = resolve_checkpoint(path)  # its last checkpoint: the weights the run reported
     sd, meta = read_checkpoint(path)
     if not meta.get("model"):
         raise ValueError(f"model.init_from (--init-from) {source}: {path} has no cnnzoo metadata naming its network; "
