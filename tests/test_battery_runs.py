@@ -244,3 +244,13 @@ def test_eval_of_a_run_scores_the_weights_it_reported(tmp_path):
     code, out, err = run_cli(["eval", str(run), "--json", "--precision", "fp32"])
     assert code == 0, err
     assert json.loads(out)["top1"] == json.loads((run / "eval.json").read_text())["top1"]
+
+
+def test_eval_names_the_checkpoint_it_scored(base):
+    code, out, err = run_cli(["eval", str(base), "--precision", "fp32"])
+    assert code == 0, err
+    line = next(x for x in out.splitlines() if x.startswith("checkpoint: "))
+    assert str(base / "checkpoints" / "last.safetensors") in line and "epoch 2" in line and "reported" in line
+    code, out, err = run_cli(["eval", str(base / "checkpoints" / "best.safetensors"), "--json"])
+    assert code == 0, err
+    assert json.loads(out)["checkpoint"].endswith("best.safetensors")

@@ -208,10 +208,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
                       channels_last=path.channels_last)
     loader.close()
     if as_json:
-        print(json.dumps({**result.to_dict(), "precision": path.precision, "channels_last": path.channels_last},
+        print(json.dumps({**result.to_dict(), "checkpoint": str(_scored_file(args.checkpoint)),
+                          "precision": path.precision, "channels_last": path.channels_last},
                          indent=1))
         return 0
     print(f"{meta['model']} on {bundle.name} test split ({result.count} images); inference: {path.describe()}")
+    print(f"checkpoint: {_describe_checkpoint(args.checkpoint, meta)}")
     print(f"loss {result.loss:.4f}  top-1 {100 * result.top1:.2f}%  top-5 {100 * result.top5:.2f}%")
     print("per-class accuracy:")
     for name, acc in result.per_class.items():
@@ -229,6 +231,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
         plot_confusion(result, args.plot)
         print(f"confusion matrix plot: {args.plot}")
     return 0
+
+
+def _scored_file(source: str) -> Path:
+    """The weights file `load_trained` reads for ``source`` (a run directory gives its last checkpoint)."""
+    from ..train.checkpoint import resolve_checkpoint
+
+    return resolve_checkpoint(source)
+
+
+def _describe_checkpoint(source: str, meta: dict) -> str:
+    """Which weights were scored, in words: the file, its epoch, and what kind of checkpoint it is."""
+    file = _scored_file(source)
+    if meta.get("foreign"):
+        return f"{file} ({meta.get('weights_source') or 'foreign'} weights)"
+    kind = file.name.split("-")[0].removesuffix(".safetensors")
+    what = {"last": "the run's last checkpoint: the weights it reported",
+            "best": "the best epoch on the run's validation split"
+            if meta.get("holdout_fraction") else "the best epoch, chosen on the test split by an older cnnzoo",
+            "ema_last": "the EMA weights at the last checkpoint",
+            "ema_best": "the EMA weights of the best epoch"}.get(kind, "a weights file")
+    epoch = f"epoch {meta['epoch']}, " if isinstance(meta.get("epoch"), int) else ""
+    return f"{file} ({epoch}{what})"
 
 
 def _parse_scales(text: str) -> list[int]:
