@@ -1,0 +1,122 @@
+"""The segmentation registry: networks that map an image to per-pixel class scores, kept apart from the
+classification zoo's registry (`cnnzoo.registry`) because their interface differs: ``forward(x)`` returns
+``(N, num_classes, H', W')`` logits, not ``(N, num_classes)``.
+
+A segmentation module registers its builders with :func:`register_segmenter`, as the classification zoo does::
+
+    @register_segmenter(UNet, paper=UNET, input_size=(1, 572, 572), dataset="ISBI 2012 EM segmentation")
+    def unet(**kwargs) -> UNet:
+        \"\"\"The paper's network: valid convolutions, 572 -> 388.\"\"\"
+        return UNet(**kwargs)
+
+`create_segmenter` validates the name and every option against the network class's constructor before anything is
+built, so a typo fails at once with the list of what is valid. Cards are the zoo's `ModelCard`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from ..registry import ModelCard, Paper, UnknownModelError, UnknownOptionError, _check_option_types, _suggest
+
+__all__ = ["create_segmenter", "get_segmenter_card", "list_segmenters", "register_segmenter", "segmenter_options"]
+
+
+@dataclass
+class _Entry:
+    builder: Callable[..., nn.Module]
+    model_cls: type[nn.Module]
+    card: ModelCard
+
+    @property
+    def options(self) -> list[str]:
+        params = inspect.signature(self.model_cls.__init__).parameters
+        return sorted(n for n, p in params.items()
+                      if n != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
+
+
+_SEGMENTERS: dict[str, _Entry] = {}
+_LOADED = False
+
+
+def register_segmenter(
+    model_cls: type[nn.Module],
+    *,
+    paper: Paper,
+    input_size: tuple[int, int, int],
+    dataset: str,
+    deviations: tuple[str, ...] | list[str] = (),
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register a segmentation builder under its function name, with the card fields given here."""
+
+    def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        name = fn.__name__
+        if name in _SEGMENTERS:
+            raise RuntimeError(f"segmentation network {name!r} is registered twice")
+        module = sys.modules.get(fn.__module__)
+        card = ModelCard(
+            name=name, family=fn.__module__.rsplit(".", 1)[-1], paper=paper, dataset=dataset,
+            input_size=tuple(input_size), deviations=tuple(deviations),
+            notes=inspect.cleandoc(module.__doc__ or "") if module else "",
+            description=inspect.cleandoc(fn.__doc__ or "").split("\n")[0],
+        )
+        _SEGMENTERS[name] = _Entry(builder=fn, model_cls=model_cls, card=card)
+        return fn
+
+    return decorator
+
+
+def _load_all() -> None:
+    global _LOADED
+    if not _LOADED:
+        _LOADED = True
+        from . import models  # noqa: F401  (imports every segmentation module, which registers its builders)
+
+
+def _entry(name: str) -> _Entry:
+    _load_all()
+    if not isinstance(name, str) or name not in _SEGMENTERS:
+        close = _suggest(str(name), list(_SEGMENTERS))
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise UnknownModelError(f"unknown segmentation network {name!r}.{hint} Valid: "
+                                f"{', '.join(sorted(_SEGMENTERS))}")
+    return _SEGMENTERS[name]
+
+
+def list_segmenters(pattern: str = "*") -> list[str]:
+    """Registered segmentation networks matching a shell-style pattern (``"unet*"``), sorted."""
+    _load_all()
+    return sorted(n for n in _SEGMENTERS if fnmatch.fnmatchcase(n, pattern))
+
+
+def get_segmenter_card(name: str) -> ModelCard:
+    """The card of a registered segmentation network."""
+    return _entry(name).card
+
+
+def segmenter_options(name: str) -> list[str]:
+    """The options ``create_segmenter(name, ...)`` accepts."""
+    return _entry(name).options
+
+
+def create_segmenter(name: str, **options: Any) -> nn.Module:
+    """Build a registered segmentation network.
+
+    Raises:
+        UnknownModelError: ``name`` is not registered (the message suggests close names and lists the valid ones).
+        UnknownOptionError: an option the network's constructor does not take (the message lists the valid ones).
+        ValueError: an option of the wrong type or an invalid value.
+    """
+    entry = _entry(name)
+    unknown = sorted(set(options) - set(entry.options))
+    if unknown:
+        raise UnknownOptionError(f"{name}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(entry.options)}")
+    _check_option_types(name, entry, options)
+    return entry.builder(**options)
