@@ -323,6 +323,56 @@ def test_nin_reset_classifier_rebuilds_last_1x1_conv():
         assert m(torch.randn(1, 3, 32, 32)).shape == (1, 100)
 
 
+# The authors' CIFAR-10 Caffe model (Caffe model zoo gist e56253735ef32c3c296d, cifar10_nin.prototxt, as ported
+# by jiecaoyu/pytorch-nin-cifar10): every conv weight_filler is "gaussian" with std 0.05, every bias_filler
+# "constant" (0). Typed here from that file, one entry per conv in order (conv1, cccp1, cccp2, conv2, cccp3,
+# cccp4, conv3, cccp5, cccp6).
+NIN_CIFAR_CAFFE_STD = {"conv1": 0.05, "cccp1": 0.05, "cccp2": 0.05, "conv2": 0.05, "cccp3": 0.05, "cccp4": 0.05,
+                       "conv3": 0.05, "cccp5": 0.05, "cccp6": 0.05}
+
+
+@pytest.mark.parametrize("layer", range(9), ids=list(NIN_CIFAR_CAFFE_STD))
+def test_nin_cifar_default_init_is_the_authors_caffe_gaussian(layer):
+    conv = _convs(build("nin_cifar"))[layer]
+    w, std = conv.weight.detach(), list(NIN_CIFAR_CAFFE_STD.values())[layer]
+    # >= 9,600 draws per layer: the sample std is within 3% of the true one, the mean within 3 std / sqrt(n)
+    assert w.std().item() == pytest.approx(std, rel=0.03)
+    assert abs(w.mean().item()) < 3 * std / w.numel() ** 0.5
+    assert torch.equal(conv.bias.detach(), torch.zeros_like(conv.bias))
+
+
+def test_nin_cifar_reset_classifier_keeps_the_init_and_other_inits_stay_available():
+    m = build("nin_cifar")
+    m.reset_classifier(100)
+    assert m.head.conv.weight.std().item() == pytest.approx(0.05, rel=0.05)  # cccp6's std, not torch's default
+    assert not m.head.conv.bias.detach().any()
+    glorot = _convs(build("nin_cifar", init="glorot"))[1]  # cccp1, 192 -> 160: U(-a, a), a = sqrt(6 / 352)
+    assert glorot.weight.abs().max().item() <= (6 / (192 + 160)) ** 0.5
+    assert glorot.weight.std().item() == pytest.approx((2 / (192 + 160)) ** 0.5, rel=0.03)
+    with pytest.raises(ValueError, match="valid: caffe, glorot, he"):
+        cnnzoo.create_model("nin_cifar", init="xavier")
+
+
+def test_nin_cifar_trains_from_glorot_with_adam_and_keeps_the_authors_init_and_solver_as_options():
+    """The card's hints (nin.py docstring, issue 24 point 10): in the zoo's short budgets the authors' N(0, 0.05)
+    init and SGD solver keep the loss at ln 10, so `cnnzoo train` starts from Glorot-uniform (zero biases) with
+    Adam lr 1e-3 and no weight decay; create_model keeps the authors' init, --set brings back their setup."""
+    from cnnzoo.train import apply_overrides, default_config
+
+    cfg = default_config("nin_cifar", "mnist5k")
+    assert cfg.model.options == {"init": "glorot"}
+    assert (cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay) == ("adam", 0.001, 0.0)
+    conv = _convs(build("nin_cifar", **cfg.model.options))[1]  # cccp1, 192 -> 160: std sqrt(2 / 352)
+    assert conv.weight.std().item() == pytest.approx((2 / (192 + 160)) ** 0.5, rel=0.03)
+    assert _convs(build("nin_cifar"))[1].weight.std().item() == pytest.approx(0.05, rel=0.03)
+    authors = apply_overrides(default_config("nin_cifar", "mnist5k"), [
+        "model.options.init=caffe", "model.options.caffe_lr_mult=true", "optim.name=sgd", "optim.lr=0.1"])
+    assert authors.model.options == {"init": "caffe", "caffe_lr_mult": True}
+    card = cnnzoo.get_card("nin_cifar")
+    assert any(d.startswith("recipe hints Glorot-uniform init") for d in card.deviations)
+    assert any(d.startswith("short budget:") for d in card.deviations)
+
+
 def test_nin_imagenet_maps():
     with torch.device("meta"):
         m = cnnzoo.create_model("nin")

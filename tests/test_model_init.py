@@ -123,8 +123,10 @@ FAMILIES = [
     ("zfnet", {"init": "paper"}, ("normal", 0.01), 0.0, ("normal", 0.01), 0.0),
     # VGG notes: "Kaiming-normal fan-out convs, N(0, 0.01) linears, zero biases" (torchvision's init)
     ("vgg11_bn", {}, "he_fan_out", 0.0, ("normal", 0.01), 0.0),
-    # NiN notes: "Glorot (Xavier) uniform init, zero biases"; init="he": Kaiming-normal (fan-in, torch's default)
-    ("nin_cifar", {}, "glorot", 0.0, None, None),
+    # NiN notes: the authors' Caffe CIFAR-10 model (gist e56253735ef32c3c296d): every conv N(0, 0.05), biases 0;
+    # init="glorot": Xavier-uniform; init="he": Kaiming-normal (fan-in, torch's default)
+    ("nin_cifar", {}, ("normal", 0.05), 0.0, None, None),
+    ("nin_cifar", {"init": "glorot"}, "glorot", 0.0, None, None),
     ("nin_cifar", {"init": "he"}, "he_fan_in", 0.0, None, None),
     # GoogLeNet: torchvision's truncated normal, std 0.01 (cut at +-2, i.e. 200 sigma), on convs and linears
     ("googlenet", {}, ("normal", 0.01), 0.0, ("normal", 0.01), 0.0),

@@ -3,6 +3,14 @@
 Schedules are computed here rather than with ``torch.optim.lr_scheduler`` so that the learning rate is a pure
 function of (global step, plateau scale): a resumed run sets exactly the rate an uninterrupted one would, and
 the schedule's state is three numbers.
+
+Per-parameter multipliers (Caffe's ``lr_mult``/``decay_mult``, once ``blobs_lr``/``weight_decay`` per blob): a network
+may declare them with a method ``lr_multipliers()`` returning ``{parameter name: (lr_mult, decay_mult)}`` (names as
+``named_parameters`` gives them; a parameter it leaves out keeps (1, 1)). `build_optimizer` then puts parameters
+with equal multipliers in one group (in the order of their first parameter), each group carrying ``lr_mult`` and
+``decay_mult`` and the weight decay ``optim.weight_decay x decay_mult``; `LRSchedule.apply` sets every group's lr to
+the schedule's lr x its ``lr_mult``. The multipliers travel in the optimizer's state dict, so a resumed run steps
+exactly as an uninterrupted one. A network that declares none (or an empty mapping) gets one group, as before.
 """
 
 from __future__ import annotations
@@ -14,12 +22,40 @@ from torch import nn
 
 from .config import OptimConfig, ScheduleConfig
 
-__all__ = ["LRSchedule", "build_optimizer"]
+__all__ = ["LRSchedule", "build_optimizer", "param_groups"]
+
+
+def param_groups(model: nn.Module, lr: float, weight_decay: float) -> list[dict]:
+    """The trainable parameters of ``model`` as optimizer groups under its ``lr_multipliers()`` (module docstring).
+
+    One group ``{"params": [...]}`` when the network declares no multipliers; otherwise one group per distinct
+    (lr_mult, decay_mult), with ``lr = lr x lr_mult`` and ``weight_decay = weight_decay x decay_mult``.
+    """
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    declare = getattr(model, "lr_multipliers", None)
+    mults = dict(declare()) if callable(declare) else {}
+    if not mults:
+        return [{"params": [p for _, p in named]}]
+    known = {n for n, _ in model.named_parameters()}
+    unknown = sorted(set(mults) - known)
+    if unknown:
+        raise ValueError(f"{type(model).__name__}.lr_multipliers() names parameters the network does not have: "
+                         f"{', '.join(unknown)}")
+    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+    for name, p in named:
+        lr_mult, decay_mult = (float(v) for v in mults.get(name, (1.0, 1.0)))
+        if not (math.isfinite(lr_mult) and math.isfinite(decay_mult) and lr_mult >= 0 and decay_mult >= 0):
+            raise ValueError(f"{type(model).__name__}.lr_multipliers(): {name} has multipliers "
+                             f"({lr_mult}, {decay_mult}); each must be a finite number >= 0")
+        groups.setdefault((lr_mult, decay_mult), []).append(p)
+    return [{"params": ps, "lr": lr * lm, "weight_decay": weight_decay * dm, "lr_mult": lm, "decay_mult": dm}
+            for (lm, dm), ps in groups.items()]
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """The optimizer named by ``cfg.name`` over the trainable parameters of ``model``."""
-    params = [p for p in model.parameters() if p.requires_grad]
+    """The optimizer named by ``cfg.name`` over the trainable parameters of ``model``, grouped by the network's
+    learning-rate and weight-decay multipliers if it declares any (`param_groups`)."""
+    params = param_groups(model, cfg.lr, cfg.weight_decay)
     if cfg.name == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
                                weight_decay=cfg.weight_decay)
@@ -74,10 +110,11 @@ class LRSchedule:
         return self.base_lr * self.scale  # none, plateau
 
     def apply(self, optimizer: torch.optim.Optimizer, step: int) -> float:
-        """Set every group's learning rate for ``step``; returns it."""
+        """Set every group's learning rate for ``step`` (the schedule's, times the group's ``lr_mult`` if it has
+        one); returns the schedule's."""
         lr = self.lr(step)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_mult", 1.0)
         return lr
 
     def end_epoch(self, metric: float) -> None:
