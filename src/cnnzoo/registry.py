@@ -128,7 +128,12 @@ class ModelCard:
         deviations: every deliberate difference from the paper.
         aux_weight: weight of each auxiliary loss in training, for networks with aux heads.
         recipe: training-config hints for this network, ``{"section.key": value}`` (e.g. the paper's
-            ``{"optim.lr": 0.01}``); `cnnzoo.train.default_config` applies them over the dataset's recipe.
+            ``{"optim.lr": 0.01}``); `cnnzoo.train.default_config` applies them over the dataset's recipe. The
+            optimizer settings among them (`optimizer_hints`) belong to one optimizer, ``recipe_optimizer``, and
+            are applied whole or not at all; the others (`network_hints`) hold whatever the optimizer.
+        recipe_optimizer: the optimizer the recipe's optimizer settings were made for: the ``optim.name`` the
+            recipe sets, else the one given at registration, else ``"sgd"`` (the papers' optimizer, whose learning
+            rates such hints carry: VGG Sec. 3.1, ResNet Sec. 3.4); None when the recipe has no optimizer settings.
         notes: the family module's paper notes (its docstring).
         description: one line naming the variant (the builder's docstring).
         default_options: options the builder fixes, shown for reference.
@@ -145,6 +150,16 @@ class ModelCard:
     recipe: Mapping[str, Any] = field(default_factory=dict)
     notes: str = ""
     description: str = ""
+    recipe_optimizer: str | None = None
+
+    def optimizer_hints(self) -> dict[str, Any]:
+        """The recipe's optimizer settings (``optim.*`` but gradient clipping): they hold for
+        ``recipe_optimizer`` only, so a run applies all of them or none (`cnnzoo.train.config.apply_card_hints`)."""
+        return {k: v for k, v in self.recipe.items() if _optimizer_bound(k)}
+
+    def network_hints(self) -> dict[str, Any]:
+        """The recipe's other hints (model options, loss, epochs, BN re-estimation...): whatever the optimizer."""
+        return {k: v for k, v in self.recipe.items() if not _optimizer_bound(k)}
 
     def counterpart(self, library: str) -> Counterpart | None:
         """The first counterpart in ``library`` (None if there is none)."""
@@ -182,8 +197,10 @@ def register_model(
     deviations: tuple[str, ...] | list[str] = (),
     aux_weight: float | None = None,
     recipe: Mapping[str, Any] | None = None,
+    recipe_optimizer: str | None = None,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Register a builder under its function name, with the card fields given here."""
+    """Register a builder under its function name, with the card fields given here (``recipe_optimizer``: the
+    optimizer a recipe's ``optim.*`` hints were made for when the recipe does not set ``optim.name``; default sgd)."""
 
     def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         name = fn.__name__
@@ -200,6 +217,7 @@ def register_model(
             deviations=tuple(deviations),
             aux_weight=aux_weight,
             recipe=_recipe(name, recipe),
+            recipe_optimizer=_recipe_optimizer(name, recipe, recipe_optimizer),
             notes=inspect.cleandoc(module.__doc__ or "") if module else "",
             description=inspect.cleandoc(fn.__doc__ or "").split("\n")[0],
         )
@@ -218,6 +236,22 @@ def _recipe(name: str, recipe: Mapping[str, Any] | None) -> dict[str, Any]:
         raise ValueError(f"{name}: recipe keys must be 'section.key' (e.g. 'optim.lr') or 'model.options.NAME', "
                          f"got {bad}")
     return recipe
+
+
+def _optimizer_bound(key: str) -> bool:
+    """Whether a recipe key is an optimizer setting (gradient clipping is not: it acts on the gradient)."""
+    return key.startswith("optim.") and key not in ("optim.grad_clip", "optim.grad_clip_mode")
+
+
+def _recipe_optimizer(name: str, recipe: Mapping[str, Any] | None, given: str | None) -> str | None:
+    """`ModelCard.recipe_optimizer`: the recipe's own ``optim.name``, else ``given``, else sgd (None: no such hint)."""
+    recipe = dict(recipe or {})
+    own = recipe.get("optim.name")
+    if own is not None and given is not None and own != given:
+        raise ValueError(f"{name}: the recipe sets optim.name={own!r} but recipe_optimizer={given!r}")
+    if not any(_optimizer_bound(k) for k in recipe):
+        return None
+    return own or given or "sgd"
 
 
 def register_converter(name: str, source: str):
@@ -241,10 +275,20 @@ def _load_all() -> None:
         from . import models  # noqa: F401  (imports every family module, which registers its builders)
 
 
+def _suggest(name: str, names: list[str], n: int = 5) -> list[str]:
+    """Names to offer for an unknown one: those it begins or is part of (``resnet20`` -> ``resnet20_cifar``,
+    shortest first), then difflib's closest spellings."""
+    key = name.lower()
+    contains = sorted((m for m in names if key and key in m.lower()), key=lambda m: (not m.lower().startswith(key),
+                                                                                      len(m), m))
+    close = difflib.get_close_matches(name, names, n=n, cutoff=0.5)
+    return list(dict.fromkeys(contains + close))[:n]
+
+
 def _entry(name: str) -> _Entry:
     _load_all()
     if not isinstance(name, str) or name not in _REGISTRY:
-        close = difflib.get_close_matches(str(name), list(_REGISTRY), n=5, cutoff=0.5)
+        close = _suggest(str(name), list(_REGISTRY))
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
         raise UnknownModelError(f"unknown network {name!r}.{hint} `cnnzoo list` shows all {len(_REGISTRY)} networks.")
     return _REGISTRY[name]
@@ -332,6 +376,8 @@ def create_model(
     in_channels: int | None = None,
     weights: str | None = None,
     weights_source: str | None = None,
+    features_only: bool = False,
+    out_indices: int | collections.abc.Sequence[int] | None = None,
     **options: Any,
 ) -> nn.Module:
     """Build a registered network.
@@ -347,8 +393,18 @@ def create_model(
             ``model.pretrained_cfg`` says what was applied. Options that contradict the checkpoint are an error.
         weights_source: force the file's layout ("cnnzoo", "torchvision", "timm") instead of detecting it, e.g.
             for a plain ``torch.save(model.state_dict())`` of a cnnzoo network whose keys equal a peer's.
+        features_only: return the network as a backbone (`cnnzoo.models.features.FeatureListNet`): its forward gives
+            the list of stage maps ``out_indices``, its ``feature_info`` each map's channels and reduction.
+        out_indices: with ``features_only``, the stages to return: None (all), an int n (the last n) or indices.
         **options: any keyword of the network's constructor; anything else is an error listing the valid ones.
     """
+    if out_indices is not None and not features_only:
+        raise ValueError("out_indices selects the maps of a features_only model; pass features_only=True as well")
+    if features_only:
+        from .models.features import features_only_model
+
+        return features_only_model(create_model(name, num_classes=num_classes, in_channels=in_channels,
+                                                weights=weights, weights_source=weights_source, **options), out_indices)
     entry = _entry(name)
     valid = entry.options
     unknown = sorted(set(options) - set(valid))

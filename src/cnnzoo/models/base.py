@@ -9,6 +9,9 @@
 - ``num_classes``, ``num_features``, ``head_hidden_size``, ``in_channels``, ``min_input_size``.
 - ``feature_info``: one dict per stage, ``{"num_chs": C, "reduction": stride, "module": "layer1"}``,
   naming the submodule whose output is that stage.
+- ``forward_intermediates(x, indices=None, norm=False, stop_early=False, output_fmt="NCHW",
+  intermediates_only=False)``: ``(forward_features(x), [one NCHW map per selected feature_info stage])``, timm's
+  backbone interface (`cnnzoo.models.features`); ``no_feature_maps`` names why a network has none (recurrent, FC).
 - ``dense_window``: the side of the window of the last feature map that ``forward_head`` reads: 1 for a head that
   pools globally, k for a flatten + fc head built for a k x k map (`cnnzoo.evaluate.to_dense` slides it).
 """
@@ -17,9 +20,12 @@ from __future__ import annotations
 
 import functools
 import warnings
+from collections.abc import Sequence
 
 import torch
 from torch import nn
+
+from .features import forward_intermediates_by_hooks
 
 __all__ = ["AuxLogitsModel", "PooledFcModel", "ZooModel"]
 
@@ -74,6 +80,9 @@ class ZooModel(nn.Module):
     #: window of the last feature map the classifier reads (dense evaluation): 1 = global pooling; a flatten + fc
     #: head overrides it with the k of its k x k grid (VGG: 7).
     dense_window: int = 1
+    #: why the network has no spatial feature maps (forward_intermediates / features_only refuse it with this
+    #: reason), or None for one that has them.
+    no_feature_maps: str | None = None
 
     @property
     def head_hidden_size(self) -> int:
@@ -102,6 +111,35 @@ class ZooModel(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ):
+        """The stage maps named by ``feature_info`` (timm's backbone interface; `cnnzoo.models.features`).
+
+        Args:
+            x: (B, in_channels, H, W) images.
+            indices: None (every stage), an int n (the last n stages) or a sequence of stage indices (negative ones
+                count from the end).
+            norm: timm's flag for applying the final norm to the maps; a CNN has none apart from its last stage, so
+                it changes nothing here (ViT applies its final LayerNorm).
+            stop_early: stop after the last selected stage; the final features are then that stage's map.
+            output_fmt: "NCHW" or "NHWC".
+            intermediates_only: return only the list of maps (and stop after the last selected stage).
+
+        Returns:
+            ``(final, maps)``: ``final`` is ``forward_features(x)``, ``maps`` a list of (B, C, H/r, W/r) tensors with
+            the ``num_chs`` C and ``reduction`` r of each selected stage; only ``maps`` with ``intermediates_only``.
+        """
+        del norm  # no norm after the last stage outside forward_features in a CNN
+        return forward_intermediates_by_hooks(self, x, indices, stop_early=stop_early, output_fmt=output_fmt,
+                                              intermediates_only=intermediates_only)
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)

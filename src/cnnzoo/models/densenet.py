@@ -40,7 +40,9 @@ This implementation
     statistics a second time). ``stem="cifar"`` builds the CIFAR stem (one 3x3 conv, no norm or
     pool). Convolutions have no bias; Kaiming-normal conv init, BN weight 1 / bias 0, classifier
     bias 0, as torchvision. The final BN-ReLU before global pooling is in the Lua code and in
-    torchvision (the paper's text only says "global average pooling").
+    torchvision (the paper's text only says "global average pooling"); its ReLU is a module,
+    ``features.relu5`` (torchvision applies it functionally; no parameters, the keys are the same), so
+    the last ``feature_info`` stage, and ``forward_intermediates``' last map, is ``forward_features``.
 """
 
 from __future__ import annotations
@@ -195,7 +197,10 @@ class DenseNet(ZooModel):
                 self.features.add_module(f"transition{i + 1}", Transition(ch, out))
                 ch, reduction = out, reduction * 2
         self.features.add_module("norm5", nn.BatchNorm2d(ch))
-        self.feature_info.append({"num_chs": ch, "reduction": reduction, "module": "features.norm5"})
+        # the ReLU after norm5 that torchvision applies functionally: a module here, so that the last feature_info
+        # stage (and forward_intermediates' last map) is what forward_features returns; no parameters, same keys
+        self.features.add_module("relu5", nn.ReLU())
+        self.feature_info.append({"num_chs": ch, "reduction": reduction, "module": "features.relu5"})
         self.num_features = ch
         self.classifier = nn.Linear(ch, num_classes)
         for m in self.modules():  # torchvision's init
@@ -212,7 +217,7 @@ class DenseNet(ZooModel):
         self.min_input_size = 4 * p - 3 if stem == "imagenet" else p
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.features(x))  # (B, C, H, W) -> (B, num_features, H/32, W/32); ReLU after norm5
+        return self.features(x)  # (B, C, H, W) -> (B, num_features, H/32, W/32); ends with norm5, relu5
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = F.adaptive_avg_pool2d(x, 1).flatten(1)

@@ -116,6 +116,7 @@ class HighwayFC(ZooModel):
     """The thin fully-connected highway nets of Section 3.1 (MNIST)."""
 
     min_input_size = 1
+    no_feature_maps = "a fully connected network: its features are (B, hidden) vectors, not a spatial map"
 
     def __init__(self, *, depth: int = 10, hidden_size: int = 50, gate_bias: float = -2.0, act_layer="relu",
                  drop_rate: float = 0.0, input_size: int = 28, num_classes: int = 10, in_channels: int = 1):

@@ -94,6 +94,8 @@ class SequenceClassifier(ZooModel):
 
     min_input_size = 1
     cell: str = "lstm"
+    no_feature_maps = ("a recurrent network reads the image as a sequence of rows or pixels: its features are hidden "
+                       "states per time step, (B, T, hidden), not a spatial map")
 
     def __init__(self, *, hidden_size: int = 128, num_layers: int = 1, bidirectional: bool = False,
                  sequence: Literal["rows", "pixels"] = "rows", input_size: int = 28, fused: bool = True,

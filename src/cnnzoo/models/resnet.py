@@ -53,6 +53,12 @@ This implementation
     up: the same 56x56 output at 224 but shifted windows), needed for the released SENet weights
     (timm's ``legacy_seresnet50``/``legacy_seresnext50_32x4d``); the default is torchvision's. Weights: He (fan-out) normal for convs, BN gamma 1 / beta 0, PyTorch's default for the
     fc, as torchvision.
+    ``output_stride`` 16 or 8 (default 32) gives the dilated backbones of DeepLab and PSPNet (DeepLab v3, Chen et al.
+    2017, Sec. 3.2): the stride 2 of the last stage (16) or of the last two (8) becomes 1 and their 3x3 convs dilate
+    by 2 (and 4), keeping the receptive field while the map stays at 1/16 or 1/8; torchvision's
+    ``replace_stride_with_dilation`` [False, False, True] / [False, True, True], with its rule that the first block
+    of a dilated stage keeps the previous dilation. No parameter changes (checkpoints load); ``feature_info``'s
+    reductions follow. BasicBlock dilates too (timm's rule; torchvision refuses dilation there).
 
     ``seresnet50``: Hu et al. place the stride on the first 1x1 conv (the released Caffe model,
     3.87 GMACs in Table 2), so its default is ``stride_in_1x1=True``; timm's native seresnet50 is
@@ -71,6 +77,7 @@ This implementation
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -222,6 +229,9 @@ class BasicBlock(_ResidualBlock):
         shortcut: "A", "B", "C" or "none" (see :func:`make_shortcut`); ignored when ``downsample`` is given.
         downsample: an explicit shortcut module (or None for identity); "auto" builds it from ``shortcut``.
         groups, base_width: must be 1 and 64 (kept for a common signature with :class:`Bottleneck`).
+        dilation: dilation (and padding) of the second 3x3 conv, and of the first unless ``first_dilation`` is given.
+        first_dilation: dilation of the first 3x3 conv (the previous stage's, in the first block of a dilated stage;
+            timm's BasicBlock, as torchvision's has no dilation).
         attn_layer: None, "se", "cbam", "eca" or a factory ``channels -> module``; on the branch before the sum.
         drop_path: stochastic-depth rate of this block.
         norm_layer, act_layer: a name or a class (``get_norm`` / ``get_act``).
@@ -240,6 +250,8 @@ class BasicBlock(_ResidualBlock):
         downsample: nn.Module | None | str = "auto",
         groups: int = 1,
         base_width: int = 64,
+        dilation: int = 1,
+        first_dilation: int | None = None,
         attn_layer=None,
         drop_path: float = 0.0,
         norm_layer="batchnorm",
@@ -250,10 +262,11 @@ class BasicBlock(_ResidualBlock):
         if groups != 1 or base_width != 64:
             raise ValueError(f"BasicBlock supports only groups=1, base_width=64, got {groups}, {base_width}")
         self.out_channels = channels
-        self.conv1 = nn.Conv2d(in_channels, channels, 3, stride, 1, bias=False)
+        d1 = first_dilation or dilation
+        self.conv1 = nn.Conv2d(in_channels, channels, 3, stride, d1, dilation=d1, bias=False)
         self.bn1 = get_norm(norm_layer, channels)
         self.act1 = get_act(act_layer, inplace=True)
-        self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1, bias=False)
+        self.conv2 = nn.Conv2d(channels, channels, 3, 1, dilation, dilation=dilation, bias=False)
         self.bn2 = get_norm(norm_layer, channels)
         self._init_tail(
             in_channels, stride, shortcut, downsample, attn_layer, drop_path, norm_layer, act_layer, attn_key
@@ -275,6 +288,8 @@ class Bottleneck(_ResidualBlock):
 
     Args:
         stride_in_1x1: put the stride on the first 1x1 conv (the paper's v1) instead of the 3x3 (v1.5).
+        dilation, first_dilation: the 3x3 conv's dilation is ``first_dilation`` when given, else ``dilation``
+            (torchvision passes the previous stage's dilation to the first block of a dilated stage).
         Others: as :class:`BasicBlock`.
     """
 
@@ -291,6 +306,8 @@ class Bottleneck(_ResidualBlock):
         groups: int = 1,
         base_width: int = 64,
         stride_in_1x1: bool = False,
+        dilation: int = 1,
+        first_dilation: int | None = None,
         attn_layer=None,
         drop_path: float = 0.0,
         norm_layer="batchnorm",
@@ -304,7 +321,8 @@ class Bottleneck(_ResidualBlock):
         self.conv1 = nn.Conv2d(in_channels, width, 1, s1, bias=False)
         self.bn1 = get_norm(norm_layer, width)
         self.act1 = get_act(act_layer, inplace=True)
-        self.conv2 = nn.Conv2d(width, width, 3, s3, 1, groups=groups, bias=False)
+        d = first_dilation or dilation
+        self.conv2 = nn.Conv2d(width, width, 3, s3, d, dilation=d, groups=groups, bias=False)
         self.bn2 = get_norm(norm_layer, width)
         self.act2 = get_act(act_layer, inplace=True)
         self.conv3 = nn.Conv2d(width, self.out_channels, 1, bias=False)
@@ -336,6 +354,8 @@ def init_resnet(model: nn.Module, zero_init_last: bool = False) -> None:
 BLOCKS: dict[str, type[_ResidualBlock]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
 #: "pad": torchvision's 3x3/2 max-pool with padding 1; "ceil": the Caffe models' (no padding, ceil mode).
 STEM_POOLS = ("pad", "ceil")
+#: ResNet's output_stride: 32 (the paper) or the dilated backbones of DeepLab/PSPNet.
+OUTPUT_STRIDES = (8, 16, 32)
 
 
 class ResNet(ZooModel):
@@ -352,6 +372,9 @@ class ResNet(ZooModel):
         drop_rate: dropout before the fc.
         drop_path_rate: stochastic depth; block i of n gets rate * i / (n - 1).
         stem_pool: "pad" (torchvision) or "ceil" (the released Caffe models: timm's ``legacy_se*``).
+        output_stride: 32 (the paper), 16 or 8: the last stage(s) keep their resolution, their stride 2 replaced by
+            dilation 2 (and 4), as DeepLab and PSPNet use (torchvision's ``replace_stride_with_dilation``
+            [False, False, True] for 16, [False, True, True] for 8). No parameter changes, so weights load.
     """
 
     # A 1x1 input survives every stride-2 layer (padding keeps each output at >= 1 pixel).
@@ -373,10 +396,14 @@ class ResNet(ZooModel):
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         stem_pool: str = "pad",
+        output_stride: Literal[8, 16, 32] = 32,
         norm_layer="batchnorm",
         act_layer="relu",
     ):
         super().__init__()
+        if output_stride not in OUTPUT_STRIDES:
+            raise ValueError(f"output_stride must be one of {', '.join(map(str, OUTPUT_STRIDES))} (the last stages "
+                             f"dilated instead of strided), got {output_stride!r}")
         if stem_pool not in STEM_POOLS:
             raise ValueError(f"unknown stem_pool {stem_pool!r}; valid: {', '.join(map(repr, STEM_POOLS))}")
         if block not in BLOCKS:
@@ -410,15 +437,25 @@ class ResNet(ZooModel):
         if block == "bottleneck":
             opts.update(groups=groups, base_width=width_per_group, stride_in_1x1=stride_in_1x1)
         c_in, self.feature_info = 64, []
+        net_stride, dilation = 4, 1
         # Table 1: stages conv2_x..conv5_x with 64/128/256/512 base channels, the first at stride 1.
         for i, (channels, n) in enumerate(zip((64, 128, 256, 512), layers)):
-            stride = 1 if i == 0 else 2
+            stride, first_dilation = (1 if i == 0 else 2), dilation
+            if stride > 1 and net_stride >= output_stride:
+                # atrous instead of strided (DeepLab v3, Chen et al. 2017, Sec. 3.2 "output_stride"), as torchvision's
+                # _make_layer(dilate=True): stride 1, dilation x 2; the stage's first block keeps the previous
+                # dilation on its 3x3 (torchvision and timm alike)
+                stride, dilation = 1, dilation * stride
+            net_stride *= stride
             blocks = []
             for j in range(n):
-                blocks.append(block_cls(c_in, channels, stride if j == 0 else 1, drop_path=next(rates), **opts))
+                blocks.append(block_cls(c_in, channels, stride if j == 0 else 1, drop_path=next(rates),
+                                        dilation=dilation, first_dilation=first_dilation if j == 0 else dilation,
+                                        **opts))
                 c_in = blocks[-1].out_channels
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
-            self.feature_info.append({"num_chs": c_in, "reduction": 4 * 2**i, "module": f"layer{i + 1}"})
+            self.feature_info.append({"num_chs": c_in, "reduction": net_stride, "module": f"layer{i + 1}"})
+        self.output_stride = output_stride
         self.num_features = c_in
         self.drop = nn.Dropout(drop_rate)
         self.fc = nn.Linear(c_in, num_classes) if num_classes > 0 else nn.Identity()
@@ -429,7 +466,7 @@ class ResNet(ZooModel):
         x = self.layer1(x)
         x = self.layer2(x)
         x = self.layer3(x)
-        return self.layer4(x)  # -> (B, num_features, H/32, W/32)
+        return self.layer4(x)  # -> (B, num_features, H/32, W/32) (H/output_stride)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.drop(x.mean((2, 3)))  # global average pool

@@ -68,7 +68,9 @@ This implementation
 
     ``forward_features`` returns the tokens after the final LayerNorm, (B, prefix + h * w, D), as timm's ViTs do
     (``num_prefix_tokens`` = 1 with the class token, else 0); ``forward_head`` pools them. ``feature_info`` names
-    the encoder layers, all at reduction = patch size, whose outputs are tokens of the same layout.
+    the encoder layers, all at reduction = patch size, whose outputs are tokens of the same layout;
+    ``forward_intermediates`` (and ``features_only``) return them as maps, (B, D, H/P, W/P), the class token dropped,
+    as timm's ViT does (``norm=True``: through the final LayerNorm first).
 
     ``vit_tiny_patch4_32`` is this project's small configuration for 32 x 32 (CIFAR) and 28 x 28 (MNIST) images,
     not a table of the paper: 4 x 4 patches (an 8 x 8 grid at 32 pixels, 7 x 7 on MNIST), D = 192, 6 layers of 3
@@ -84,6 +86,7 @@ from __future__ import annotations
 import math
 import re
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -92,6 +95,7 @@ from torch import nn
 from ..layers import TransformerEncoderLayer, drop_path_rates, resample_pos_embed, sinusoidal_position_encoding
 from ..registry import Counterpart, Paper, register_converter, register_model
 from .base import ZooModel
+from .features import check_output_fmt, feature_take_indices
 
 VIT = Paper(
     "An Image is Worth 16x16 Words: Transformers for Image Recognition at Scale",
@@ -216,6 +220,38 @@ class VisionTransformer(ZooModel):
         if self.class_token is not None:
             x = torch.cat([self.class_token.expand(x.shape[0], -1, -1), x], dim=1)  # -> (B, 1 + N, D)
         return self.encoder(x, grid)
+
+    def forward_intermediates(self, x: torch.Tensor, indices: int | Sequence[int] | None = None, norm: bool = False,
+                              stop_early: bool = False, output_fmt: str = "NCHW", intermediates_only: bool = False):
+        """timm's ViT ``forward_intermediates``: the outputs of the encoder layers ``indices`` as maps, the class token
+        dropped and the patch tokens laid back on their grid, (B, D, H/P, W/P) (``norm=True`` passes them through the
+        final LayerNorm first); the final features are ``forward_features``' tokens (B, prefix + N, D).
+        Arguments as `ZooModel.forward_intermediates`."""
+        check_output_fmt(output_fmt)
+        self.check_input(x)
+        take, max_index = feature_take_indices(len(self.feature_info), indices)
+        x = self.conv_proj(x)  # (B, C, H, W) -> (B, D, h, w)
+        b, _, h, w = x.shape
+        x = x.flatten(2).transpose(1, 2)
+        if self.class_token is not None:
+            x = torch.cat([self.class_token.expand(b, -1, -1), x], dim=1)
+        enc = self.encoder  # Encoder.forward, one layer at a time
+        if enc.pos_embedding is not None:
+            x = x + resample_pos_embed(enc.pos_embedding, (h, w), enc.grid, enc.num_prefix_tokens)
+        x = enc.dropout(x)
+        layers = list(enc.layers)
+        if stop_early or intermediates_only:
+            layers = layers[: max_index + 1]
+        maps = []
+        for i, layer in enumerate(layers):
+            x = layer(x)
+            if i in take:
+                y = enc.ln(x) if norm else x
+                y = y[:, self.num_prefix_tokens:].transpose(1, 2).reshape(b, -1, h, w)  # (B, N, D) -> (B, D, h, w)
+                maps.append(y.permute(0, 2, 3, 1) if output_fmt == "NHWC" else y)
+        if intermediates_only:
+            return maps
+        return enc.ln(x), maps  # timm normalises the final tokens after a stop_early too
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         if self.global_pool == "token":
