@@ -78,7 +78,7 @@ def test_errors_are_one_line(run, tmp_path, capsys):
     assert main(["detect", "eval", str(tmp_path / "cls")]) == 2
     assert "not an R-CNN run" in capsys.readouterr().err
     assert main(["detect", "train", "rcnn", "--run-dir", str(run), *TINY]) == 2  # a finished run is never overwritten
-    assert "not empty" in capsys.readouterr().err
+    assert "already holds a finished R-CNN run" in capsys.readouterr().err
 
 
 def test_predict_never_overwrites_a_picture_of_the_users(run, tmp_path, monkeypatch, capsys):
@@ -119,6 +119,11 @@ def test_config_overrides_are_checked():
         apply_sets(RCNNConfig(), ["finetune.iterations=1.5"])
     with pytest.raises(ValueError, match="unknown section 'model'"):
         apply_sets(RCNNConfig(), ["model.name=x"])
+    # the paper runs selective search on the image as it is (Sec. 2.2); the digits preset enlarges it 1.5x
+    assert RCNNConfig().proposals.scale == 1.0 and preset_config("digits-detection").proposals.scale == 1.5
+    assert preset_config("voc:/data/VOC2007").proposals.scale == 1.0
+    with pytest.raises(ValueError, match=r"proposals.scale must be > 0"):
+        apply_sets(RCNNConfig(), ["proposals.scale=0"])
 
 
 @pytest.mark.slow
@@ -131,7 +136,10 @@ def test_full_rcnn_run_on_digits(tmp_path, capsys):
     finally:
         torch.set_num_threads(1)
     info = json.loads((tmp_path / "r" / "run.json").read_text())
-    assert info["proposal_recall"]["test"]["recall"] >= 0.9
+    # the preset's 1.5x enlargement for selective search: 99.3% recall (92.1% on the canvas as it is) and mAP 86.4 to
+    # 86.8% over training seeds 0-2 (79.5 to 82.3% at scale 1): 0.8 leaves 6 points for seeds and thread counts
+    assert info["proposals"]["scale"] == 1.5
+    assert info["proposal_recall"]["test"]["recall"] >= 0.95
     assert info["test_map"]["all_point"] >= 0.8
 
 

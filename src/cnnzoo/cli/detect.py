@@ -1,4 +1,4 @@
-"""`cnnzoo detect train|eval|predict`: R-CNN object detection (parse, call `cnnzoo.detection`, print)."""
+"""`cnnzoo detect train|eval|predict|sample`: R-CNN object detection (parse, call `cnnzoo.detection`, print)."""
 
 from __future__ import annotations
 
@@ -140,6 +140,40 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sample(args: argparse.Namespace) -> int:
+    """Write a built-in digits-detection image as a PNG (the pixels the detector trains or is scored on), and
+    print its ground-truth boxes: an image to give `cnnzoo detect predict`."""
+    import io
+
+    from PIL import Image, PngImagePlugin
+
+    from ..detection.data import digits_detection_image
+    from ..detection.draw import SOFTWARE, drawn_by_cnnzoo
+    from ..fileio import atomic_write
+
+    out = check_plot_path(args.out or f"digits_{args.split}{args.index}.png", "--out", suffixes=(".png",))
+    if out.exists() and not drawn_by_cnnzoo(out):
+        raise ValueError(f"{out} exists and is not a picture cnnzoo wrote; it is left alone: move it away or choose "
+                         f"another --out")
+    params = {} if args.data_seed is None else {"seed": args.data_seed}
+    img, boxes, labels = digits_detection_image(args.split, args.index, **params)
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Software", f"{SOFTWARE} sample")
+    info.add_text("Comment", f"digits-detection {args.split} image {args.index} (seed "
+                             f"{params.get('seed', 0)}); boxes x1,y1,x2,y2 with labels: "
+                             + "; ".join(f"{c}:{','.join(f'{v:g}' for v in b)}"
+                                         for b, c in zip(boxes.tolist(), labels.tolist())))
+    buf = io.BytesIO()
+    Image.fromarray(img[0].numpy()).save(buf, format="png", pnginfo=info)
+    atomic_write(out, buf.getvalue())
+    h, w = img.shape[1:]
+    print(f"wrote {out}: digits-detection {args.split} image {args.index} ({w}x{h}, data seed "
+          f"{params.get('seed', 0)}), {len(labels)} digits:")
+    for b, c in zip(boxes.tolist(), labels.tolist()):
+        print(f"  {c}  ({b[0]:.0f}, {b[1]:.0f}, {b[2]:.0f}, {b[3]:.0f})")
+    return 0
+
+
 def _check_default_outputs(files: list[Path], outputs: list[Path]) -> None:
     """The NAME_detections.png pictures (no --output) never replace a file cnnzoo did not draw, nor each other."""
     from ..detection.draw import drawn_by_cnnzoo
@@ -156,7 +190,7 @@ def _check_default_outputs(files: list[Path], outputs: list[Path]) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    d = sub.add_parser("detect", help="object detection with R-CNN: train, eval, predict",
+    d = sub.add_parser("detect", help="object detection with R-CNN: train, eval, predict, sample",
                        description="R-CNN (Girshick et al. 2014): region proposals, a fine-tuned zoo network's fc7 "
                                    "features, per-class SVMs, box regression, NMS; VOC-style evaluation.")
     dsub = d.add_subparsers(dest="detect_command", metavar="ACTION", required=True)
@@ -206,7 +240,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scorer", choices=("svm", "softmax"))
     p.add_argument("--device", default="cpu", type=device_arg)
     p.set_defaults(func=cmd_predict)
-    for q in (t, e, p):  # `cnnzoo detect train ... --debug` too (main adds it to `detect` only)
+
+    s = dsub.add_parser("sample", help="write an image of the built-in digits-detection data to a PNG",
+                        description="Writes image N of the built-in digits-detection train or test split (the "
+                                    "pixels a detector trains or is scored on) as a grayscale PNG, and prints its "
+                                    "ground-truth boxes: an image for `cnnzoo detect predict`.")
+    s.add_argument("--split", choices=("test", "train"), default="test", help="default test")
+    s.add_argument("--index", type=int, default=0, help="which image, 0-based (default 0; test has 150, train 300)")
+    s.add_argument("--data-seed", type=int, help="seed of the generated images (default 0, as `detect train`)")
+    s.add_argument("--out", metavar="FILE.png", help="default digits_SPLITN.png (e.g. digits_test0.png) here; "
+                                                     "replaced only if cnnzoo wrote it")
+    s.set_defaults(func=cmd_sample)
+    for q in (t, e, p, s):  # `cnnzoo detect train ... --debug` too (main adds it to `detect` only)
         q.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "DIGITS_DEFAULTS",
     "DetectionDataset",
     "digits_detection",
+    "digits_detection_image",
     "load_detection_data",
     "load_voc",
 ]
@@ -211,6 +212,36 @@ def digits_detection(**params) -> tuple[DetectionDataset, DetectionDataset]:
             ids=[f"{split}-{i:06d}" for i in range(count)], in_channels=1, images=images,
             meta={"name": "digits-detection", "params": q, "split": split}))
     return out[0], out[1]
+
+
+def digits_detection_image(split: str = "test", index: int = 0, **params) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                    torch.Tensor]:
+    """Image ``index`` of a ``digits-detection`` split, without generating the rest of the set: ``(image uint8
+    (1, H, W), boxes (K, 4), labels (K,))``, the pixels and boxes `digits_detection` gives for it with the same
+    settings (each split draws its canvases in order from its own seeded stream, so the first ``index + 1`` suffice).
+    `cnnzoo detect sample` writes it as a PNG for `cnnzoo detect predict`.
+
+    Args:
+        split: "train" or "test".
+        index: 0-based, below the split's size (``num_train`` / ``num_test``: 300 / 150 by default).
+        **params: the generator's settings, as for `digits_detection` (a run's are in its run.json).
+    """
+    from ..data import load_dataset
+
+    if split not in ("train", "test"):
+        raise ValueError(f"unknown digits-detection split {split!r}; valid: train, test")
+    q = _check_digits_params(params)
+    count = q[f"num_{split}"]
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < count:
+        raise ValueError(f"digits-detection {split} image index must be 0..{count - 1} (its {count} images), "
+                         f"got {index!r}")
+    mnist = load_dataset("mnist5k")
+    part = mnist.train if split == "train" else mnist.test
+    pool, pool_labels = part.images[:, 0].numpy(), part.labels.numpy()
+    rng = np.random.default_rng([q["seed"], 0 if split == "train" else 1])  # as digits_detection seeds each split
+    for _ in range(index + 1):
+        img, b, lab = _canvas(rng, pool, pool_labels, q)
+    return torch.from_numpy(img)[None], torch.from_numpy(b), torch.from_numpy(lab)
 
 
 # ------------------------------------------------------------------------------------------------------- VOC

@@ -6,7 +6,9 @@
 - `check_new_run_dir`: a new run goes into a directory that does not exist, is empty, or holds only the files of a
   cnnzoo run that never completed its first resumable ("last") checkpoint (its run.json says cnnzoo wrote it; a
   kill during the first save leaves such a directory); anything else is refused, so no file of the user's is ever
-  overwritten. `clear_unstarted_run` then removes that run's files before the new one starts.
+  overwritten. `clear_unstarted_run` then removes that run's files before the new one starts. A command whose runs
+  write more before their first checkpoint (`cnnzoo detect train`: proposals.safetensors, finetune.csv) names those
+  files in ``extra``; the classification runs pass none.
 - `clean_debris`: temporary files of interrupted atomic writes and checkpoint files no pointer names any more (a kill
   between writing a checkpoint and deleting the previous one) are removed when the run starts again. Only files a
   valid pointer makes unreferenced: a damaged pointer is repaired from the checkpoint files or left alone, never a
@@ -132,24 +134,27 @@ def _is_checkpoint_file(name: str) -> bool:
     return False
 
 
-def is_unstarted_run(run_dir: Path) -> bool:
+def is_unstarted_run(run_dir: Path, extra: frozenset[str] = frozenset()) -> bool:
     """Whether ``run_dir`` holds only what a cnnzoo run writes before its first "last" checkpoint is complete (its
-    run.json says cnnzoo wrote it): such a run has nothing to resume and may start again."""
+    run.json says cnnzoo wrote it): such a run has nothing to resume and may start again. ``extra``: the names of
+    further files the calling command's runs write before their first checkpoint (none for `cnnzoo train`)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir() or not _is_our_run(run_dir) or has_last_checkpoint(run_dir):
         return False
     names = {p.name for p in run_dir.iterdir() if not (p.name.startswith(".") and p.name.endswith(".tmp"))}
-    if not names <= RUN_FILES | FIRST_EPOCH_FILES:
+    if not names <= RUN_FILES | FIRST_EPOCH_FILES | extra:
+        return False
+    if any((run_dir / n).is_dir() for n in names & extra):  # the extra names are files
         return False
     ckpt = run_dir / "checkpoints"
     return not ckpt.exists() or (ckpt.is_dir() and all(_is_checkpoint_file(p.name) for p in ckpt.iterdir()))
 
 
-def clear_unstarted_run(run_dir: Path) -> list[Path]:
-    """Remove the files of a run that never completed its first checkpoint (see `is_unstarted_run`; anything else
-    is left untouched) so a run can start there again; returns what was removed."""
+def clear_unstarted_run(run_dir: Path, extra: frozenset[str] = frozenset()) -> list[Path]:
+    """Remove the files of a run that never completed its first checkpoint (see `is_unstarted_run`, ``extra`` as
+    there; anything else is left untouched) so a run can start there again; returns what was removed."""
     run_dir = Path(run_dir)
-    if not is_unstarted_run(run_dir):
+    if not is_unstarted_run(run_dir, extra):
         return []
     removed = []
     ckpt = run_dir / "checkpoints"
@@ -159,14 +164,15 @@ def clear_unstarted_run(run_dir: Path) -> list[Path]:
             removed.append(f)
         ckpt.rmdir()
     for f in run_dir.iterdir():
-        if f.name != LOCK_NAME and (f.name in RUN_FILES | FIRST_EPOCH_FILES or f.name.endswith(".tmp")):
+        if f.name != LOCK_NAME and (f.name in RUN_FILES | FIRST_EPOCH_FILES | extra or f.name.endswith(".tmp")):
             f.unlink(missing_ok=True)
             removed.append(f)
     return removed
 
 
-def check_new_run_dir(run_dir: Path) -> None:
-    """Refuse a run directory a new run must not write into (see the module docstring)."""
+def check_new_run_dir(run_dir: Path, extra: frozenset[str] = frozenset()) -> None:
+    """Refuse a run directory a new run must not write into (see the module docstring; ``extra`` as in
+    `is_unstarted_run`)."""
     if run_dir.exists() and not run_dir.is_dir():
         raise ValueError(f"--run-dir {run_dir} is a file, not a directory; choose another --run-dir")
     if not run_dir.is_dir():
@@ -178,7 +184,7 @@ def check_new_run_dir(run_dir: Path) -> None:
     if has_last_checkpoint(run_dir):
         raise ValueError(f"run directory {run_dir} already holds a run; resume it with `cnnzoo train --resume "
                          f"{run_dir}` or choose another --run-dir")
-    if is_unstarted_run(run_dir):
+    if is_unstarted_run(run_dir, extra):
         return
     entries = sorted(p.name for p in run_dir.iterdir())
     others = [n for n in entries if n not in RUN_FILES]
