@@ -210,6 +210,11 @@ CASES = [
     Case("train-option-type", ["train", "lenet5", "-o", "drop_rate=high", "--no-download"],
          ("drop_rate must be a number", "'high'")),
     Case("train-no-name", ["train"], ("give a network NAME", "--resume RUN_DIR")),
+    # --- --threads (issue 31): a whole number >= 1, as bench takes it
+    Case("train-threads-zero", ["train", "lenet5", "--threads", "0"], ("--threads", "'0'", "at least 1")),
+    Case("train-threads-word", ["train", "lenet5", "--threads", "two"], ("--threads", "'two'", "not a whole number")),
+    Case("train-threads-float", ["train", "lenet5", "--threads", "1.5"], ("--threads", "'1.5'", "not a whole number")),
+    Case("demo-threads-negative", ["demo", "--threads=-2"], ("--threads", "'-2'", "at least 1")),
     # --- train: augmentation and regularisation (data/augment.py, data/mix.py, train/ema.py, train/droppath.py)
     Case("train-mix-method", ["train", "lenet5", "--set", "train.mix={name: mixupp}"],
          ("train.mix name must be one of mixup, cutmix, manifold_mixup, patchup, puzzlemix", "'mixupp'")),

@@ -108,9 +108,9 @@ class ZooPoint:
     input_size: tuple[int, int, int] | None = None
 
 
-def zoo_points(names: Sequence[str]) -> list[ZooPoint]:
+def zoo_points(names: Sequence[str], progress=None) -> list[ZooPoint]:
     """Parameters and MACs of registered networks at their paper input sizes: the stored counts (`cnnzoo.counts`),
-    else traced on the meta device."""
+    else traced on the meta device. ``progress(what, done, total)``: called as networks are counted."""
     import torch
 
     from ..counts import stored
@@ -120,7 +120,9 @@ def zoo_points(names: Sequence[str]) -> list[ZooPoint]:
     if not names:
         raise ValueError("no networks to plot")
     points = []
-    for name in names:
+    for i, name in enumerate(names):
+        if progress is not None:
+            progress("counting parameters and MACs", i, len(names))
         card = get_card(name)
         entry = stored(name)
         if entry is not None:
@@ -130,27 +132,35 @@ def zoo_points(names: Sequence[str]) -> list[ZooPoint]:
             model = create_model(name)
         s = summarize(model, card.input_size)
         points.append(ZooPoint(name, s.total_params, s.macs, card.family, tuple(card.input_size)))
+    if progress is not None:
+        progress("counting parameters and MACs", len(names), len(names))
     return points
 
 
-def plot_zoo(names: Sequence[str], path: str | Path) -> Path:
+def plot_zoo(names: Sequence[str], path: str | Path, progress=None) -> Path:
     """Parameters against MACs (log-log) for registered networks at their paper input sizes, coloured by family.
 
     ``.png``/``.pdf``/``.svg``: labels where they can be read without overlapping (the rest are named by the
     ``.html`` version). ``.html``: one self-contained page (inline SVG and script, nothing fetched) that names
-    each network on hover and shows or hides a family from its legend entry.
+    each network on hover and shows or hides a family from its legend entry. ``progress(what, done, total)``:
+    called as the networks are counted and the figure is drawn (e.g. a `cnnzoo.status.Steps`).
     """
     path = Path(path)
     if path.suffix.lower() not in ZOO_SUFFIXES:
         raise ValueError(f"plot file {str(path)!r} must end in {', '.join(ZOO_SUFFIXES)}")
-    points = zoo_points(names)
+    points = zoo_points(names, progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() == ".html":
         from ..fileio import atomic_write
 
+        if progress is not None:
+            progress(f"writing {path.name}", 0, None)
         atomic_write(path, zoo_html(points).encode("utf-8"))
         return path
-    _save(zoo_figure(points), path)
+    fig = zoo_figure(points, progress)
+    if progress is not None:
+        progress(f"writing {path.name}", 0, None)
+    _save(fig, path)
     return path
 
 
@@ -174,12 +184,13 @@ def _overlaps(a, b, pad: float = 1.0) -> bool:
     return not (a.x1 + pad < b.x0 or b.x1 + pad < a.x0 or a.y1 + pad < b.y0 or b.y1 + pad < a.y0)
 
 
-def zoo_figure(points: Sequence[ZooPoint | tuple]):
+def zoo_figure(points: Sequence[ZooPoint | tuple], progress=None):
     """Log-log scatter of parameters against MACs: the figure :func:`plot_zoo` saves.
 
     Points are coloured by family, with a legend. Labels are placed greedily, most isolated point first, at the
     first of eight spots around the point where the text overlaps no other label and no point; a name with no
     such spot is left out (the title says how many are named), so every label that is drawn can be read.
+    ``progress(what, done, total)``: called as the labels are placed.
     """
     from matplotlib.transforms import Bbox
 
@@ -216,7 +227,9 @@ def zoo_figure(points: Sequence[ZooPoint | tuple]):
              (-5, -3, "right", "top"), (0, 6, "center", "bottom"), (0, -6, "center", "top"),
              (7, 0, "left", "center"), (-7, 0, "right", "center")]
     placed = []
-    for i in sorted(range(len(pts)), key=isolation, reverse=True):
+    for k, i in enumerate(sorted(range(len(pts)), key=isolation, reverse=True)):
+        if progress is not None:
+            progress("placing the names", k, len(pts))
         for dx, dy, ha, va in spots:
             t = ax.annotate(pts[i].name, (xs[i], ys[i]), xytext=(dx, dy), textcoords="offset points", fontsize=7,
                             ha=ha, va=va, zorder=4)
@@ -228,6 +241,8 @@ def zoo_figure(points: Sequence[ZooPoint | tuple]):
                 placed.append(box)
                 break
             t.remove()
+    if progress is not None:
+        progress("placing the names", len(pts), len(pts))
     if len(placed) < len(pts):
         ax.set_title(f"cnnzoo: parameters against compute ({len(pts)} networks; {len(placed)} named where the names "
                      f"fit: `--plot FILE.html` names each on hover)", fontsize=10)

@@ -52,7 +52,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from .receptive import Field, propagate
 
-__all__ = ["LayerRecord", "Summary", "summarize"]
+__all__ = ["COLUMNS", "LayerRecord", "Summary", "layer_cells", "render_table", "summarize", "totals_lines"]
 
 
 @dataclass
@@ -174,6 +174,20 @@ class Summary:
         rows = getattr(self, "_rows", None) or self.layers  # the unfolded rows: a folded block holds no steps
         return [{"name": r.name, "steps": r.steps, "macs": r.macs, "macs_per_step": r.macs // r.steps,
                  "params": r.params} for r in rows if r.steps]
+
+    def table(self, width: int | None = None) -> str:
+        """The table `cnnzoo summary` prints, rows then totals, as text at most ``width`` characters wide (default:
+        the terminal's, else 80). Where the full table (13 columns) is wider, a compact one takes its place:
+        kernel/stride/padding in one column (``3/1/1``, then ``d2`` and ``g32`` for dilation and groups), counts
+        abbreviated (``9.41K``), input shape and jump left out (`to_dict`, ``--format csv`` or a wider terminal
+        give them); a layer name that does not fit wraps whole, never cut."""
+        return render_table(self, width)
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def __repr__(self) -> str:  # a REPL or notebook shows the table, as print() does
+        return self.table()
 
     def find(self, name: str) -> LayerRecord:
         """The row named ``name`` (ValueError listing a few names if there is none)."""
@@ -572,3 +586,122 @@ def _merge(name: str, rs: list[LayerRecord]) -> LayerRecord:
         jump=rs[-1].jump,
         depth=1,
     )
+
+
+# ------------------------------------------------------------------------------------------------------ text
+COLUMNS = ("layer", "type", "kernel", "stride", "pad", "dil", "groups", "input", "output", "params", "MACs", "RF",
+           "jump")
+"""The columns of the full table (and of ``cnnzoo summary --format csv/markdown``)."""
+
+
+def _shape(s) -> str:
+    return "x".join(map(str, s[1:])) if s else "-"
+
+
+def _pair(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, str):
+        return v
+    return str(v[0]) if len(set(v)) == 1 else "x".join(map(str, v))
+
+
+def layer_cells(r: LayerRecord) -> list[str]:
+    """One row of the full table, in the order of `COLUMNS`."""
+    return [r.name, r.type, _pair(r.kernel), _pair(r.stride), _pair(r.padding), _pair(r.dilation),
+            "" if r.groups in (None, 1) else str(r.groups), _shape(r.input_shape), _shape(r.output_shape),
+            f"{r.params:,}", f"{r.macs:,}", _pair(r.rf) if r.rf else "-", _pair(r.jump) if r.jump else "-"]
+
+
+def _short(n: int) -> str:
+    """A count in three significant figures: 9.41K, 118M, 1.81G (below 1000 as it is)."""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            v = n / scale
+            return f"{v:.3g}{unit}" if v < 1000 else f"{v:.0f}{unit}"
+    return str(n)
+
+
+def _geometry(r: LayerRecord) -> str:
+    """kernel/stride/padding of a layer that has a kernel, with dilation and groups where they are not 1."""
+    if r.kernel is None:
+        return ""
+    text = "/".join(_pair(v) or "-" for v in (r.kernel, r.stride, r.padding))
+    if r.dilation is not None and set(r.dilation) != {1}:
+        text += f" d{_pair(r.dilation)}"
+    if r.groups not in (None, 1):
+        text += f" g{r.groups}"
+    return text
+
+
+def _si(n: int) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3f} {unit}"
+    return str(n)
+
+
+def totals_lines(s: Summary) -> list[str]:
+    """The totals under the table, each labelled with its unit."""
+    steps = [f"recurrent layer {r['name']}: {r['steps']} time steps x {r['macs_per_step']:,} MACs per step = "
+             f"{r['macs']:,} MACs; its {r['params']:,} parameters are shared by every step" for r in s.per_step()]
+    return [
+        f"total parameters: {s.total_params:,} (trainable {s.trainable_params:,})",
+        f"MACs (multiply-accumulates, conv + linear + matmul): {s.macs:,} = {_si(s.macs)}",
+        *steps,
+        f"FLOPs (= 2 x MACs): {s.flops:,} = {_si(s.flops)}",
+        f"activation memory at batch 1 (every layer's output): {s.activation_bytes / 2**20:.2f} MiB",
+        f"parameter memory: {s.param_bytes / 2**20:.2f} MiB",
+    ]
+
+
+def _fits(table, width: int) -> bool:
+    import io
+
+    from rich.console import Console
+
+    return Console(width=10_000, file=io.StringIO()).measure(table).maximum <= width
+
+
+def render_table(s: Summary, width: int | None = None) -> str:
+    """The summary as a text table and its totals, at most ``width`` characters wide (see `Summary.table`)."""
+    import io
+
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    width = width or Console().width  # the terminal's (COLUMNS where set), 80 when there is none
+    c, h, w = s.input_size
+    title = f"{s.model_name} at {c}x{h}x{w} (batch 1)"
+    table = Table(title=title)
+    for col in COLUMNS:
+        table.add_column(col, justify="right" if col in ("params", "MACs", "RF", "jump") else "left")
+    for r in s.layers:
+        table.add_row(*layer_cells(r))
+    compact = not _fits(table, width)
+    if compact:
+        head = ("layer", "type", "k/s/p", "output", "params", "MACs", "RF")
+        rows = [(r.name, r.type, _geometry(r), _shape(r.output_shape), _short(r.params), _short(r.macs),
+                 _pair(r.rf) if r.rf else "-") for r in s.layers]
+        natural = [max(len(x[i]) for x in [head, *rows]) for i in range(len(head))]
+        natural[1] = min(natural[1], 18)  # a long type wraps: the names come first
+        # the names take what the other columns leave (two characters between columns), wrapping where too long
+        name_width = max(12, min(natural[0], width - sum(natural[1:]) - 2 * (len(head) - 1)))
+        table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
+        table.add_column("layer", overflow="fold", width=name_width)
+        table.add_column("type", overflow="fold", max_width=natural[1])
+        table.add_column("k/s/p", no_wrap=True)
+        table.add_column("output", no_wrap=True)
+        for col in ("params", "MACs", "RF"):
+            table.add_column(col, justify="right", no_wrap=True)
+        for row in rows:
+            table.add_row(*row)
+    console = Console(width=width, record=True, file=io.StringIO())
+    console.print(table)
+    if compact:
+        console.print("k/s/p: kernel/stride/padding, dN dilation, gN groups (a wider table, or `cnnzoo summary "
+                      "--format csv`, also has the input shapes and jumps)", highlight=False)
+    for line in totals_lines(s):
+        console.print(line, highlight=False)
+    return console.export_text()

@@ -9,82 +9,16 @@ import json
 
 import torch
 from rich.console import Console
-from rich.table import Table
 
-from ..analysis.summary import LayerRecord, Summary, summarize
+from ..analysis.summary import COLUMNS, Summary, layer_cells, summarize, totals_lines
 from ..registry import create_model, get_card
 from .common import add_model_args, check_plot_path, parse_options, resolve_input_size
 
 FORMATS = ("table", "markdown", "csv", "json")
-COLUMNS = (
-    "layer",
-    "type",
-    "kernel",
-    "stride",
-    "pad",
-    "dil",
-    "groups",
-    "input",
-    "output",
-    "params",
-    "MACs",
-    "RF",
-    "jump",
-)
-
-
-def _shape(s) -> str:
-    return "x".join(map(str, s[1:])) if s else "-"
-
-
-def _pair(v) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, str):
-        return v
-    return str(v[0]) if len(set(v)) == 1 else "x".join(map(str, v))
-
-
-def _cells(r: LayerRecord) -> list[str]:
-    return [
-        r.name,
-        r.type,
-        _pair(r.kernel),
-        _pair(r.stride),
-        _pair(r.padding),
-        _pair(r.dilation),
-        "" if r.groups in (None, 1) else str(r.groups),
-        _shape(r.input_shape),
-        _shape(r.output_shape),
-        f"{r.params:,}",
-        f"{r.macs:,}",
-        _pair(r.rf) if r.rf else "-",
-        _pair(r.jump) if r.jump else "-",
-    ]
-
-
-def _si(n: int) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.3f} {unit}"
-    return str(n)
-
-
-def _totals_lines(s: Summary) -> list[str]:
-    steps = [f"recurrent layer {r['name']}: {r['steps']} time steps x {r['macs_per_step']:,} MACs per step = "
-             f"{r['macs']:,} MACs; its {r['params']:,} parameters are shared by every step" for r in s.per_step()]
-    return [
-        f"total parameters: {s.total_params:,} (trainable {s.trainable_params:,})",
-        f"MACs (multiply-accumulates, conv + linear + matmul): {s.macs:,} = {_si(s.macs)}",
-        *steps,
-        f"FLOPs (= 2 x MACs): {s.flops:,} = {_si(s.flops)}",
-        f"activation memory at batch 1 (every layer's output): {s.activation_bytes / 2**20:.2f} MiB",
-        f"parameter memory: {s.param_bytes / 2**20:.2f} MiB",
-    ]
 
 
 def render(s: Summary, fmt: str, width: int | None = None) -> str:
-    """The summary as text in one of FORMATS."""
+    """The summary as text in one of FORMATS (table: `Summary.table`, at most ``width`` characters wide)."""
     if fmt == "json":
         return s.to_json()
     if fmt == "csv":
@@ -92,25 +26,15 @@ def render(s: Summary, fmt: str, width: int | None = None) -> str:
         w = csv.writer(buf)
         w.writerow(COLUMNS)
         for r in s.layers:
-            cells = _cells(r)
+            cells = layer_cells(r)
             cells[9], cells[10] = str(r.params), str(r.macs)  # plain numbers for spreadsheets
             w.writerow(cells)
         return buf.getvalue()
     if fmt == "markdown":
         lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-        lines += ["| " + " | ".join(_cells(r)) + " |" for r in s.layers]
-        return "\n".join(lines + [""] + [f"- {t}" for t in _totals_lines(s)]) + "\n"
-    c, h, w = s.input_size
-    table = Table(title=f"{s.model_name} at {c}x{h}x{w} (batch 1)")
-    for col in COLUMNS:
-        table.add_column(col, justify="right" if col in ("params", "MACs", "RF", "jump") else "left")
-    for r in s.layers:
-        table.add_row(*_cells(r))
-    console = Console(width=width or 200, record=True, file=io.StringIO())
-    console.print(table)
-    for line in _totals_lines(s):
-        console.print(line, highlight=False)
-    return console.export_text()
+        lines += ["| " + " | ".join(layer_cells(r)) + " |" for r in s.layers]
+        return "\n".join(lines + [""] + [f"- {t}" for t in totals_lines(s)]) + "\n"
+    return s.table(width)
 
 
 def _build(name: str, options: dict):
@@ -124,8 +48,15 @@ def cmd_summary(args: argparse.Namespace) -> int:
         check_plot_path(args.plot)
     if args.depth is not None and args.depth < 0:
         raise ValueError(f"--depth must be 0 or more (0: one row for the whole network), got {args.depth}")
-    model = _build(card.name, parse_options(args.options))
-    s = summarize(model, resolve_input_size(card.name, model, args.input, card.input_size), depth=args.depth)
+    from ..status import Steps
+
+    # a big network takes seconds to build and trace: a spinner on a terminal's stderr (no lines in logs)
+    with Steps(plain=False) as progress:
+        progress(f"building {card.name}")
+        model = _build(card.name, parse_options(args.options))
+        size = resolve_input_size(card.name, model, args.input, card.input_size)
+        progress(f"tracing {card.name} at {'x'.join(map(str, size))}")
+        s = summarize(model, size, depth=args.depth)
     s.model_name = card.name
     print(render(s, args.format, args.width), end="")
     if args.plot:
@@ -136,16 +67,21 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
-def compare(names: list[str]) -> list[dict]:
+def compare(names: list[str], progress=None) -> list[dict]:
     """The totals of several registered networks at their paper input sizes, and the output of each stage
-    (``feature_info``): channels and spatial size (``stages``, see `Summary.stages`)."""
+    (``feature_info``): channels and spatial size (``stages``, see `Summary.stages`). ``progress(what, done,
+    total)``: called before each network is traced."""
     out = []
-    for name in names:
+    for i, name in enumerate(names):
+        if progress is not None:
+            progress("tracing the networks", i, len(names))
         card = get_card(name)
         model = _build(name, {})
         s = summarize(model, card.input_size)
         out.append({"name": name, "input": "x".join(map(str, card.input_size)), **s.totals(),
                     "stages": s.stages(getattr(model, "feature_info", None) or [])})
+    if progress is not None:
+        progress("tracing the networks", len(names), len(names))
     return out
 
 
@@ -166,7 +102,12 @@ def stages_text(stages: list[dict]) -> str:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    rows = compare(args.names)
+    from ..status import Steps
+
+    for name in args.names:  # an unknown name fails before any work
+        get_card(name)
+    with Steps(enabled=len(args.names) > 1) as progress:  # on stderr: stdout holds the table
+        rows = compare(args.names, progress)
     if args.format == "json":
         print(json.dumps(rows, indent=1))
         return 0
@@ -202,12 +143,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
         ]
         print("\n".join(lines))
         return 0
-    table = Table(title="networks side by side, at their paper input sizes (batch 1)")
-    for h, _ in cols:
-        table.add_column(h, justify="left" if h in ("name", "input") or h.startswith("stages") else "right")
-    for r in rows:
-        table.add_row(*(cell(k, r[k]) for _, k in cols))
-    Console(width=args.width or 200).print(table)
+    from ..texttable import print_fitted
+
+    # at the terminal's width (80 when there is none): folded into several tables, each starting with the name,
+    # where one does not fit
+    print_fitted(Console(width=args.width), "networks side by side, at their paper input sizes (batch 1)",
+                 [h for h, _ in cols], [[cell(k, r[k]) for _, k in cols] for r in rows],
+                 justify=["left" if h in ("name", "input") or h.startswith("stages") else "right" for h, _ in cols])
     return 0
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from .train import cmd_train
+from .train import add_threads_arg, cmd_train
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -17,7 +17,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         epochs=None, batch_size=None, optimizer=None, lr=None, momentum=None, nesterov=None, weight_decay=None,
         schedule=None, warmup_epochs=None, label_smoothing=None, amp=None, channels_last=None, compile=None,
         sync_bn=None, device="cpu", seed=None, run_dir=args.run_dir, weights=None, limit_batches=None,
-        data_dir=None, no_download=True,
+        data_dir=None, no_download=True, threads=args.threads,
     )
     return cmd_train(ns)
 
@@ -25,5 +25,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="train lenet5 on the built-in MNIST digits and print the test accuracy")
     p.add_argument("--run-dir", help="default: ./runs/lenet5-YYYYmmdd-HHMMSS")
+    add_threads_arg(p)
     p.add_argument("-q", "--quiet", action="store_true", help="only the final lines")
     p.set_defaults(func=cmd_demo)

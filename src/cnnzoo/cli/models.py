@@ -16,6 +16,17 @@ def _fmt_params(n: int) -> str:
     return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n:,}"
 
 
+def _fmt_macs(n: int | None) -> str:
+    """Multiply-accumulates, short: 417K, 30.8M, 1.82G ("-" where none are stored)."""
+    if n is None:
+        return "-"
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            v = n / scale
+            return f"{v:.3g}{unit}" if v < 1000 else f"{v:.0f}{unit}"
+    return str(n)
+
+
 def cite(paper) -> str:
     """A short citation, first author's surname and year: "Krizhevsky, 2012" (the title is in `cnnzoo info`)."""
     first = paper.authors.split(",")[0].strip()
@@ -23,23 +34,36 @@ def cite(paper) -> str:
     return f"{surname}, {paper.year}"
 
 
-def zoo_table(names: list[str], title: str):
-    """The `cnnzoo list` table (a rich Table). Names are never wrapped or cut (a user copies them); the other
-    columns give way. The counts are the stored ones (`cnnzoo.counts`): nothing is built."""
+def zoo_table(names: list[str], title: str, width: int | None = None):
+    """The `cnnzoo list` table (a rich Table). Names are never wrapped or cut (a user copies them); where the
+    table is wider than ``width`` the family column (which the names mostly say) is left out, then the paper
+    column gives way. The counts are the stored ones (`cnnzoo.counts`): nothing is built."""
     from rich import box
     from rich.table import Table
 
-    # two characters between columns, no outer edge: a name of 24 characters and the rest fit in 80 columns
-    table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
-    table.add_column("name", no_wrap=True, min_width=max(len(n) for n in names))
-    table.add_column("family", no_wrap=True)
-    table.add_column("params", justify="right", no_wrap=True)
-    table.add_column("input", no_wrap=True)
-    table.add_column("paper", no_wrap=True)
+    header = ("name", "family", "params", "MACs", "input", "paper")
+    rows = []
     for name in names:
         card = get_card(name)
         c, h, w = card.input_size
-        table.add_row(name, card.family, _fmt_params(count_params(name)), f"{c}x{h}x{w}", cite(card.paper))
+        entry = stored(name)  # MACs at batch 1 and the card's input size, as `cnnzoo summary` counts them
+        rows.append((name, card.family, _fmt_params(count_params(name)), _fmt_macs(entry and entry["macs"]),
+                     f"{c}x{h}x{w}", cite(card.paper)))
+    keep = list(range(len(header)))
+    full = sum(max(len(r[i]) for r in [header, *rows]) for i in keep) + 2 * (len(keep) - 1)
+    if width is not None and full > width:
+        keep.remove(1)
+    # two characters between columns, no outer edge
+    table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
+    for i in keep:
+        if header[i] == "name":
+            table.add_column("name", no_wrap=True, min_width=max(len(n) for n in names))
+        elif header[i] in ("params", "MACs"):
+            table.add_column(header[i], justify="right", no_wrap=True)
+        else:
+            table.add_column(header[i], no_wrap=header[i] == "input")
+    for r in rows:
+        table.add_row(*(r[i] for i in keep))
     return table
 
 
@@ -55,11 +79,14 @@ def cmd_list(args: argparse.Namespace) -> int:
         check_plot_path(plot, suffixes=ZOO_SUFFIXES)
     from rich.console import Console
 
-    Console(width=args.width).print(zoo_table(names, f"cnnzoo networks matching {args.pattern!r} ({len(names)})"))
+    console = Console(width=args.width)
+    console.print(zoo_table(names, f"cnnzoo networks matching {args.pattern!r} ({len(names)})", console.width))
     if plot:
         from ..analysis.plots import plot_zoo
+        from ..status import Steps
 
-        plot_zoo(names, plot)
+        with Steps(enabled=not getattr(args, "quiet", False)) as progress:  # on stderr: stdout holds the table
+            plot_zoo(names, plot, progress)
         print(f"wrote {plot}")
     return 0
 
@@ -115,11 +142,12 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("list", help="table of the registered networks with parameters, paper and year")
+    p = sub.add_parser("list", help="table of the registered networks with parameters, MACs, paper and year")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style name pattern, e.g. 'resnet*'")
     p.add_argument("--plot", metavar="FILE", help="also plot parameters against MACs for these networks, coloured by "
                                                   "family: .png/.svg/.pdf, or .html for an interactive page (hover "
                                                   "for names; one self-contained file)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr while --plot draws")
     p.add_argument("--width", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_list)
 

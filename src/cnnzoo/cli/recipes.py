@@ -22,12 +22,24 @@ def _table(recipes, fmt: str) -> str | None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="paper recipes (cnnzoo train NAME --recipe paper)", box=box.SIMPLE_HEAD, show_edge=False)
-    for col in ("recipe", "networks", "paper", "data", "key settings"):
-        table.add_column(col, no_wrap=col == "recipe")
+    # Names are copied into commands: a recipe's and each network's name is kept whole (a list of networks wraps
+    # between names, at its ", "); the other columns wrap, folding a long word rather than cutting it with "…".
+    console = Console()  # the terminal's width (COLUMNS where set), 80 when there is none
+    name_w = max(len(r[0]) for r in rows)
+    nets_w = max(len(n) for r in recipes for n in r.networks) + 1  # + the comma
+    data_w = max(len(r[3]) for r in rows)
+    rest = max(console.width - name_w - nets_w - data_w - 2 * 4, 24)  # two characters between columns
+    paper_w = max(12, rest * 2 // 5)
+    table = Table(title="paper recipes (cnnzoo train NAME --recipe paper)", box=box.SIMPLE_HEAD, show_edge=False,
+                  pad_edge=False, padding=(0, 1, 0, 0))
+    table.add_column("recipe", no_wrap=True, width=name_w)
+    table.add_column("networks", overflow="fold", width=nets_w)
+    table.add_column("paper", overflow="fold", width=paper_w)
+    table.add_column("data", no_wrap=True, width=data_w)
+    table.add_column("key settings", overflow="fold", width=rest - paper_w)
     for row in rows:
         table.add_row(*row)
-    Console().print(table)
+    console.print(table)
     return None
 
 

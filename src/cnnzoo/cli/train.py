@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -12,10 +13,10 @@ from .common import FloatArg, device_arg, parse_options
 EPILOG_TRAIN = """\
 examples:
   cnnzoo train lenet5                                 # mnist5k, its default recipe, ./runs/lenet5-<time>
-  cnnzoo train resnet20 --data cifar10 --epochs 180 --set optim.lr=0.1
+  cnnzoo train resnet20_cifar --data cifar10 --epochs 180 --set optim.lr=0.1
   cnnzoo train lenet5 --recipe my.yaml --set schedule.name=cosine --set train.amp=bf16
   cnnzoo train --resume runs/lenet5-20240101-120000
-  torchrun --nproc_per_node=2 -m cnnzoo train resnet20 --data cifar10
+  torchrun --nproc_per_node=2 -m cnnzoo train resnet20_cifar --data cifar10
 config sections and keys: model, data, optim, schedule, train (see the README's Training section)."""
 
 EPILOG_EVAL = """\
@@ -30,6 +31,17 @@ image); multiscale (dense, or 10crop/50crop with +, at several scales). Test sca
 scale jitter [Smin, Smax] gives Q = (Smin+Smax)/2 and {Smin, Q, Smax}; a fixed scale S gives {S-32, S, S+32},
 scaled; data trained at its own size (digits) is cropped from its training canvas; else R = S/0.875 (227: 256).
 See cnnzoo.evaluate.protocols."""
+
+
+THREADS_HELP = ("CPU threads of the training process (default: torch's, the cores it may use); on a machine "
+                "shared with other jobs fewer threads can be much faster (measured in the README's Training section)")
+
+
+def add_threads_arg(p: argparse.ArgumentParser) -> None:
+    """``--threads N`` as `cnnzoo bench` takes it (a whole number >= 1, checked by argparse: exit 2)."""
+    from .bench import _positive_int
+
+    p.add_argument("--threads", type=_positive_int, metavar="N", help=THREADS_HELP)
 
 
 def _flag_overrides(args: argparse.Namespace) -> list[tuple[str, str]]:
@@ -53,6 +65,13 @@ def _flag_overrides(args: argparse.Namespace) -> list[tuple[str, str]]:
     return out
 
 
+def _note(text: str) -> None:
+    """A ``note:`` line on stderr, from rank 0 only: the config is built before torchrun's process group exists,
+    so the rank comes from torchrun's RANK variable (unset: a single process, which prints)."""
+    if os.environ.get("RANK", "0").strip() in ("", "0"):
+        print(f"note: {text}", file=sys.stderr, flush=True)
+
+
 def _paper_config(args: argparse.Namespace):
     """``--recipe paper[:NAME]``: the paper's recipe <- flags <- -o options <- --set, then scaled to the run
     (`cnnzoo.train.paper_recipes`); the log says what was scaled."""
@@ -66,43 +85,73 @@ def _paper_config(args: argparse.Namespace):
     explicit = {(p[1] if isinstance(p, tuple) else p).partition("=")[0].strip() for p in pairs}
     notes += scale_to_run(cfg, recipe, explicit)
     for note in notes:
-        print(f"note: {note}", file=sys.stderr)
+        _note(note)
     return apply_overrides(cfg, pairs)  # the same pairs again (scaling never touches theirs): errors name the flags
 
 
-def build_config(args: argparse.Namespace):
-    """The resolved config: dataset recipe <- --recipe <- flags <- -o options <- --set."""
-    from ..train.config import ConfigError, apply_overrides, default_config, load_recipe
+def _chosen_optimizer(args: argparse.Namespace, pairs: list) -> str | None:
+    """The optimizer the user asked for (the last of --recipe's optim.name, --optimizer, --set optim.name), or None.
+    Unreadable values give None here: the config reports them where it reads them."""
+    from ..train.config import load_yaml, load_yaml_file
+
+    chosen = None
+    if args.recipe:
+        try:
+            data = load_yaml_file(args.recipe, "recipe")
+        except (OSError, ValueError):
+            data = None
+        optim = data.get("optim") if isinstance(data, dict) else None
+        if isinstance(optim, dict) and optim.get("name") is not None:
+            chosen = optim["name"]
+    for item in pairs:
+        key, _, text = (item[1] if isinstance(item, tuple) else item).partition("=")
+        if key.strip() == "optim.name":
+            try:
+                chosen = load_yaml(text, "optim.name")
+            except ValueError:
+                chosen = None
+    return str(chosen).strip() if chosen is not None else None
+
+
+def build_config(args: argparse.Namespace, hints: list | None = None):
+    """The resolved config: dataset recipe <- card hints <- --recipe <- flags <- -o options <- --set.
+
+    The card's optimizer hints apply whole, and only to their own optimizer (`cnnzoo.train.config.apply_card_hints`);
+    a skipped one is a note on stderr. ``hints`` collects the decisions (`CardHint`) for the start line."""
+    from ..train.config import apply_overrides, default_config, load_recipe
     from ..train.paper_recipes import is_paper_spec
 
     if is_paper_spec(args.recipe):
         return _paper_config(args)
-    cfg = default_config(args.name, args.data or "mnist5k")
+    pairs = _flag_overrides(args) + list(args.set or [])
+    decided: list = []
+    cfg = default_config(args.name, args.data or "mnist5k", optimizer=_chosen_optimizer(args, pairs), hints=decided)
+    for hint in decided:
+        if not hint.applied:
+            _note(f"{args.name}'s card hint {hint.describe()}; these settings were made for "
+                  f"{hint.optimizer}; a card's optimizer settings apply to their own optimizer only, and all together "
+                  "(--lr sets the rate)")
+    if hints is not None:
+        hints += decided
     if args.recipe:
         cfg = load_recipe(args.recipe, cfg)
         if args.data:
             cfg.data.name = args.data
         cfg.model.name = args.name
     cfg.model.options.update(parse_options(args.options))
-    pairs = _flag_overrides(args) + list(args.set or [])
-    recipe_warmup, recipe_epochs = cfg.schedule.warmup_epochs, cfg.train.epochs
-    try:
-        return apply_overrides(cfg, pairs)
-    except ConfigError as e:
-        keys = [(p[1] if isinstance(p, tuple) else p).partition("=")[0].strip() for p in pairs]
-        if e.key != "schedule.warmup_epochs" or "schedule.warmup_epochs" in keys:
-            raise
-    # The recipe's warmup does not fit the shorter run asked for: keep its share of the run, and say so.
-    cfg.schedule.warmup_epochs = recipe_warmup * cfg.train.epochs / recipe_epochs
-    print(f"note: the recipe's {recipe_warmup:g}-epoch warmup is scaled to {cfg.schedule.warmup_epochs:.3g} epochs for "
-          f"this {cfg.train.epochs}-epoch run (--warmup-epochs sets it)", file=sys.stderr)
-    return cfg.validate()
+    # a recipe's warmup that does not fit a shorter run is scaled to it (`apply_overrides`), and the note says so
+    return apply_overrides(cfg, pairs, note=_note)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ..train import Trainer, TrainingDiverged, TrainingInterrupted
     from ..train.config import apply_overrides
 
+    if getattr(args, "threads", None) is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)  # intra-op threads of this process (each process under torchrun)
+    hints: list = []
     if args.resume:
         if args.name or args.recipe or args.data or args.init or args.init_from:
             raise ValueError("--resume continues a run with its own config.yaml and weights; give only the run "
@@ -113,15 +162,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         if not args.name:
             raise ValueError("give a network NAME to train (see `cnnzoo list`) or --resume RUN_DIR")
-        trainer = Trainer(build_config(args), verbose=not args.quiet)
+        trainer = Trainer(build_config(args, hints), verbose=not args.quiet)
     if trainer.is_main:
         what = "starting again (no checkpoint to resume yet)," if trainer.restarted else \
             "resuming" if args.resume else "training"
         val = f"{len(trainer.val_bundle.test)} validation / " if trainer.val_bundle is not None else ""
         print(f"{what} {trainer.cfg.model.name} on {trainer.bundle.name} ({len(trainer.fit_bundle.train)} train / "
               f"{val}{len(trainer.bundle.test)} test images) on {trainer.device}"
-              f"{f' x {trainer.world} processes' if trainer.world > 1 else ''}; run directory: {trainer.run_dir}",
-              flush=True)
+              f"{f' x {trainer.world} processes' if trainer.world > 1 else ''}, {trainer.threads} thread"
+              f"{'s' if trainer.threads > 1 else ''}; input {trainer.input_description}"
+              f"{_hints_text(trainer.cfg.model.name, hints)}; run directory: {trainer.run_dir}", flush=True)
     try:
         result = trainer.fit()
     except TrainingInterrupted as e:
@@ -134,6 +184,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"test accuracy: {100 * result.test.top1:.2f}% (top-5 {100 * result.test.top5:.2f}%, "
               f"loss {result.test.loss:.4f}) on {result.test.count} test images; run directory: {result.run_dir}")
     return 0
+
+
+def _hints_text(name: str, hints: list) -> str:
+    """The card hints a new run applied and skipped (with why), for the start line ("" on --resume)."""
+    applied = [h.describe() for h in hints if h.applied]
+    skipped = [h.describe() for h in hints if not h.applied]
+    if not hints:
+        return ""
+    return (f"; {name}'s card hints: " + ("; ".join(applied) if applied else "none applied") +
+            ("" if not skipped else f"; {'; '.join(skipped)}"))
 
 
 def _eval_bundle(args: argparse.Namespace, meta: dict, model):
@@ -317,10 +377,13 @@ def _eval_protocols(args, meta, model, bundle, input_size, protocols, scales, as
     # the test scales follow the run's training (VGG Sec. 4.1-4.2); foreign weights: ImageNet's convention
     augment = {"random_resized_crop": True} if meta.get("foreign") else meta.get("train_augment")
     sizes = training_sizes(bundle, size, augment)
-    results = evaluate_protocols(model, bundle, protocols, input_size=size, scales=scales, flip=flip,
-                                 batch_size=args.batch_size, device=args.device,
-                                 num_workers=0 if bundle.kind != "folder" else 2, precision=path.precision,
-                                 channels_last=path.channels_last, augment=augment)
+    from ..status import Steps
+
+    with Steps(enabled=not getattr(args, "quiet", False)) as progress:  # on stderr: stdout holds the table/JSON
+        results = evaluate_protocols(model, bundle, protocols, input_size=size, scales=scales, flip=flip,
+                                     batch_size=args.batch_size, device=args.device,
+                                     num_workers=0 if bundle.kind != "folder" else 2, precision=path.precision,
+                                     channels_last=path.channels_last, augment=augment, progress=progress)
     if as_json:
         print(json.dumps({"model": meta["model"], "dataset": bundle.name, "input_size": size, "base_scale": sizes.base,
                           "scale_rule": sizes.rule, "border": sizes.pad,
@@ -473,6 +536,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                           "configuration-A transfer); reports what it copied")
     g.add_argument("--data-dir", help="where downloaded datasets live (default $CNNZOO_DATA or ~/.cache/cnnzoo)")
     g.add_argument("--no-download", action="store_true", help="never fetch datasets")
+    add_threads_arg(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_train)
 
@@ -498,6 +562,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON (same as --format json)")
     e.add_argument("--plot", metavar="PNG", help="also save the confusion matrix as a PNG")
+    e.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr (--protocol)")
     _add_inference_args(e, run_default=True)
     e.set_defaults(func=cmd_eval)
 

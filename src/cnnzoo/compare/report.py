@@ -55,12 +55,14 @@ def aggregate(plans, records: list[dict], protocols: list[str], flip: bool = Tru
     for label, pairs in order.items():
         plan0 = pairs[0][0]
         good = [r for _, r in pairs if r.get("status") == "ok"]
-        failed = [{"seed": p.seed, "error": r.get("error", "failed")} for p, r in pairs if r.get("status") != "ok"]
+        failed = [{"seed": p.seed, "error": r.get("error", "failed"), "diverged": r.get("status") == "diverged"}
+                  for p, r in pairs if r.get("status") != "ok"]
         row = {
             "spec": label, "network": plan0.spec.name, "options": list(plan0.spec.options),
             "overrides": list(plan0.spec.overrides), "seeds": [p.seed for p, _ in pairs], "runs": len(pairs),
             "runs_ok": len(good), "failed": failed,
-            "status": "ok" if not failed else ("failed" if not good else "partial"),
+            "status": "ok" if not failed else "partial" if good else
+                      "diverged" if all(f["diverged"] for f in failed) else "failed",
             "params": good[0]["params"] if good else plan0.params,
             "macs": good[0]["macs"] if good else plan0.macs,
             "input_size": good[0]["input_size"] if good else list(plan0.input_size),
@@ -137,10 +139,11 @@ def _errors(row: dict) -> str:
 
 
 def _status(row: dict) -> str:
-    """"ok", "failed" or "2/3 ok" (the errors are listed under the table, see `_errors`)."""
-    if row["status"] == "ok":
-        return "ok"
-    return "failed" if row["status"] == "failed" else f"{row['runs_ok']}/{row['runs']} ok"
+    """"ok", "diverged" (every run: a NaN loss or one far above chance), "failed" or "2/3 ok" (the errors are listed
+    under the table, see `_errors`)."""
+    if row["status"] in ("ok", "diverged", "failed"):
+        return row["status"]
+    return f"{row['runs_ok']}/{row['runs']} ok"
 
 
 def columns(rows: list[dict]) -> list[str]:
@@ -179,20 +182,18 @@ def table_cells(row: dict) -> list[tuple[str, float | str | None]]:
 
 def print_table(rows: list[dict], console=None) -> None:
     """The table on the terminal (rich)."""
-    import sys
-
     from rich.console import Console
     from rich.markup import escape
-    from rich.table import Table
 
-    console = console or Console(width=None if sys.stdout.isatty() else 1000)
-    t = Table(title="cnnzoo compare (mean ± std over seeds)" if any(r["runs"] > 1 for r in rows)
-              else "cnnzoo compare")
-    for c in columns(rows):
-        t.add_column(c, justify="left" if c in ("spec", "status") else "right", overflow="fold")
-    for r in rows:
-        t.add_row(*[text for text, _ in table_cells(r)])
-    console.print(t)
+    from ..texttable import print_fitted
+
+    # the terminal's width (COLUMNS where set; 80 when there is none): a table wider than that is folded into
+    # several, each starting with the spec, every header and number whole
+    console = console or Console()
+    cols = columns(rows)
+    print_fitted(console, "cnnzoo compare (mean ± std over seeds)" if any(r["runs"] > 1 for r in rows)
+                 else "cnnzoo compare", cols, [[text for text, _ in table_cells(r)] for r in rows],
+                 justify=["left" if c in ("spec", "status") else "right" for c in cols])
     for r in rows:
         if r["failed"]:
             console.print(f"[bold red]{escape(r['spec'])}[/] failed: {escape(_errors(r))}", highlight=False)
@@ -390,7 +391,7 @@ td { white-space: nowrap; }
 th.asc::after { content: " \\25B2"; } th.desc::after { content: " \\25BC"; }
 td.l, th.l { text-align: left; } #results { width: 100%; }
 .wide { overflow-x: auto; } tr:nth-child(even) td { background: #fafafa; }
-td.failed, ul.failed { color: #b00020; } td.partial { color: #a05a00; }
+td.failed, td.diverged, ul.failed { color: #b00020; } td.partial { color: #a05a00; }
 figure { margin: 1em 0; page-break-inside: avoid; break-inside: avoid; }
 figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { color: #555; font-size: .85em; }

@@ -486,7 +486,7 @@ def measure_run(plan_or_dir, protocols: list[str], flip: bool = True, threads: i
     asked = {"precision": precision, "probe": fastest_inference_config(dev)[0] if precision == "auto" else None}
     if cached and cached.get("weights_tag") == tag and cached.get("infer_asked") == asked and \
             all(p in cached.get("protocols", {}).get(key, {}) for p in extra):
-        return cached
+        return _mark_divergence(cached, len(cached.get("classes") or []) or 2)
     final = _read_json(run_dir / "eval.json") or {}
     history = _history(run_dir)
     run_info = _read_json(run_dir / "run.json") or {}
@@ -526,7 +526,6 @@ def measure_run(plan_or_dir, protocols: list[str], flip: bool = True, threads: i
     train_images = sum(float(r.get("epoch_time_s", 0.0)) * float(r.get("images_per_s", 0.0)) for r in history)
     best = max(history, key=lambda r: r["test_acc"]) if history else {}
     record.update({
-        "status": "ok",
         "weights_tag": tag,
         "run_dir": str(run_dir),
         "model": meta.get("model"),
@@ -549,8 +548,34 @@ def measure_run(plan_or_dir, protocols: list[str], flip: bool = True, threads: i
         "git_commit": run_info.get("git_commit"),
         "cnnzoo_version": run_info.get("cnnzoo_version"),
     })
+    _mark_divergence(record, bundle.num_classes)
     atomic_write(run_dir / RECORD, json.dumps(record, indent=1).encode())
     return record
+
+
+def _mark_divergence(record: dict, num_classes: int) -> dict:
+    """``record`` with status "diverged" (and why, as its error) when its history shows divergence, else "ok": a run
+    that finished with a loss far above chance (one trained before cnnzoo stopped such runs) is never "ok"."""
+    why = _diverged_epoch(record.get("history") or [], num_classes)
+    record.pop("error", None)
+    record["status"] = "ok" if why is None else "diverged"
+    if why is not None:
+        record["error"] = why
+    return record
+
+
+def _diverged_epoch(history: list[dict], num_classes: int) -> str | None:
+    """Why a run's history shows divergence (`cnnzoo.train.engine.is_divergence`: an epoch's training and evaluation
+    losses far above chance), or None."""
+    from ..train.engine import divergence_limit, is_divergence
+
+    for row in history:
+        train, other = row.get("train_loss"), row.get("val_loss", row.get("test_loss"))
+        if is_divergence(train, other, num_classes):
+            train, other = (float(x) if isinstance(x, int | float) else math.nan for x in (train, other))
+            return (f"diverged: in epoch {row.get('epoch')} the training loss is {train:.4g} and the evaluation loss "
+                    f"{other:.4g}, above 10 x max(ln {num_classes}, 1) = {divergence_limit(num_classes):.3g}")
+    return None
 
 
 def _read_json(path: Path) -> dict | None:
@@ -571,10 +596,11 @@ def execute_run(plan: RunPlan, protocols: list[str], flip: bool = True, threads:
                 verbose: bool = True, device: str | None = None) -> dict:
     """Train (or resume) one run to its end with the Trainer, then measure it (`measure_run`).
 
-    Returns its record; a run that fails (diverged, refused by the network, ...) returns ``{"status": "failed",
-    "error": ...}``. Ctrl-C / SIGTERM raise `cnnzoo.train.TrainingInterrupted` after the Trainer saved a checkpoint.
+    Returns its record; a run that diverged (`cnnzoo.train.TrainingDiverged`: a NaN loss, or a loss far above
+    chance) returns ``{"status": "diverged", "error": ...}``, one that fails otherwise (refused by the network, ...)
+    ``{"status": "failed", "error": ...}``. Ctrl-C / SIGTERM raise `cnnzoo.train.TrainingInterrupted` after the Trainer saved a checkpoint.
     """
-    from ..train import Trainer, TrainingInterrupted
+    from ..train import Trainer, TrainingDiverged, TrainingInterrupted
 
     old = torch.get_num_threads()
     if threads:
@@ -593,6 +619,8 @@ def execute_run(plan: RunPlan, protocols: list[str], flip: bool = True, threads:
         record = measure_run(plan, protocols, flip, threads, device)
     except TrainingInterrupted:
         raise
+    except TrainingDiverged as e:  # NaN, or a loss far above chance: "diverged", not "ok" nor a crash
+        return {"status": "diverged", "error": _one_line(e), "run_dir": str(plan.run_dir)}
     except Exception as e:  # noqa: BLE001 (a failed spec is reported; the others go on)
         return {"status": "failed", "error": _one_line(e), "run_dir": str(plan.run_dir)}
     finally:

@@ -32,7 +32,7 @@ import math
 import os
 import random
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -292,15 +292,20 @@ def folder_index(root: Path, *, refresh: bool = False) -> dict:
 
 
 def load_folder(
-    path: str | Path, *, strict: bool = False, seed: int = 0, val_fraction: float = 0.1, image_size: int | None = None
+    path: str | Path, *, strict: bool = False, seed: int = 0, val_fraction: float = 0.1,
+    image_size: int | Callable[[int], int] | None = None,
 ) -> DataBundle:
-    """Index and split an image folder (see the module docstring); called by `load_dataset`."""
+    """Index and split an image folder (see the module docstring); called by `load_dataset`.
+
+    ``image_size`` is the side of the square crops the network sees: an int; None for DEFAULT_IMAGE_SIZE (224, the
+    ImageNet crop); or a function given the images' own size (`native_size`: the median shorter side of a seeded
+    sample of the training images, read from their headers) that returns it: `cnnzoo.train.Trainer` passes one
+    choosing the network's own input size (see `cnnzoo.train.engine.folder_input_size`)."""
     root = Path(path).expanduser()
     if not root.is_dir():
         raise ValueError(f"folder dataset {str(root)!r} is not a directory")
-    size = DEFAULT_IMAGE_SIZE if image_size is None else image_size
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+    if image_size is not None and not callable(image_size):
+        _check_size(image_size, image_size)
     if isinstance(val_fraction, bool) or not isinstance(val_fraction, int | float) or not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
     index = folder_index(root)
@@ -330,6 +335,9 @@ def load_folder(
         train, test = good["train"], good["val"]
     else:
         train, test = stratified_split(good["train"], len(classes), val_fraction, seed)
+    native = native_size(train, seed)
+    size = DEFAULT_IMAGE_SIZE if image_size is None else image_size(native) if callable(image_size) else image_size
+    _check_size(size, image_size)
     bundle = DataBundle(
         f"folder:{root}", classes, 3, (size, size), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25),
         FolderSplit(train), FolderSplit(test), kind="folder", skipped=skipped, root=root,
@@ -344,6 +352,26 @@ def load_folder(
                            "val_fraction": val_fraction if index["layout"] == "split" else None,
                            "image_size": size}
     return bundle
+
+
+def _check_size(size, given) -> None:
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"image_size must be a positive integer, got {size!r}"
+                         + (f" (from {given!r})" if size is not given else ""))
+
+
+def native_size(samples: list[tuple[str, int]], seed: int = 0) -> int | None:
+    """The images' own size: the median shorter side of up to STATS_SAMPLES seeded training images (the same
+    sample `estimate_stats` uses), read from the file headers only (no decoding); None if none can be read."""
+    pick = np.random.default_rng(seed).permutation(len(samples))[:STATS_SAMPLES]
+    sides = []
+    for i in pick:
+        try:
+            with Image.open(samples[i][0]) as img:
+                sides.append(min(img.size))
+        except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError):
+            continue  # unreadable files are reported by the statistics pass
+    return int(np.median(sides)) if sides else None
 
 
 def _verify(root: Path, files: list[tuple[str, int]], skipped: list[tuple[str, str]]) -> None:

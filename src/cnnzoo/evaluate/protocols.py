@@ -555,7 +555,7 @@ def evaluate_protocols(model: nn.Module, bundle: DataBundle, protocols: str | Se
                        input_size: int | None = None, scales: Sequence[int] | None = None, flip: bool = True,
                        batch_size: int = 100, device=None, split: str = "test", num_workers: int = 0,
                        precision: str = "fp32", channels_last: bool | None = None,
-                       augment: dict | None = None) -> dict[str, ProtocolResult]:
+                       augment: dict | None = None, progress=None) -> dict[str, ProtocolResult]:
     """Top-1/top-5 of ``model`` on ``bundle``'s test split under each protocol (see the module docstring).
 
     Args:
@@ -576,6 +576,8 @@ def evaluate_protocols(model: nn.Module, bundle: DataBundle, protocols: str | Se
         channels_last: the memory format; None: as `cnnzoo.evaluate.fastpath.inference_path` chooses.
         augment: the run's training augmentation (checkpoint metadata ``train_augment``), which sets the test
             scales (`training_sizes`); None: the dataset's default policy.
+        progress: called as ``progress(what, done, total)`` when each protocol starts (``done=0``) and after each
+            batch, with the images scored of the split's (e.g. a `cnnzoo.status.Steps`, which the commands pass).
 
     Returns:
         {protocol name: ProtocolResult}, in the order given.
@@ -586,10 +588,14 @@ def evaluate_protocols(model: nn.Module, bundle: DataBundle, protocols: str | Se
     parsed, sizes, dense, device, path = _setup(model, bundle, protocols, input_size, scales, device, precision,
                                                 channels_last, augment, batch_size)
     results = {}
-    for p in parsed:
+    total = len(getattr(bundle, split))
+    for i, p in enumerate(parsed, 1):
         n = nll = 0.0
         hits = torch.zeros(2, dtype=torch.float64)
         runner = None
+        what = f"protocol {p.name}" + (f" ({i}/{len(parsed)})" if len(parsed) > 1 else "")
+        if progress is not None:
+            progress(what, 0, total)
         for probs, labels, runner in _run(model, bundle, p, dense=dense, sizes=sizes, scales=scales, flip=flip,
                                           batch_size=batch_size, device=device, split=split,
                                           num_workers=num_workers, path=path):
@@ -598,6 +604,8 @@ def evaluate_protocols(model: nn.Module, bundle: DataBundle, protocols: str | Se
             hits[1] += (top == labels[:, None]).any(1).sum().item()
             nll -= probs.gather(1, labels[:, None]).clamp_min(1e-12).log().sum().item()
             n += labels.numel()
+            if progress is not None:
+                progress(what, int(n), total)
         count = max(n, 1)
         results[p.name] = ProtocolResult(p.name, top1=hits[0].item() / count, top5=hits[1].item() / count,
                                          nll=nll / count, count=int(n),

@@ -36,6 +36,7 @@ __all__ = [
     "AMP_MODES",
     "OPTIMIZERS",
     "SCHEDULES",
+    "CardHint",
     "Config",
     "ConfigError",
     "DataConfig",
@@ -191,6 +192,9 @@ class DataConfig:
     batch_size: int = 128
     eval_batch_size: int = 500
     augment: dict | None = None  # None: the dataset's default policy; {}: none
+    # the side of the square inputs; None: a folder's crops at the network's input size (the images' own where they
+    # are smaller and the network takes any size: cnnzoo.train.engine.folder_input_size), other datasets their own
+    # size (upsampled to the network's where it needs more)
     input_size: int | None = None
     num_workers: int = 2
     val_fraction: float = 0.1  # folders without train/ and val/: the share of every class held out for testing
@@ -318,7 +322,7 @@ class Config:
                 raise ConfigError(key, f"{key} is an empty path {value!r}; give {what}, or leave it unset (null) "
                                        f"for {unset}")
         if d.input_size is not None:
-            _at_least("data.input_size", d.input_size, 1, "or null (the dataset's size)")
+            _at_least("data.input_size", d.input_size, 1, "or null (the default size)")
         if t.limit_batches is not None:
             _at_least("train.limit_batches", t.limit_batches, 1, "or null (every batch)")
         for key, value in (("optim.lr", o.lr), ("optim.eps", o.eps), ("schedule.gamma", s.gamma),
@@ -423,7 +427,7 @@ _KEY_HINTS = {
     "data.data_dir": "a directory or null ($CNNZOO_DATA or ~/.cache/cnnzoo)",
     "data.augment": "a mapping of augmentation settings, e.g. {hflip: true, random_crop_padding: 4}, {} (none) or "
                     "null (the dataset's default policy)",
-    "data.input_size": "an int >= 1 (pixels) or null (the dataset's size)",
+    "data.input_size": "an int >= 1 (pixels) or null (folders: the network's input size; else the dataset's)",
     "optim.betas": "two numbers in [0, 1), e.g. [0.9, 0.999]",
     "optim.grad_clip": "a positive number or null (no clipping)",
     "schedule.milestones": "a list of epochs, e.g. [30, 60, 90]",
@@ -601,14 +605,21 @@ def _relabel(e: ConfigError, label: str) -> ConfigError:
     return ConfigError(e.key, label + msg[len(e.key):] if msg.startswith(e.key) else f"{label}: {msg}")
 
 
-def apply_overrides(cfg: Config, pairs: list[str | tuple[str, str]] | None, validate: bool = True) -> Config:
+def apply_overrides(cfg: Config, pairs: list[str | tuple[str, str]] | None, validate: bool = True,
+                    note=None) -> Config:
     """Apply ``["optim.lr=0.1", "model.options={drop_rate: 0.2}"]`` (values read as YAML); returns ``cfg``.
 
     An item may be ``(flag, pair)``, e.g. ``("--lr", "optim.lr=0.1")``: errors about that key, from reading the
     value or from validating the result, then name ``flag`` (what the user typed) instead of ``--set``.
     ``validate=False`` checks each value but not how they fit together (a caller that adjusts the result first,
     e.g. a paper recipe scaled to the run, validates it afterwards).
+
+    A shorter run than the recipe's (``train.epochs=2`` on a 30-epoch recipe with a 2-epoch warmup) keeps the
+    recipe's warmup where it fits; where it does not, and ``schedule.warmup_epochs`` is not among ``pairs``, the
+    warmup keeps its share of the recipe's run (2 x 2 / 30 = 0.133 epochs), as `cnnzoo train --epochs` does, and
+    ``note`` (default: `warnings.warn`) is told so.
     """
+    recipe_warmup, recipe_epochs = cfg.schedule.warmup_epochs, cfg.train.epochs
     labels: dict[str, str] = {}  # section.key -> the flag that set it last
     for item in pairs or []:
         label, pair = item if isinstance(item, tuple) else ("--set", item)
@@ -633,12 +644,30 @@ def apply_overrides(cfg: Config, pairs: list[str | tuple[str, str]] | None, vali
         except ConfigError as e:
             raise _relabel(e, label) from None
         labels[key] = label
+    if not validate:
+        return cfg.check_values()
     try:
-        return cfg.validate() if validate else cfg.check_values()
+        return cfg.validate()
     except ConfigError as e:
+        if e.key == "schedule.warmup_epochs" and e.key not in labels and cfg.train.epochs < recipe_epochs:
+            return _scale_warmup(cfg, recipe_warmup, recipe_epochs, note)
         if e.key in labels:
             raise _relabel(e, labels[e.key]) from None
         raise
+
+
+def _scale_warmup(cfg: Config, recipe_warmup: float, recipe_epochs: int, note) -> Config:
+    """The recipe's warmup does not fit the shorter run asked for: keep its share of the run, and say so."""
+    cfg.schedule.warmup_epochs = recipe_warmup * cfg.train.epochs / recipe_epochs
+    text = (f"the recipe's {recipe_warmup:g}-epoch warmup is scaled to {cfg.schedule.warmup_epochs:.3g} epochs for "
+            f"this {cfg.train.epochs}-epoch run (--warmup-epochs / schedule.warmup_epochs sets it)")
+    if note is None:
+        import warnings
+
+        warnings.warn(text, stacklevel=3)
+    else:
+        note(text)
+    return cfg.validate()
 
 
 def load_recipe(path: str | Path, base: Config | None = None) -> Config:
@@ -666,12 +695,14 @@ def recipe_path(dataset: str) -> Path | None:
     return Path(str(p)) if p.is_file() else None
 
 
-def default_config(model: str, dataset: str = "mnist5k") -> Config:
+def default_config(model: str, dataset: str = "mnist5k", *, optimizer: str | None = None,
+                   hints: list[CardHint] | None = None) -> Config:
     """The dataset's default recipe, then the network card's recipe hints, with the network and dataset filled in.
 
     A card's hints (``get_card(model).recipe``, e.g. ``{"optim.lr": 0.005}``) are what the network needs on top
     of any dataset's recipe (the paper's learning rate or loss); ``--recipe``, flags and ``--set`` applied
-    afterwards still override them.
+    afterwards still override them. The optimizer hints are applied whole or skipped (see `apply_card_hints`):
+    ``optimizer`` is the optimizer the user chose (None: the recipe's), ``hints`` collects what was decided.
     """
     from ..data.datasets import dataset_name
 
@@ -681,14 +712,49 @@ def default_config(model: str, dataset: str = "mnist5k") -> Config:
     if path is not None:
         cfg = load_recipe(path, cfg)
     cfg.model.name, cfg.data.name = model, dataset
-    return apply_card_hints(cfg, model).check_values()
+    return apply_card_hints(cfg, model, optimizer=optimizer, hints=hints).check_values()
 
 
-def apply_card_hints(cfg: Config, model: str) -> Config:
-    """The network card's recipe hints (``get_card(model).recipe``) set on ``cfg``; returns it (unvalidated)."""
+@dataclass
+class CardHint:
+    """One group of a card's recipe hints and what a run did with it (`apply_card_hints`)."""
+
+    settings: dict  # {"optim.lr": 0.01, ...}
+    optimizer: str | None  # the optimizer they were made for (None: they hold whatever the optimizer)
+    applied: bool
+    why: str = ""  # why they were skipped
+
+    def describe(self) -> str:
+        text = ", ".join(f"{k}={v}" for k, v in self.settings.items())
+        if self.optimizer is not None and "optim.name" not in self.settings:
+            text += f" (for {self.optimizer})"
+        return text if self.applied else f"{text}: skipped, {self.why}"
+
+
+def apply_card_hints(cfg: Config, model: str, *, optimizer: str | None = None,
+                     hints: list[CardHint] | None = None) -> Config:
+    """The network card's recipe hints (``get_card(model).recipe``) set on ``cfg``; returns it (unvalidated).
+
+    The hints that hold whatever the optimizer (`ModelCard.network_hints`: options, loss, epochs...) are applied.
+    The optimizer hints (`ModelCard.optimizer_hints`) were made for one optimizer (`ModelCard.recipe_optimizer`:
+    VGG's ``optim.lr=0.01`` is SGD's, the paper's) and are applied whole or not at all:
+
+    - hints that set ``optim.name`` themselves (e.g. AlexNet's Adam settings) replace the recipe's optimizer, unless
+      the user chose another one (``optimizer``);
+    - hints that do not set it apply only when the run's optimizer (``optimizer``, else the recipe's ``optim.name``)
+      is theirs: a learning rate made for SGD is never given to AdamW (it diverged: issue 31).
+
+    ``optimizer``: the optimizer the user asked for (``--optimizer``, ``--set optim.name=``, ``--recipe``), None when
+    they did not. ``hints``: a list the decisions are appended to (`CardHint`), for the log.
+    """
     from ..registry import get_card
 
-    for key, value in get_card(model).recipe.items():
+    card = get_card(model)
+    decided = []
+    network = card.network_hints()
+    if network:
+        decided.append(CardHint(network, None, True))
+    for key, value in network.items():
         section, _, name = key.partition(".")
         if name.startswith("options."):  # a constructor option, e.g. model.options.zero_init_last
             cfg.model.options.setdefault(name.partition(".")[2], value)
@@ -697,4 +763,18 @@ def apply_card_hints(cfg: Config, model: str) -> Config:
             raise ConfigError(key, f"{model}'s card recipe: unknown section {section!r} in {key!r}; "
                                    f"valid sections: {', '.join(SECTIONS)}")
         _set(cfg, section, name, value, f"{model}'s card recipe")
+    bound, theirs = card.optimizer_hints(), card.recipe_optimizer
+    if bound:
+        if "optim.name" in bound:
+            why = None if optimizer in (None, theirs) else f"the run uses {optimizer} (as asked)"
+        else:
+            used = optimizer or cfg.optim.name
+            whose = "as asked" if optimizer else "the recipe's"
+            why = None if used == theirs else f"the run uses {used} ({whose})"
+        decided.append(CardHint(bound, theirs, why is None, why or ""))
+        if why is None:
+            for key, value in bound.items():
+                _set(cfg, "optim", key.partition(".")[2], value, f"{model}'s card recipe")
+    if hints is not None:
+        hints += decided
     return cfg

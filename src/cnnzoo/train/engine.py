@@ -18,6 +18,7 @@ import csv
 import io
 import json
 import math
+import os
 import shlex
 import signal
 import subprocess
@@ -58,7 +59,9 @@ from .rundir import (
     is_unstarted_run,
 )
 
-__all__ = ["FitResult", "Trainer", "TrainingDiverged", "TrainingInterrupted", "resolve_device", "unwrap"]
+__all__ = ["FitResult", "Trainer", "TrainingDiverged", "TrainingInterrupted", "divergence_limit", "folder_input_size",
+           "is_divergence",
+           "resolve_device", "unwrap"]
 
 
 class TrainingInterrupted(RuntimeError):
@@ -70,7 +73,38 @@ class TrainingInterrupted(RuntimeError):
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss became NaN or infinite, or an epoch's mean training loss ended far above chance
+    (`divergence_limit`); the last good checkpoint is kept."""
+
+
+DIVERGENCE_FACTOR = 10.0
+
+
+def divergence_limit(num_classes: int) -> float:
+    """The loss above which a run has diverged: 10 x max(ln C, 1) nats for C classes.
+
+    A run has diverged when, at the end of an epoch (the first one included), both its mean training loss and its
+    evaluation loss (the validation split's with ``data.holdout_fraction``, else the test split's) are above this
+    limit, or either is NaN (`Trainer._check_divergence`). ln C is the cross-entropy of chance (uniform
+    predictions), where a freshly initialised network starts (measured: 1.01-1.32 for 3 classes on lenet5, VGG-11
+    with and without BN, AlexNet, ZFNet, ResNet-18, SqueezeNet); GoogLeNet's two auxiliary losses weighted 0.3 start it
+    at 1.6 ln C. The floor of 1 keeps the margin for two or three classes (ln 2 = 0.69). Both losses are asked for
+    because the training loss alone can spike in a run that is not lost: vgg11_bn on 162 64-px shapes with the folder
+    recipe's AdamW (lr 1e-3, batch 64) averaged 29.8 over its second epoch while its test loss was 4.4 (eval-mode BN);
+    the issue's diverged run (SGD's lr 0.01 on AdamW) had 702 and 882,898, and Adam at lr 5 on lenet5 6e9 and 3e7.
+    An overfitted network can have a high test loss, but not with a training loss ten times chance."""
+    return DIVERGENCE_FACTOR * max(math.log(max(num_classes, 2)), 1.0)
+
+
+def is_divergence(train_loss: float | None, eval_loss: float | None, num_classes: int) -> bool:
+    """Whether an epoch's losses show divergence (`divergence_limit`); a missing loss does not count as one."""
+    limit = divergence_limit(num_classes)
+
+    def above(x) -> bool:
+        return isinstance(x, int | float) and not x <= limit  # NaN is above
+
+    nan = any(isinstance(x, float) and math.isnan(x) for x in (train_loss, eval_loss))
+    return nan or (above(train_loss) and above(eval_loss))
 
 
 @dataclass
@@ -196,6 +230,37 @@ def recorded_config(run_dir: Path) -> tuple[Config, tuple | None, list[str]]:
     return cfg, payload, notes
 
 
+def folder_input_size(name: str, options: dict | None, native: int | None) -> tuple[int, str]:
+    """The side of the crops a network trains on from an image folder, when ``data.input_size`` does not say, and why.
+
+    What a timm/torchvision user expects: the network's own input size (its card: 32 for lenet5 and the CIFAR
+    networks, 224 for ResNet-50, 299 for Inception v3) - timm's ``resolve_data_config`` and torchvision's reference
+    scripts train at it whatever the images. One exception: images smaller than that, for a network that accepts any
+    size (a global-pooling head, ``dense_window`` 1, and ``min_input_size`` at most the images' size), are used at
+    their own size (``native``: `cnnzoo.data.folder.native_size`): upsampling adds pixels, not detail, at up to
+    (card / native)^2 times the compute. A flatten + fc head (lenet5, VGG, AlexNet: ``dense_window`` > 1) reads a
+    fixed grid, so it always gets the card's size; so does every network on images larger than that size (they are
+    downscaled to it, as the 256 -> 224 ImageNet protocol does). E.g. on 64-pixel images: lenet5 32, resnet20_cifar
+    32, resnet50 64, vgg11_bn 224. The network's size limits are read from a copy built on the meta device (no
+    memory, no weights)."""
+    card = get_card(name).input_size[-1]
+    if native is None:
+        return card, f"{name}'s input size"
+    try:
+        with torch.device("meta"):
+            probe = create_model(name, num_classes=2, in_channels=3, **dict(options or {}))
+        smallest, window = int(getattr(probe, "min_input_size", 1)), int(getattr(probe, "dense_window", 1))
+    except Exception:  # noqa: BLE001 (the real build reports bad options; the card's size is then the safe choice)
+        return card, f"{name}'s input size"
+    if window > 1:
+        return card, f"{name}'s input size: its classifier reads a fixed {window}x{window} grid; images {native} px"
+    if native >= card:
+        return card, f"{name}'s input size; images {native} px"
+    if native >= smallest:
+        return native, f"the images' own size; {name} accepts any size from {smallest} px (its paper's: {card})"
+    return card, f"{name}'s input size: images of {native} px are below its minimum of {smallest}"
+
+
 METRIC_FIELDS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "test_top5", "lr", "epoch_time_s",
                  "images_per_s", "grad_norm", "grad_norm_max")  # grad_norm: the epoch's mean global norm before clipping
 EMA_FIELDS = ("ema_test_loss", "ema_test_acc", "ema_test_top5")  # with train.ema: the averaged weights' test metrics
@@ -222,7 +287,7 @@ class Trainer:
         if resume is not None:
             resume = Path(resume)
             cfg, self._resume_payload, notes = recorded_config(resume)
-            for note in notes:
+            for note in notes if os.environ.get("RANK", "0").strip() in ("", "0") else ():  # rank 0 (torchrun's RANK)
                 print(f"note: {note}", file=sys.stderr, flush=True)
             cfg.train.run_dir = str(resume)
             if overrides is not None:
@@ -251,9 +316,19 @@ class Trainer:
     def _build(self) -> None:
         cfg = self.cfg
         torch.manual_seed(cfg.train.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
-        folder = {"val_fraction": cfg.data.val_fraction, "strict": cfg.data.strict, "image_size": cfg.data.input_size}
+        is_folder = cfg.data.name.startswith("folder:")
+        chosen: dict = {}  # the folder's crop size, when cnnzoo chooses it: (size, why)
+
+        def choose(native: int | None) -> int:
+            chosen["size"], chosen["why"] = folder_input_size(cfg.model.name, cfg.model.options, native)
+            return chosen["size"]
+
+        image_size = cfg.data.input_size
+        if is_folder and image_size is None:
+            image_size = self._recorded_image_size() or choose  # a resumed run keeps the size it trained at
+        folder = {"val_fraction": cfg.data.val_fraction, "strict": cfg.data.strict, "image_size": image_size}
         self.bundle = load_dataset(cfg.data.name, data_dir=cfg.data.data_dir, download=cfg.data.download,
-                                   seed=cfg.train.seed, **(folder if cfg.data.name.startswith("folder:") else {}))
+                                   seed=cfg.train.seed, **(folder if is_folder else {}))
         if len(self.bundle.test) == 0:
             raise ValueError(f"{self.bundle.name} has no test images ({self.bundle.summary()}); a run needs a test "
                              "split to report accuracy: add a val/ folder, or images to the classes with only one")
@@ -276,8 +351,19 @@ class Trainer:
                                           log=(lambda s: print(s, flush=True)) if self.verbose else None)
         self.input_size = cfg.data.input_size
         native = self.bundle.image_size[0]
-        if self.input_size is None and getattr(model, "min_input_size", 1) > native:
+        if cfg.data.input_size is not None:
+            why = "data.input_size"
+        elif is_folder:  # the folder's crops are made at the chosen size: recorded as the run's input size
+            self.input_size = native
+            why = chosen.get("why", "the size this run started with")
+        elif getattr(model, "min_input_size", 1) > native:
             self.input_size = card.input_size[-1]  # e.g. a 224-pixel network on 32-pixel CIFAR: upsample
+            why = f"{cfg.model.name}'s input size: the {native}-pixel images are upsampled"
+        else:
+            why = "the dataset's own size"
+        size = self.input_size or native
+        self.input_description = f"{size}x{size} ({why})"
+        self.threads = torch.get_num_threads()
         model.to(self.device)
         self.channels_last = cfg.model.channels_last if cfg.model.channels_last is not None else is_conv_net(model)
         if self.channels_last:
@@ -367,6 +453,16 @@ class Trainer:
                     self._abandon_if_empty()
                     raise
 
+    def _recorded_image_size(self) -> int | None:
+        """The folder crop size a resumed run recorded (run.json's data record), so it goes on at that size."""
+        if self.resume_dir is None:
+            return None
+        try:
+            size = json.loads((Path(self.resume_dir) / "run.json").read_text())["data"]["image_size"][0]
+        except (OSError, ValueError, KeyError, IndexError, TypeError):
+            return None
+        return size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else None
+
     def _lock_and_clean(self) -> None:
         """Take the run directory's lock (a second writer fails naming the holder), rebuild damaged checkpoint
         pointers from the checkpoint files, then remove debris of kills (never on a damaged pointer's word)."""
@@ -417,6 +513,7 @@ class Trainer:
             "classes": list(self.bundle.classes),
             "num_params": sum(p.numel() for p in self.model.parameters()),
             "input_size": self.input_size,
+            "threads": self.threads,  # intra-op threads (--threads): a run's sums depend on them
             "data": self.data_record,
             "init": self.init_report,  # the init scheme's report and what --init-from copied (train/init.py)
         }
@@ -688,6 +785,30 @@ class Trainer:
             f"loss is {value} at epoch {self.epoch + 1} step {batch + 1} (global step {self.global_step + 1}); "
             f"stopped, {last}. Try a lower optim.lr (now {self.cfg.optim.lr}), optim.grad_clip or train.amp=off.")
 
+    def _check_divergence(self, row: dict) -> None:
+        """Stop (`TrainingDiverged`) when the epoch's training and evaluation losses are far above chance
+        (`divergence_limit`), agreed across ranks; the epoch's metrics are written, its weights are not saved."""
+        limit = divergence_limit(self.bundle.num_classes)
+        loss, split = (row["val_loss"], "validation") if "val_loss" in row else (row["test_loss"], "test")
+        bad = is_divergence(row["train_loss"], loss, self.bundle.num_classes)
+        if self.distributed:
+            t = torch.tensor([float(bad)], device=self.device)
+            dist_utils.all_reduce_sum(t)
+            bad = bool(t[0] > 0)
+        if not bad:
+            return
+        if self.is_main:
+            self._write_metrics()  # the user sees the epoch that diverged (metrics.csv; the checkpoint lacks it)
+        last = "no checkpoint was written yet"
+        if (self.ckpt_dir / "last.json").exists():
+            last = f"the last good checkpoint (epoch {self.epoch}) is kept in {self.ckpt_dir}"
+        c = self.bundle.num_classes
+        raise TrainingDiverged(
+            f"diverged: in epoch {self.epoch + 1} the mean training loss is {row['train_loss']:.4g} and the {split} "
+            f"loss {loss:.4g}, far above chance (ln {c} = {math.log(c):.3g}; the limit is 10 x max(ln C, 1) = "
+            f"{limit:.3g}); stopped, {last}. Try a lower optim.lr "
+            f"(now {self.cfg.optim.lr:g} with {self.cfg.optim.name}), optim.grad_clip or train.amp=off.")
+
     def _interrupted(self) -> None:
         signum = self._stop_signal or signal.SIGINT
         if self.batch >= self.steps_per_epoch:  # the epoch's steps are done: finish it cleanly first
@@ -752,6 +873,7 @@ class Trainer:
                   f"({row['images_per_s']:.0f} img/s)" + (f"  |  val top-1 {100 * val.top1:.2f}%" if val else "") +
                   (f"  |  EMA top-1 {100 * ema.top1:.2f}%" if ema else ""),
                   flush=True)
+        self._check_divergence(row)
         self.epoch += 1
         self.batch = 0
         self.sums = [0.0, 0.0, 0]
