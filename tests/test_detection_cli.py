@@ -50,6 +50,17 @@ def test_eval_reproduces_the_training_metrics(run, capsys):
     assert "scorer softmax, box regression off" in out and "mAP" in out
 
 
+def test_eval_shows_its_progress_on_stderr_only(run, capsys):
+    """issue 31 point 5: detection over the whole test split tells how far it has gone, on stderr; -q silences it."""
+    capsys.readouterr()
+    assert main(["detect", "eval", str(run), "--format", "json"]) == 0
+    out, err = capsys.readouterr()
+    json.loads(out)  # stdout is the JSON alone
+    assert "detecting" in err and "4/4" in err
+    assert main(["detect", "eval", str(run), "--format", "json", "-q"]) == 0
+    assert "detecting" not in capsys.readouterr().err
+
+
 def test_predict_draws_boxes(run, tmp_path, capsys):
     from cnnzoo.detection.data import digits_detection
 

@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["TMP_GLOB", "atomic_link", "atomic_write"]
+__all__ = ["TMP_GLOB", "atomic_link", "atomic_savefig", "atomic_write"]
 
 #: the names `atomic_write` gives its temporary files (hidden, beside the target); cleaned up at a run's next start.
 TMP_GLOB = ".*.tmp"
@@ -50,6 +50,22 @@ def atomic_link(source: str | Path, path: str | Path) -> None:
         tmp.unlink(missing_ok=True)
         raise
     _sync_dir(path.parent)
+
+
+def atomic_savefig(fig, path: str | Path, dpi: int = 100) -> None:
+    """Save a matplotlib figure to ``path`` atomically (a failed write or a kill leaves the file that was there, never
+    a truncated picture) in the format its suffix names, and close the figure."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format=path.suffix.lstrip(".").lower() or "png", dpi=dpi)
+    finally:
+        plt.close(fig)
+    atomic_write(path, buf.getvalue())
 
 
 def _sync_dir(folder: Path) -> None:

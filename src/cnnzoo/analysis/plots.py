@@ -31,17 +31,10 @@ def _check_path(path: str | Path) -> Path:
 
 
 def _save(fig, path: Path, dpi: int = 110) -> None:
-    """Save ``fig`` to ``path`` atomically (a failed write leaves the file that was there) and close it."""
-    import io
+    """Save ``fig`` atomically and close it (`cnnzoo.fileio.atomic_savefig`)."""
+    from ..fileio import atomic_savefig
 
-    from ..fileio import atomic_write
-
-    buf = io.BytesIO()
-    try:
-        fig.savefig(buf, format=path.suffix.lstrip(".").lower() or "png", dpi=dpi)
-    finally:
-        _pyplot().close(fig)
-    atomic_write(path, buf.getvalue())
+    atomic_savefig(fig, path, dpi)
 
 
 def plot_summary(summary: Summary, path: str | Path, title: str | None = None) -> Path:

@@ -88,9 +88,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ValueError(f"--plot-images must be at least 1, got {args.plot_images}")
     if args.nms is not None and not 0.0 <= args.nms <= 1.0:
         raise ValueError(f"--nms must be an IoU in [0, 1], got {args.nms}")
-    result, detector, test, dets = evaluate_run(args.run_dir, scorer=args.scorer,
-                                                bbox_reg=False if args.no_bbox_reg else None, nms_iou=args.nms,
-                                                device=args.device)
+    from ..status import Steps
+
+    with Steps(enabled=not args.quiet) as progress:
+        result, detector, test, dets = evaluate_run(args.run_dir, scorer=args.scorer,
+                                                    bbox_reg=False if args.no_bbox_reg else None, nms_iou=args.nms,
+                                                    device=args.device, progress=progress)
     scorer = args.scorer or detector.test["scorer"]
     metrics = result.to_dict() | {"scorer": scorer, "bbox_reg": not args.no_bbox_reg and detector.box is not None}
     if args.format == "json":
@@ -226,6 +229,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--plot", metavar="FILE.png", help="draw the detections on the first test images")
     e.add_argument("--plot-images", type=int, default=8, help="how many test images --plot draws (default 8)")
     e.add_argument("--device", default="cpu", type=device_arg)
+    e.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     e.set_defaults(func=cmd_eval)
 
     p = dsub.add_parser("predict", help="detect objects in images and draw the boxes to PNGs")

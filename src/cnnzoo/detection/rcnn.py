@@ -715,12 +715,22 @@ def _train(cfg, run_dir: Path, device, command, verbose, version, git_commit) ->
     return metrics | {"run_dir": str(run_dir), "timings": timings, "proposal_recall": info["proposal_recall"]}
 
 
-def _evaluate(detector: RCNNDetector, test: DetectionDataset, proposals: list[torch.Tensor], *, scorer: str,
-              bbox_reg: bool, nms_iou: float) -> EvalResult:
+def _detect_all(detector: RCNNDetector, test: DetectionDataset, proposals: list[torch.Tensor], *, scorer: str,
+                bbox_reg: bool, nms_iou: float, progress=None) -> list[tuple]:
+    """(boxes, scores, labels) of every test image; ``progress(what, done, total)`` as it goes."""
     dets = []
     for i in range(len(test)):
-        b, s, lab = detector.detect(test.image(i), proposals[i], scorer=scorer, nms_iou=nms_iou, bbox_reg=bbox_reg)
-        dets.append((b, s, lab))
+        if progress is not None:
+            progress("detecting", i, len(test))
+        dets.append(detector.detect(test.image(i), proposals[i], scorer=scorer, nms_iou=nms_iou, bbox_reg=bbox_reg))
+    if progress is not None:
+        progress("detecting", len(test), len(test))
+    return dets
+
+
+def _evaluate(detector: RCNNDetector, test: DetectionDataset, proposals: list[torch.Tensor], *, scorer: str,
+              bbox_reg: bool, nms_iou: float) -> EvalResult:
+    dets = _detect_all(detector, test, proposals, scorer=scorer, bbox_reg=bbox_reg, nms_iou=nms_iou)
     return evaluate_detections(dets, test.boxes, test.labels, test.difficult, detector.classes)
 
 
@@ -740,8 +750,9 @@ def reload_test_split(info: dict) -> DetectionDataset:
 
 
 def evaluate_run(run_dir: str | Path, *, scorer: str | None = None, bbox_reg: bool | None = None,
-                 nms_iou: float | None = None, device: str = "cpu", verbose: bool = False):
-    """(EvalResult, detector, test split, detections) of a finished run on its own test split."""
+                 nms_iou: float | None = None, device: str = "cpu", verbose: bool = False, progress=None):
+    """(EvalResult, detector, test split, detections) of a finished run on its own test split; ``progress(what,
+    done, total)`` (`cnnzoo.status.Steps`) is told how far the detection has gone."""
     run_dir = Path(run_dir)
     detector, info = load_detector(run_dir, device)
     test = reload_test_split(info)
@@ -756,7 +767,6 @@ def evaluate_run(run_dir: str | Path, *, scorer: str | None = None, bbox_reg: bo
     scorer = scorer or info["test"]["scorer"]
     bbox_reg = info["bbox"]["enabled"] if bbox_reg is None else bbox_reg
     nms_iou = info["test"]["nms_iou"] if nms_iou is None else nms_iou
-    dets = [detector.detect(test.image(i), props[i], scorer=scorer, nms_iou=nms_iou, bbox_reg=bbox_reg)
-            for i in range(len(test))]
+    dets = _detect_all(detector, test, props, scorer=scorer, bbox_reg=bbox_reg, nms_iou=nms_iou, progress=progress)
     result = evaluate_detections(dets, test.boxes, test.labels, test.difficult, detector.classes)
     return result, detector, test, dets

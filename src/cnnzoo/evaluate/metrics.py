@@ -100,18 +100,10 @@ def plot_curves(rows: list[dict], path: str | Path) -> None:
 
 
 def _save(fig, path: str | Path, dpi: int = 100) -> None:
-    """Save ``fig`` atomically (a failed write leaves the file that was there; a kill never a truncated picture)."""
-    import io
+    """Save ``fig`` atomically and close it (`cnnzoo.fileio.atomic_savefig`)."""
+    from ..fileio import atomic_savefig
 
-    from ..fileio import atomic_write
-
-    path = Path(path)
-    buf = io.BytesIO()
-    try:
-        fig.savefig(buf, format=path.suffix.lstrip(".").lower() or "png", dpi=dpi)
-    finally:
-        _pyplot().close(fig)
-    atomic_write(path, buf.getvalue())
+    atomic_savefig(fig, path, dpi)
 
 
 def plot_confusion(result: EvalResult, path: str | Path, title: str = "test confusion matrix") -> None:
