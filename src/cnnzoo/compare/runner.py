@@ -250,7 +250,7 @@ def _state(run_dir: Path, cfg, spec: Spec) -> tuple[str, int]:
         return "new", 0
     done = _epochs_done(run_dir)
     if done is None:
-        return "new", 0  # started, killed before its first checkpoint: it starts again (see _clear_unstarted)
+        return "new", 0  # started, killed before its first checkpoint: it starts again (`train.rundir.clear_unstarted_run`)
     if not (run_dir / "config.yaml").is_file():
         raise ValueError(f"{run_dir} holds a checkpoint but no config.yaml; it is not a run this comparison can "
                          "reuse: move it away or choose another --out")
@@ -389,33 +389,6 @@ def parse_seeds(text: str) -> list[int]:
 
 
 # ---------------------------------------------------------------------------------------------------- one run
-def _clear_unstarted(run_dir: Path) -> None:
-    """Remove what a run killed before its first checkpoint left (its run.json says cnnzoo wrote it), so that the
-    run can start again; anything else is left for the Trainer to refuse."""
-    from ..train.rundir import RUN_FILES, held_by
-
-    if not run_dir.is_dir() or held_by(run_dir) is not None:
-        return
-    try:
-        ours = "cnnzoo_version" in json.loads((run_dir / "run.json").read_text())
-    except (OSError, ValueError, TypeError):
-        return
-    extra = {"metrics.csv", "metrics.jsonl", "curves.png", "checkpoints", "eval.json", "confusion_matrix.png"}
-    names = {p.name for p in run_dir.iterdir()}
-    if not ours or not names <= (RUN_FILES | extra):
-        return
-    ckpt = run_dir / "checkpoints"
-    if ckpt.is_dir():
-        if any(ckpt.glob("last*")):
-            return
-        for f in ckpt.iterdir():
-            if f.is_file():
-                f.unlink()
-        ckpt.rmdir()
-    for name in names - {"checkpoints", ".lock"}:
-        (run_dir / name).unlink(missing_ok=True)
-
-
 def _history(run_dir: Path) -> list[dict]:
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
@@ -607,8 +580,7 @@ def execute_run(plan: RunPlan, protocols: list[str], flip: bool = True, threads:
         torch.set_num_threads(threads)
     try:
         if plan.state != "finished":
-            if plan.state == "new":
-                _clear_unstarted(plan.run_dir)
+            if plan.state == "new":  # a run killed before its first checkpoint: the Trainer clears it under its lock
                 cfg = plan.cfg
                 if device is not None:
                     cfg.train.device = device
