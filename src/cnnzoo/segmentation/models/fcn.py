@@ -1,0 +1,338 @@
+"""FCN. J. Long, E. Shelhamer, T. Darrell, "Fully Convolutional Networks for Semantic Segmentation", CVPR 2015.
+https://arxiv.org/abs/1411.4038 -- and the journal version, E. Shelhamer, J. Long, T. Darrell, "Fully Convolutional
+Networks for Semantic Segmentation", IEEE TPAMI 2017 (https://arxiv.org/abs/1605.06211), with the authors' reference
+Caffe nets ``voc-fcn32s``, ``voc-fcn16s``, ``voc-fcn8s`` and ``voc-fcn8s-atonce`` (github.com/shelhamer/
+fcn.berkeleyvision.org).
+
+Key ideas
+    A classification net becomes a dense predictor by reading its fully connected layers as convolutions covering
+    their whole input (Sec. 3.1, Fig. 2): VGG-16's fc6 (25,088 -> 4,096 over a 7x7x512 pool5) is a 7x7 convolution
+    with 4,096 outputs, fc7 a 1x1 one, so the net takes any input size and gives a coarse map of class scores
+    (stride 32) in one pass, whose every position equals the classifier evaluated on one window. A 1x1 convolution
+    ``score_fr`` gives the class scores; in-network upsampling by a transposed ("backwards strided") convolution
+    initialised to bilinear interpolation brings them back to pixels (Sec. 3.3), and the whole net is trained
+    end to end with a per-pixel loss. The skip architecture (Sec. 4.2, Fig. 3) fuses the coarse, semantic
+    prediction with finer, shallower ones: FCN-16s predicts from pool4 with a 1x1 ``score_pool4``, upsamples the
+    stride-32 scores 2x and *sums* the two before a 16x upsampling; FCN-8s adds pool3 the same way and upsamples 8x.
+    Each step sharpens the output (Fig. 4) and raises mean IU.
+
+Which table the code reproduces
+    The VGG-16 nets of Sec. 4 (CVPR Table 2 / PAMI Table 3: FCN-32s, FCN-16s, FCN-8s), in the layout of the
+    authors' reference nets: conv1_1 pads by 100 pixels; pooling rounds up (Caffe); fc6 7x7/4096 and fc7 1x1/4096
+    with ReLU and dropout 0.5; ``score_fr``, ``score_pool4``, ``score_pool3`` 1x1 convolutions with bias; upsampling
+    by bias-free transposed convolutions, one bilinear kernel per class: ``upscore`` 64/32 (32s); ``upscore2`` 4/2
+    and ``upscore16`` 32/16 (16s); ``upscore2`` 4/2, ``upscore_pool4`` 4/2 and ``upscore8`` 16/8 (8s); and the
+    crops that align each map to the next, at the offsets the reference nets' ``crop`` layers compute:
+
+        layer -> input coordinate (centre of its receptive field, in the *unpadded* input; x = a * i + b)
+        conv1_1 (3x3, pad 100): i - 99;  each 3x3/pad 1: + 0;  each 2x2/2 max-pool: 2i + 0.5
+        pool3: 8i - 95.5    pool4: 16i - 91.5    pool5: 32i - 83.5    fc6 (7x7, pad 0), fc7, score_fr: 32i + 12.5
+        a transposed conv (k, s) maps its output z to its input (z - (k - 1) / 2) / s, so
+        32s: upscore(64/32) -> z - 19                                            crop 19
+        16s: upscore2(4/2) -> 16z - 11.5; score_pool4 16(z + c) - 91.5 = 16z - 11.5  crop 5;  upscore16 -> z - 27
+        8s:  upscore_pool4(4/2) -> 8z - 23.5; score_pool3 8(z + c) - 95.5 = 8z - 23.5  crop 9;  upscore8 -> z - 31
+
+    Parameters for the 21 PASCAL classes (the derivation is in tests/test_segmentation_fcn.py): FCN-32s
+    136,152,917; FCN-16s 134,815,994; FCN-8s 134,489,759 (the bilinear kernels included, as the Caffe models store
+    them; without them 134,346,581, 134,357,354, 134,362,751 are trained).
+
+Training setup in the paper
+    Fine-tuned from the ILSVRC VGG-16 (fc6/fc7 converted), class scoring layers zero-initialised ("random
+    initialization yielded neither better performance nor faster convergence"), SGD with momentum, biases at twice
+    the learning rate. CVPR: minibatches of 20 images, fixed lr 1e-4 for VGG-16, momentum 0.9, weight decay 5e-4 or
+    2e-4, dropout kept in fc6/fc7. The reference nets (PAMI, "heavy" online learning): one image per step, momentum
+    0.99, the loss summed (not averaged) over pixels with a fixed lr of 1e-10 (32s) or 1e-12 (16s), weight decay 5e-4.
+    Staged: FCN-16s starts from a trained FCN-32s with ``score_pool4`` zero-initialised, FCN-8s from FCN-16s. The
+    "at-once" FCN-8s (PAMI) trains all three streams from VGG-16 in one go, scaling pool4 by 0.01 and pool3 by 1e-4
+    before their score layers "to better condition optimization" (the reference net's fixed Scale layers). CVPR: the
+    upsampling is initialised to bilinear and learned; the reference nets fix it (lr_mult 0; the README's FAQ: "no
+    significant difference in accuracy ... fixing these parameters gives a slight speed-up"). Data: PASCAL VOC 2011
+    train + SBD (Hariharan et al.), images at their size (up to 500x500), loss summed over pixels, label 255 ignored.
+
+This implementation
+    ``fcn32s_vgg16``, ``fcn16s_vgg16``, ``fcn8s_vgg16`` are the reference (staged) nets: no skip scaling, bilinear
+    upsampling fixed (its weights are parameters with ``requires_grad=False``: they are in the state dict and in
+    ``parameters()``, as Caffe stores them, and no optimiser moves them). ``features`` is VGG-16 (configuration D)
+    with the zoo's ``vgg16`` keys and shapes (``features.0`` ... ``features.28``), so a classification checkpoint
+    loads into it; only conv1_1's padding (100) and the pools' rounding (up, as Caffe's: with floor pooling the
+    ``upscore`` output is too small to crop for some sizes) differ, neither has parameters. Every input size from 1
+    pixel up gives an output of the input's size. Class scoring layers start at zero (Sec. 4.3), the VGG layers as
+    the zoo's vgg16 (Kaiming-normal convolutions, N(0, 0.01) for fc6/fc7, zero biases). Staged training is a recipe
+    (``init_from`` a trained coarser net), not built in. Defaults: ``in_channels=3``, ``num_classes=21`` (PASCAL).
+    Options:
+        ``backbone_weights``: a vgg16 checkpoint (anything ``create_model("vgg16", weights=...)`` reads, e.g.
+            ``"torchvision"``); its convolutions are copied and its fc6/fc7 converted to convolutions
+            (`load_classifier`, fc6's 4096 x 25088 weight reshaped to 4096 x 512 x 7 x 7), as Sec. 3.1/4.1 start.
+            `from_classifier(vgg)` does the same from a network in memory.
+        ``at_once`` (16s, 8s): the "at-once" net: pool4 x 0.01 and pool3 x 1e-4 before their score layers
+            (fixed constants, not parameters: the Caffe Scale layers' fixed 512 + 256 blobs are not counted).
+        ``learn_upsampling``: the transposed convolutions learn (bilinear at the start), as the CVPR experiments.
+        ``drop_rate`` (0.5): dropout after fc6 and fc7's ReLUs (element-wise, as Caffe's Dropout).
+        ``width_mult`` (1.0): scales every VGG width (64 ... 512 and fc 4096; rounded, at least 1) -- a deviation for
+            training on 2 CPU cores: at 1.0 a 64x64 digit canvas costs VGG-16 on 262x262 pixels (the 100-pixel pad)
+            and ~22 GMACs; 1/8 costs 1/64 of that. Checkpoints of vgg16 load only at 1.0. Measured (2 CPU threads,
+            seed 0): ``fcn8s_vgg16`` at 1/8 from random weights, SGD lr 0.01 momentum 0.9, batch 16 of 64x64
+            digits-segmentation: 0.44 s/step, loss 2.40 -> 0.19 in 300 steps (133 s), yet test mean IU 0.098 (pixel
+            accuracy 0.953: background only) -- VGG-16 without normalisation from scratch sits on its plateau, as
+            the zoo's vgg16 card says; the paper starts from ImageNet weights (``backbone_weights``).
+    Not here: the Caffe BGR mean subtraction (inputs are normalised as the zoo's vgg16 expects) and the staged
+    solver schedule.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...registry import Paper
+from ..registry import register_segmenter
+from .base import Segmenter
+
+__all__ = ["FCN", "FCN8s", "FCN16s", "FCN32s", "bilinear_kernel", "bilinear_upsampling", "fc_to_conv", "fcn8s_vgg16",
+           "fcn16s_vgg16", "fcn32s_vgg16", "from_classifier"]
+
+FCNPAPER = Paper("Fully Convolutional Networks for Semantic Segmentation", "J. Long, E. Shelhamer, T. Darrell", 2015,
+                 "https://arxiv.org/abs/1411.4038")
+
+# VGG-16, configuration D of Simonyan & Zisserman's Table 1 (the zoo's vgg.CONFIGS["D"]): channels, "M" = 2x2/2 pool.
+VGG16_D = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+FC_WIDTH = 4096  # fc6 / fc7
+FIRST_PAD = 100  # conv1_1's padding in the reference nets: "guarantees that the network output can be aligned"
+AT_ONCE_SCALE = {"pool4": 0.01, "pool3": 1e-4}  # voc-fcn8s-atonce: "scale pool4/pool3 skip for compatibility"
+
+
+def bilinear_kernel(size: int) -> torch.Tensor:
+    """The ``size x size`` bilinear interpolation kernel of Sec. 3.3 (the reference ``surgery.interp`` filler):
+    the outer product of the tent ``1 - |i - c| / f`` with ``f = ceil(size / 2)`` and ``c`` the kernel's centre
+    (``f - 1`` for odd sizes, ``f - 0.5`` for even). Size 4 gives the outer product of [0.25, 0.75, 0.75, 0.25]."""
+    factor = (size + 1) // 2
+    centre = factor - 1 if size % 2 else factor - 0.5
+    tent = 1.0 - (torch.arange(size, dtype=torch.float64) - centre).abs() / factor
+    return torch.outer(tent, tent).float()
+
+
+def bilinear_upsampling(channels: int, factor: int, learn: bool = False) -> nn.ConvTranspose2d:
+    """A bias-free transposed convolution (kernel ``2 * factor``, stride ``factor``) that interpolates each channel
+    bilinearly on its own: weight[c, c] is `bilinear_kernel`, weight[c, d != c] zero (one kernel per class)."""
+    up = nn.ConvTranspose2d(channels, channels, 2 * factor, stride=factor, bias=False)
+    with torch.no_grad():
+        up.weight.zero_()
+        kernel = bilinear_kernel(2 * factor).to(up.weight.device)
+        for c in range(channels):
+            up.weight[c, c] = kernel
+    up.weight.requires_grad_(learn)
+    return up
+
+
+def fc_to_conv(linear: nn.Linear, in_channels: int, kernel_size: int) -> nn.Conv2d:
+    """Sec. 3.1: a fully connected layer reading a flattened ``(in_channels, k, k)`` map as a ``k x k`` convolution
+    with the same numbers (the weight ``(out, C * k * k)`` reshaped to ``(out, C, k, k)``, PyTorch's C, H, W order)."""
+    if not isinstance(linear, nn.Linear):
+        raise ValueError(f"expected an nn.Linear to convert, got {type(linear).__name__}")
+    if linear.in_features != in_channels * kernel_size**2:
+        raise ValueError(f"a Linear with {linear.in_features} inputs cannot read a {in_channels}x{kernel_size}x"
+                         f"{kernel_size} map ({in_channels * kernel_size**2} values)")
+    conv = nn.Conv2d(in_channels, linear.out_features, kernel_size, bias=linear.bias is not None,
+                     device=linear.weight.device, dtype=linear.weight.dtype)
+    with torch.no_grad():
+        conv.weight.copy_(linear.weight.reshape(conv.weight.shape))
+        if linear.bias is not None:
+            conv.bias.copy_(linear.bias)
+    return conv
+
+
+def _crop(x: torch.Tensor, offset: int, height: int, width: int) -> torch.Tensor:
+    """The reference nets' ``crop`` layer: the ``height x width`` window starting ``offset`` pixels in."""
+    return x[..., offset : offset + height, offset : offset + width]
+
+
+class FCN(Segmenter):
+    """FCN on VGG-16 (Sec. 4); the subclasses fix the output stride. See the module docstring for the options."""
+
+    output_stride = 32
+    crop_offsets: ClassVar[dict[str, int]] = {}  # the crop layers' offsets (module docstring)
+    min_input_size = 1  # the 100-pixel pad and the ceil pooling leave fc6 at least 1x1 for any input
+
+    def __init__(self, *, num_classes: int = 21, in_channels: int = 3, drop_rate: float = 0.5, at_once: bool = False,
+                 learn_upsampling: bool = False, width_mult: float = 1.0, backbone_weights: str | None = None) -> None:
+        super().__init__()
+        name = type(self).__name__
+        for key, value in (("num_classes", num_classes), ("in_channels", in_channels)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} option {key} must be an integer >= 1, got {value!r}")
+        if not 0.0 <= float(drop_rate) < 1.0:
+            raise ValueError(f"{name} option drop_rate must be in [0, 1), got {drop_rate!r}")
+        if not float(width_mult) > 0.0:
+            raise ValueError(f"{name} option width_mult must be > 0, got {width_mult!r}")
+        if at_once and self.output_stride == 32:
+            raise ValueError(f"{name} has no skips for at_once to scale (it applies to fcn16s_vgg16 and fcn8s_vgg16)")
+        if backbone_weights is not None and float(width_mult) != 1.0:
+            raise ValueError(f"{name}: backbone_weights are a vgg16 checkpoint, which fits only width_mult=1.0, "
+                             f"got width_mult={width_mult!r}")
+        self.num_classes, self.in_channels, self.at_once = num_classes, in_channels, bool(at_once)
+
+        def width(c: int) -> int:
+            return max(1, round(c * width_mult))
+
+        # VGG-16's convolutions, keys as the zoo's / torchvision's vgg16 (features.0 ... features.30)
+        layers: list[nn.Module] = []
+        chs = in_channels
+        for item in VGG16_D:
+            if item == "M":
+                layers.append(nn.MaxPool2d(2, 2, ceil_mode=True))  # Caffe's pooling rounds up
+            else:
+                layers += [nn.Conv2d(chs, width(item), 3, padding=FIRST_PAD if not layers else 1), nn.ReLU(inplace=True)]
+                chs = width(item)
+        self.features = nn.Sequential(*layers)
+        self._pool_ends = [i + 1 for i, m in enumerate(layers) if isinstance(m, nn.MaxPool2d)]  # pool1 ... pool5
+        pool3_chs, pool4_chs, fc = width(256), width(512), width(FC_WIDTH)
+        # Sec. 3.1: fc6 / fc7 as convolutions
+        self.fc6 = nn.Conv2d(chs, fc, 7)  # pool5 (B, 512, h, w) -> (B, 4096, h - 6, w - 6)
+        self.drop6 = nn.Dropout(drop_rate)
+        self.fc7 = nn.Conv2d(fc, fc, 1)
+        self.drop7 = nn.Dropout(drop_rate)
+        self.score_fr = nn.Conv2d(fc, num_classes, 1)
+        learn = bool(learn_upsampling)
+        if self.output_stride == 32:
+            self.upscore = bilinear_upsampling(num_classes, 32, learn)
+        else:
+            self.score_pool4 = nn.Conv2d(pool4_chs, num_classes, 1)
+            self.upscore2 = bilinear_upsampling(num_classes, 2, learn)
+            if self.output_stride == 16:
+                self.upscore16 = bilinear_upsampling(num_classes, 16, learn)
+            else:
+                self.score_pool3 = nn.Conv2d(pool3_chs, num_classes, 1)
+                self.upscore_pool4 = bilinear_upsampling(num_classes, 2, learn)
+                self.upscore8 = bilinear_upsampling(num_classes, 8, learn)
+        self._init_weights()
+        if backbone_weights is not None:
+            from ...registry import create_model
+
+            self.load_classifier(create_model("vgg16", weights=backbone_weights))
+
+    def _init_weights(self) -> None:
+        for m in [*self.features.modules(), self.fc6, self.fc7]:  # as the zoo's vgg16 (torchvision's VGG init)
+            if isinstance(m, nn.Conv2d):
+                if m is self.fc6 or m is self.fc7:
+                    nn.init.normal_(m.weight, 0.0, 0.01)
+                else:
+                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+        for name in ("score_fr", "score_pool4", "score_pool3"):  # Sec. 4.3 / 4.2: class scoring layers start at zero
+            if hasattr(self, name):
+                nn.init.zeros_(getattr(self, name).weight)
+                nn.init.zeros_(getattr(self, name).bias)
+
+    def load_classifier(self, vgg: nn.Module) -> None:
+        """Copy a classification VGG-16's convolutions and convert its fc6/fc7 (``classifier.0`` / ``classifier.3``,
+        the zoo's and torchvision's layout) into ``fc6``/``fc7`` (Sec. 3.1). fc8 is dropped: ``score_fr`` starts at
+        zero, as Sec. 4.1 "discards the final classifier layer"."""
+        theirs, mine = vgg.features.state_dict(), self.features.state_dict()
+        wrong = [k for k in mine if k not in theirs or theirs[k].shape != mine[k].shape]
+        if wrong or len(theirs) != len(mine):
+            shown = ", ".join(f"features.{k} {tuple(mine[k].shape)} vs "
+                              f"{tuple(theirs[k].shape) if k in theirs else 'missing'}"
+                              for k in wrong[:3])
+            raise ValueError(f"the classifier's features are not this FCN's VGG-16 convolutions ({shown or 'extra keys'}"
+                             f"); build the FCN with that network's in_channels and width")
+        classifier = getattr(vgg, "classifier", None)
+        if not isinstance(classifier, nn.Sequential) or len(classifier) < 4:
+            raise ValueError("the classifier has no VGG head (classifier.0 = fc6, classifier.3 = fc7) to convert")
+        fc6 = fc_to_conv(classifier[0], self.fc6.in_channels, 7)
+        fc7 = fc_to_conv(classifier[3], self.fc7.in_channels, 1)
+        if fc6.weight.shape != self.fc6.weight.shape or fc7.weight.shape != self.fc7.weight.shape:
+            raise ValueError(f"the classifier's fc6/fc7 {tuple(fc6.weight.shape)}/{tuple(fc7.weight.shape)} do not fit "
+                             f"this FCN's {tuple(self.fc6.weight.shape)}/{tuple(self.fc7.weight.shape)}")
+        with torch.no_grad():
+            self.features.load_state_dict(theirs)
+            self.fc6.load_state_dict(fc6.state_dict())
+            self.fc7.load_state_dict(fc7.state_dict())
+
+    def output_size(self, size: int) -> int:
+        return size  # the crops align the output to the input
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        h, w = x.shape[-2:]
+        p3, p4, p5 = self._pool_ends[2:]
+        pool3 = self.features[:p3](x)  # (B, C, H, W) -> (B, 256, ~(H + 198) / 8, ...)
+        pool4 = self.features[p3:p4](pool3)  # -> (B, 512, ~(H + 198) / 16, ...)
+        pool5 = self.features[p4:p5](pool4)  # -> (B, 512, ~(H + 198) / 32, ...)
+        x = self.drop6(F.relu(self.fc6(pool5), inplace=True))  # -> (B, 4096, h5 - 6, w5 - 6)
+        x = self.drop7(F.relu(self.fc7(x), inplace=True))
+        score = self.score_fr(x)  # -> (B, num_classes, h5 - 6, w5 - 6)
+        off = self.crop_offsets
+        if self.output_stride == 32:
+            return _crop(self.upscore(score), off["score"], h, w)  # (B, K, 32 (h5 - 5), ...) -> (B, K, H, W)
+        if self.at_once:
+            pool4 = pool4 * AT_ONCE_SCALE["pool4"]
+        up = self.upscore2(score)  # (B, K, s, s) -> (B, K, 2s + 2, 2s + 2)
+        fuse = up + _crop(self.score_pool4(pool4), off["score_pool4"], *up.shape[-2:])  # skip fusion by summation
+        if self.output_stride == 16:
+            return _crop(self.upscore16(fuse), off["score"], h, w)
+        if self.at_once:
+            pool3 = pool3 * AT_ONCE_SCALE["pool3"]
+        up = self.upscore_pool4(fuse)
+        fuse = up + _crop(self.score_pool3(pool3), off["score_pool3"], *up.shape[-2:])
+        return _crop(self.upscore8(fuse), off["score"], h, w)  # (B, K, t, t) -> (B, K, 8t + 8, ...) -> (B, K, H, W)
+
+
+class FCN32s(FCN):
+    """FCN-32s (Sec. 4.1): the stride-32 scores upsampled 32x in one step."""
+
+    output_stride = 32
+    crop_offsets: ClassVar[dict[str, int]] = {"score": 19}
+
+
+class FCN16s(FCN):
+    """FCN-16s (Sec. 4.2, Fig. 3): 2x-upsampled stride-32 scores plus pool4's scores, upsampled 16x."""
+
+    output_stride = 16
+    crop_offsets: ClassVar[dict[str, int]] = {"score_pool4": 5, "score": 27}
+
+
+class FCN8s(FCN):
+    """FCN-8s (Sec. 4.2, Fig. 3): FCN-16s's fused scores upsampled 2x plus pool3's scores, upsampled 8x."""
+
+    output_stride = 8
+    crop_offsets: ClassVar[dict[str, int]] = {"score_pool4": 5, "score_pool3": 9, "score": 31}
+
+
+def from_classifier(vgg: nn.Module, name: str = "fcn8s_vgg16", **options) -> FCN:
+    """Build the FCN ``name`` (with ``options``) for ``vgg``'s input channels and load `FCN.load_classifier`."""
+    from ..registry import create_segmenter
+
+    options.setdefault("in_channels", vgg.features[0].in_channels)
+    net = create_segmenter(name, **options)
+    if not isinstance(net, FCN):
+        raise ValueError(f"{name!r} is not an FCN; use fcn32s_vgg16, fcn16s_vgg16 or fcn8s_vgg16")
+    net.load_classifier(vgg)
+    return net
+
+
+_DATASET = "PASCAL VOC 2011 segmentation + SBD"
+_DEVIATIONS = (("upsampling fixed to bilinear as the authors' reference nets (the CVPR experiments learned it: "
+                "learn_upsampling=True)"),
+               "inputs normalised as the zoo's vgg16 expects, not Caffe's BGR mean subtraction",
+               "staged training (32s -> 16s -> 8s) is a recipe (init_from), not built in")
+
+
+@register_segmenter(FCN32s, paper=FCNPAPER, input_size=(3, 500, 500), dataset=_DATASET, deviations=_DEVIATIONS)
+def fcn32s_vgg16(**kwargs) -> FCN32s:
+    """FCN-32s on VGG-16 (voc-fcn32s): one stream, 32x bilinear upsampling."""
+    return FCN32s(**kwargs)
+
+
+@register_segmenter(FCN16s, paper=FCNPAPER, input_size=(3, 500, 500), dataset=_DATASET, deviations=_DEVIATIONS)
+def fcn16s_vgg16(**kwargs) -> FCN16s:
+    """FCN-16s on VGG-16 (voc-fcn16s): pool4 skip, 16x upsampling."""
+    return FCN16s(**kwargs)
+
+
+@register_segmenter(FCN8s, paper=FCNPAPER, input_size=(3, 500, 500), dataset=_DATASET, deviations=_DEVIATIONS)
+def fcn8s_vgg16(**kwargs) -> FCN8s:
+    """FCN-8s on VGG-16 (voc-fcn8s): pool4 and pool3 skips, 8x upsampling."""
+    return FCN8s(**kwargs)
