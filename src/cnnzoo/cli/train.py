@@ -144,6 +144,10 @@ def build_config(args: argparse.Namespace, hints: list | None = None):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    for flag, value, valid in (("--data", args.data, "a dataset (mnist5k, cifar10, folder:PATH, ...)"),
+                               ("--recipe", args.recipe, "a YAML recipe file or 'paper'")):
+        if value is not None and not value.strip():  # not the default silently
+            raise ValueError(f"{flag} is empty; give {valid}, or leave {flag} out for the default")
     from ..train import Trainer, TrainingDiverged, TrainingInterrupted
     from ..train.config import apply_overrides
 
@@ -427,6 +431,8 @@ def _image_files(paths: list[str]) -> list[Path]:
 
     out = []
     for text in paths:
+        if not text.strip():  # "" would be read as the current folder and predict every image under it
+            raise ValueError("an image path is empty; give image files or folders of images")
         p = Path(text).expanduser()
         if p.is_dir():
             found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
