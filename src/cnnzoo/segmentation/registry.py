@@ -11,12 +11,16 @@ A segmentation module registers its builders with :func:`register_segmenter`, as
 
 `create_segmenter` validates the name and every option against the network class's constructor before anything is
 built, so a typo fails at once with the list of what is valid. Cards are the zoo's `ModelCard`.
+``create_segmenter(name, weights=FILE)`` loads a state dict (safetensors, or ``torch.load(weights_only=True)``; see
+`cnnzoo.weights.read_checkpoint`) strictly; a network class with a static ``options_from_state_dict(sd)`` derives
+the options the file needs (torchvision's ``fcn_resnet50``: ``num_classes``, ``aux_loss``), so no options are needed.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import inspect
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +28,15 @@ from typing import Any
 
 from torch import nn
 
-from ..registry import ModelCard, Paper, UnknownModelError, UnknownOptionError, _check_option_types, _suggest
+from ..registry import (
+    Counterpart,
+    ModelCard,
+    Paper,
+    UnknownModelError,
+    UnknownOptionError,
+    _check_option_types,
+    _suggest,
+)
 
 __all__ = ["create_segmenter", "get_segmenter_card", "list_segmenters", "register_segmenter", "segmenter_options"]
 
@@ -53,6 +65,8 @@ def register_segmenter(
     input_size: tuple[int, int, int],
     dataset: str,
     deviations: tuple[str, ...] | list[str] = (),
+    aux_weight: float | None = None,
+    counterparts: tuple[Counterpart, ...] = (),
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Register a segmentation builder under its function name, with the card fields given here."""
 
@@ -63,7 +77,8 @@ def register_segmenter(
         module = sys.modules.get(fn.__module__)
         card = ModelCard(
             name=name, family=fn.__module__.rsplit(".", 1)[-1], paper=paper, dataset=dataset,
-            input_size=tuple(input_size), deviations=tuple(deviations),
+            input_size=tuple(input_size), deviations=tuple(deviations), aux_weight=aux_weight,
+            counterparts=tuple(counterparts),
             notes=inspect.cleandoc(module.__doc__ or "") if module else "",
             description=inspect.cleandoc(fn.__doc__ or "").split("\n")[0],
         )
@@ -106,17 +121,48 @@ def segmenter_options(name: str) -> list[str]:
     return _entry(name).options
 
 
-def create_segmenter(name: str, **options: Any) -> nn.Module:
+def create_segmenter(name: str, weights: str | os.PathLike | None = None, **options: Any) -> nn.Module:
     """Build a registered segmentation network.
+
+    Args:
+        name: a registered name (`list_segmenters`).
+        weights: a state-dict file (safetensors or a ``torch.save`` file, read with ``weights_only=True``) or a run
+            directory, loaded strictly after building. The options the file's layout implies (for a class with
+            ``options_from_state_dict``) are applied; an option given that contradicts them is an error.
+        **options: keywords of the network's constructor.
 
     Raises:
         UnknownModelError: ``name`` is not registered (the message suggests close names and lists the valid ones).
         UnknownOptionError: an option the network's constructor does not take (the message lists the valid ones).
-        ValueError: an option of the wrong type or an invalid value.
+        ValueError: an option of the wrong type or an invalid value; a weights file that is not a state dict or does
+            not fit the network.
+        FileNotFoundError: ``weights`` does not exist.
     """
     entry = _entry(name)
     unknown = sorted(set(options) - set(entry.options))
     if unknown:
         raise UnknownOptionError(f"{name}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(entry.options)}")
     _check_option_types(name, entry, options)
-    return entry.builder(**options)
+    if weights is None:
+        return entry.builder(**options)
+    from ..weights import read_checkpoint
+
+    sd, _meta = read_checkpoint(weights)
+    derive = getattr(entry.model_cls, "options_from_state_dict", None)
+    if callable(derive):
+        for key, value in derive(sd).items():
+            if key in options and options[key] != value:
+                raise ValueError(f"{name}: option {key}={options[key]!r} contradicts the weights file {str(weights)!r}"
+                                 f", which needs {key}={value!r}; leave the option out")
+            options[key] = value
+    model = entry.builder(**options)
+    mine = model.state_dict()
+    missing = [k for k in mine if k not in sd]
+    unexpected = [k for k in sd if k not in mine]
+    wrong = [k for k in mine if k in sd and tuple(sd[k].shape) != tuple(mine[k].shape)]
+    if missing or unexpected or wrong:
+        parts = [f"{label} {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''} ({len(keys)})"
+                 for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]
+        raise ValueError(f"{name}: the weights file {str(weights)!r} does not fit the network: {'; '.join(parts)}")
+    model.load_state_dict(sd, strict=True)
+    return model
