@@ -23,11 +23,18 @@ from .data import (
 )
 from .losses import unet_weight_map, weighted_cross_entropy
 from .metrics import IGNORE_INDEX, ConfusionMatrix, confusion_matrix, scores_from_confusion
-from .registry import create_segmenter, get_segmenter_card, list_segmenters, register_segmenter, segmenter_options
+from .registry import (
+    create_segmenter,
+    get_digits_recipe,
+    get_segmenter_card,
+    list_segmenters,
+    register_segmenter,
+    segmenter_options,
+)
 
 __all__ = [
     "DIGITS_SEG_DEFAULTS", "IGNORE_INDEX", "VOC_CLASSES", "ConfusionMatrix", "SegmentationDataset", "confusion_matrix",
-    "create_segmenter", "digits_segmentation", "get_segmenter_card", "list_segmenters", "load_mask_folder",
+    "create_segmenter", "digits_segmentation", "get_digits_recipe", "get_segmenter_card", "list_segmenters", "load_mask_folder",
     "load_segmentation_data", "load_voc_segmentation", "register_segmenter", "scores_from_confusion",
     "segmenter_options", "unet_weight_map", "voc_colormap", "weighted_cross_entropy",
 ]
