@@ -19,9 +19,11 @@ README has                                          the test runs
 ``folder:~/photos``, ``my.yaml``, ``cat.png``,      files a user brings: made by the test (``HOME`` is the temp
 ``dog.png``                                         directory; 3 classes x 6 images of 40x40; a one-line recipe)
 ``cnnzoo compare ...``                              ``--seeds 0``, ``train.epochs=1``, ``--set train.limit_batches=2``
+                                                    (segmentation networks: the tiny segmentation budget below)
 ``cnnzoo bench ...``                                ``--batch 2 --warmup 1 --iters 1`` (``--batch N`` -> 2)
 ``cnnzoo detect train ...``                         the tiny set of tests/test_detection_cli.py (8 train / 4 test
                                                     canvases, sliding windows, no pre-training, 20 iterations)
+``cnnzoo segment train ...``                        ``... --epochs 1 --limit-batches 2``, 16 train / 8 test canvases
 =================================================  =============================================================
 
 Skipped, with the reason in the test: ``torchrun`` commands (several processes, and GPUs for ``--sync-bn`` or
@@ -62,7 +64,9 @@ PLACEHOLDER_RUN = re.compile(r"runs/([A-Za-z0-9_]+)-\d{8}-\d{6}")
 PLACEHOLDER_WORD = re.compile(r"[A-Z][A-Z0-9_]*(\.\.\.)?|CxHxW|FILE\.\w+|R\.yaml|k=v|KEY=VALUE")
 #: the commands the default suite runs (in process): cheap at their budgets
 FAST = ("summary", "train resnet20_cifar", "train --resume", "eval runs/", "predict runs/", "train lstm_mnist",
-        "detect sample")
+        "detect sample", "segment sample", "segment train", "segment eval", "segment predict")
+#: the tiny segmentation budget
+TINY_SEGMENT = ["--epochs", "1", "--limit-batches", "2", "--data-param", "num_train=16", "--data-param", "num_test=8"]
 
 
 @dataclass
@@ -142,6 +146,13 @@ def _set(argv: list[str], flag: str, value: str) -> list[str]:
     return argv
 
 
+def _segmenters(argv: list[str]) -> bool:
+    """Does a `compare` command name segmentation networks (trained with `segment train`'s flags)?"""
+    from cnnzoo.segmentation import list_segmenters
+
+    return any(w.split(":")[0] in list_segmenters() for w in argv[1:])
+
+
 def plan(text: str | None = None) -> list[Command]:
     """Every README command with what the test runs for it (the module docstring's table) or why it skips it."""
     cmds = readme_commands(text)
@@ -167,6 +178,8 @@ def plan(text: str | None = None) -> list[Command]:
             name = a[1]
             if "--run-dir" not in a and name in placeholder_runs:
                 a += ["--run-dir", placeholder_runs.pop(name)]
+        elif a[0] == "compare" and _segmenters(a):
+            a = _set(a, "--seeds", "0") + TINY_SEGMENT
         elif a[0] == "compare":
             a = _set(a, "--seeds", "0")
             a = [re.sub(r"^train\.epochs=\d+$", "train.epochs=1", w) for w in a]
@@ -175,6 +188,8 @@ def plan(text: str | None = None) -> list[Command]:
             a = _set(_set(_set(a, "--batch", "2"), "--warmup", "1"), "--iters", "1")
         elif a[:2] == ["detect", "train"]:
             a += TINY_DETECT
+        elif a[:2] == ["segment", "train"]:
+            a += TINY_SEGMENT
         c.run = a
     return cmds
 
@@ -222,7 +237,7 @@ def test_the_synopsis_names_only_subcommands_and_flags_that_exist():
     assert len(synopsis) >= 8
     for c in synopsis:
         words = _cnnzoo_part(c.argv)
-        for cmd in words[1].split("|") if words[0] == "detect" else [None]:
+        for cmd in words[1].split("|") if words[0] in ("detect", "segment") else [None]:
             p = _walk(parser, [words[0]] + ([cmd] if cmd else []))
             flags = {s for a in p._actions for s in a.option_strings}
             has_sub = any(isinstance(a, argparse._SubParsersAction) for a in p._actions)
@@ -262,7 +277,7 @@ def _inputs_and_outputs(run: list[str]) -> tuple[list[str], list[str]]:
     positional = [w for i, w in enumerate(run) if not w.startswith("-") and not (i and run[i - 1].startswith("-"))]
     if run[0] in ("eval", "predict"):
         ins += positional[1:]
-    elif run[:2] in (["detect", "eval"], ["detect", "predict"]):
+    elif run[:2] in (["detect", "eval"], ["detect", "predict"], ["segment", "eval"], ["segment", "predict"]):
         ins += positional[2:]
     elif run[:2] == ["detect", "sample"] and "--out" not in run:
         outs.append(f"digits_{_value(run, '--split', 'test')}{_value(run, '--index', '0')}.png")

@@ -37,13 +37,63 @@ def render(s: Summary, fmt: str, width: int | None = None) -> str:
     return s.table(width)
 
 
+def render_dense(s: Summary, field, fmt: str, width: int | None = None) -> str:
+    """`render` for a segmentation network: the same, with its output shape and the receptive field at the output
+    (`OutputField`, naming its method) under the totals (in json: ``output_shape`` and ``receptive_field``)."""
+    out = s._calls[0].output_shape
+    c, h, w = s.input_size
+    lines = [f"output: {'x'.join(map(str, out[1:]))} logits for a {c}x{h}x{w} input", field.describe()]
+    if fmt == "json":
+        d = s.to_dict()
+        d["output_shape"] = list(out)
+        d["receptive_field"] = field.to_dict()
+        return json.dumps(d, indent=1)
+    if fmt == "csv":
+        return render(s, fmt, width)  # rows only, as for every network
+    text = render(s, fmt, width)
+    if fmt == "markdown":
+        return text + "".join(f"- {line}\n" for line in lines)
+    console = Console(width=width, record=True, file=io.StringIO())
+    for line in lines:
+        console.print(line, highlight=False, markup=False)
+    note = ("the RF column above is the layer arithmetic's; after a resampling op (upsampling, unpooling, a crop) it "
+            "is only an upper bound") if field.method == "gradient" or field.global_pool else None
+    if note:
+        console.print(note, highlight=False, markup=False)
+    return text + console.export_text()
+
+
 def _build(name: str, options: dict):
     with torch.device("meta"):  # shapes and counts without memory or init cost
         return create_model(name, **options)
 
 
+def segmenter_field(name: str, model, size: tuple[int, int, int], options: dict, s: Summary, progress=None):
+    """The receptive field at a segmentation network's output (`cnnzoo.analysis.output_field`): the stored one
+    (`cnnzoo.segmentation.counts`) at the defaults when the traced network still matches the store (parameters,
+    MACs, output shape), else measured now: free by the layer arithmetic, else one forward and backward at ``size``
+    on the CPU (``progress(what)`` is told first)."""
+    from ..analysis.output_field import arithmetic_output_field, gradient_output_field, output_field
+    from ..segmentation import counts as seg_counts
+
+    entry = seg_counts.stored(name) if not options else None
+    if entry is not None and entry["input"] == tuple(size) and (entry["params"], entry["macs"], entry["output"]) == (
+            s.total_params, s.macs, tuple(s._calls[0].output_shape or ())):
+        field = seg_counts.stored_field(name)
+        if field is not None:
+            return field
+    _, _, reason, whole = arithmetic_output_field(model, size)
+    if reason is None or whole:
+        return output_field(model, size)
+    if progress is not None:
+        progress(f"measuring the receptive field (a forward and backward at {'x'.join(map(str, size))})")
+    return gradient_output_field(model, size, reason=reason)
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
-    card = get_card(args.name)
+    from .models import SEGMENTATION, lookup
+
+    kind, card = lookup(args.name)
     if args.plot:  # a path that cannot be written fails before the table is printed
         check_plot_path(args.plot)
     if args.depth is not None and args.depth < 0:
@@ -53,12 +103,24 @@ def cmd_summary(args: argparse.Namespace) -> int:
     # a big network takes seconds to build and trace: a spinner on a terminal's stderr (no lines in logs)
     with Steps(plain=False) as progress:
         progress(f"building {card.name}")
-        model = _build(card.name, parse_options(args.options))
+        options = parse_options(args.options)
+        if kind == SEGMENTATION:
+            from ..segmentation.counts import build_meta
+
+            model = build_meta(card.name, **options)
+        else:
+            model = _build(card.name, options)
         size = resolve_input_size(card.name, model, args.input, card.input_size)
+        if kind == SEGMENTATION:  # too small, wrong channels: one line in the network's words, before any work
+            model.check_input(torch.empty(1, *size, device="meta"))
         progress(f"tracing {card.name} at {'x'.join(map(str, size))}")
         s = summarize(model, size, depth=args.depth)
+        field = segmenter_field(card.name, model, size, options, s, progress) if kind == SEGMENTATION else None
     s.model_name = card.name
-    print(render(s, args.format, args.width), end="")
+    if field is not None:
+        print(render_dense(s, field, args.format, args.width), end="")
+    else:
+        print(render(s, args.format, args.width), end="")
     if args.plot:
         from ..analysis.plots import plot_summary
 
@@ -103,9 +165,12 @@ def stages_text(stages: list[dict]) -> str:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from ..status import Steps
+    from .models import SEGMENTATION, lookup
 
     for name in args.names:  # an unknown name fails before any work
-        get_card(name)
+        if lookup(name)[0] == SEGMENTATION:
+            raise ValueError(f"{name} is a segmentation network; compare-arch compares classification networks "
+                             f"(`cnnzoo summary {name}` gives its totals and receptive field)")
     with Steps(enabled=len(args.names) > 1) as progress:  # on stderr: stdout holds the table
         rows = compare(args.names, progress)
     if args.format == "json":

@@ -17,6 +17,14 @@ examples:
   cnnzoo compare lenet5 lenet5_paper resnet20_cifar --seeds 0,1,2 --set train.epochs=10 --out cmp
   cnnzoo compare alexnet_paper alexnet_paper:lrn=false --data cifar10 --protocol center,10crop --jobs 2
   cnnzoo compare lenet5 lenet5_paper --dry-run        # the plan and its cost; trains nothing
+segmentation networks (`cnnzoo segment list`; never mixed with classifiers in one comparison):
+  cnnzoo compare unet_padded unet_resnet34 --seeds 0,1,2 --out seg       # digits-segmentation, each digits recipe
+  cnnzoo compare unet_padded:base_channels=8 'unet_padded@optim.lr=0.003' --epochs 2 --data-param num_train=200
+  they report the FCN paper's mean IU, pixel accuracy, mean accuracy and f.w. IU (mean, min-max over seeds); options
+  go over the network's digits recipe options; per spec @train.epochs, @train.limit_batches, @optim.name, @optim.lr,
+  @optim.momentum, @optim.weight_decay, @schedule.name, @data.batch_size, @data.input_size, @data.holdout_fraction;
+  --data-param/--epochs/--limit-batches are theirs, --recipe/--set/--protocol/--no-flip/--target/--data-dir/
+  --no-download classification's.
 Re-running a command continues it: finished runs are reused (same numbers), interrupted ones resumed.
 Outputs: OUT/report.html (self-contained), OUT/results.csv, OUT/results.json, OUT/runs/SPEC/seedS (run directories).
 Exit status: 0 all runs ok, 1 some spec failed (the table says why), 2 a bad argument, 128+N stopped by signal N."""
@@ -25,6 +33,11 @@ Exit status: 0 all runs ok, 1 some spec failed (the table says why), 2 a bad arg
 def _command(args: argparse.Namespace) -> list[str]:
     """The command line, rebuilt from the parsed arguments (what the report records)."""
     cmd = ["cnnzoo", "compare", *args.specs, "--data", args.data]
+    for pair in args.data_params or []:
+        cmd += ["--data-param", pair]
+    for flag, value in (("--epochs", args.epochs), ("--limit-batches", args.limit_batches)):
+        if value is not None:
+            cmd += [flag, str(value)]
     if args.recipe:
         cmd += ["--recipe", args.recipe]
     for s in args.set or []:
@@ -103,12 +116,16 @@ def _dry_run(result, threads: int) -> None:
 def cmd_compare(args: argparse.Namespace) -> int:
     import torch
 
-    from ..compare import ComparisonInterrupted, parse_seeds, print_table, run_comparison
+    from ..compare import ComparisonInterrupted, comparison_kind, parse_seeds, print_table, run_comparison
+    from .segment import _pairs
 
     args.seed_list = parse_seeds(_check_seeds_text(args.seeds))
-    if not args.data.strip():
-        raise ValueError("--data '' names no dataset; give mnist5k (the default), mnist, fashion-mnist, cifar10, "
-                         "cifar100 or folder:PATH")
+    segmentation = comparison_kind(args.specs) == "segmentation"
+    if args.data is not None and not args.data.strip():
+        raise ValueError("--data '' names no dataset; give " + (
+            "digits-segmentation (the default), voc:PATH or pairs:PATH" if segmentation else
+            "mnist5k (the default), mnist, fashion-mnist, cifar10, cifar100 or folder:PATH"))
+    args.data = args.data or ("digits-segmentation" if segmentation else "mnist5k")
     if not args.out.strip():
         raise ValueError("--out '' names no directory; give the comparison's directory, e.g. --out compare (the "
                          "default)")
@@ -120,9 +137,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     try:
         result = run_comparison(
             args.specs, args.data, recipe=args.recipe, sets=list(args.set or []), seeds=args.seed_list, out=args.out,
-            protocols=args.protocol or "center", flip=not args.no_flip, jobs=args.jobs, threads=args.threads,
+            protocols=args.protocol, flip=not args.no_flip, jobs=args.jobs, threads=args.threads,
             target=None if args.target is None else args.target / 100, download=not args.no_download,
-            data_dir=args.data_dir, command=command, verbose=not args.quiet, dry_run=args.dry_run)
+            data_dir=args.data_dir, command=command, verbose=not args.quiet, dry_run=args.dry_run,
+            data_params=_pairs(args.data_params, "--data-param"), epochs=args.epochs,
+            limit_batches=args.limit_batches)
     except ComparisonInterrupted as e:
         print(f"cnnzoo compare: {e}", file=sys.stderr, flush=True)
         return 128 + int(e.signum)
@@ -142,14 +161,24 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from .bench import _positive_int
+
     p = sub.add_parser("compare", help="train networks / paper variants on the same data and seeds; HTML report",
                        description="Train every SPEC once per seed with the same data, recipe, data order and "
                                    "augmentation (each into its own run directory under --out), evaluate each, and "
                                    "write a self-contained report.html, results.csv and results.json.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("specs", nargs="+", metavar="SPEC", help="NAME[:OPTION=VALUE,...][@SECTION.KEY=VALUE...]")
-    p.add_argument("--data", default="mnist5k",
-                   help="mnist5k (built in, default), mnist, fashion-mnist, cifar10, cifar100, folder:PATH")
+    p.add_argument("--data",
+                   help="mnist5k (built in, default), mnist, fashion-mnist, cifar10, cifar100, folder:PATH; for "
+                        "segmentation networks digits-segmentation (built in, default), voc:PATH, pairs:PATH")
+    p.add_argument("--data-param", dest="data_params", action="append", metavar="KEY=VALUE",
+                   help="segmentation only: a dataset setting (repeatable), as `cnnzoo segment train --data-param`: "
+                        "digits-segmentation's seed, num_train, num_test, canvas, ...")
+    p.add_argument("--epochs", type=_positive_int, metavar="N",
+                   help="segmentation only: epochs of every run (default: each network's digits recipe)")
+    p.add_argument("--limit-batches", type=_positive_int, metavar="N",
+                   help="segmentation only: at most N batches per epoch (smoke tests)")
     p.add_argument("--recipe", metavar="FILE.yaml|paper", help="a YAML recipe for every spec (as `cnnzoo train`)")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                    help="override one config key of every spec (repeatable), e.g. --set train.epochs=5")

@@ -6,10 +6,32 @@ import argparse
 import textwrap
 
 from ..counts import build_meta, count_params, stored
-from ..registry import get_card, list_models, model_options
+from ..registry import UnknownModelError, _suggest, get_card, list_models, model_options
 from .common import add_model_args, check_plot_path, parse_options, resolve_input_size
 
-__all__ = ["build_meta", "cite", "cmd_info", "cmd_list", "count_params", "register", "zoo_table"]
+__all__ = ["build_meta", "cite", "cmd_info", "cmd_list", "count_params", "lookup", "register", "zoo_table"]
+
+CLASSIFICATION, SEGMENTATION = "classification", "segmentation"
+
+
+def lookup(name: str):
+    """(kind, card) of a registered name: ``"classification"`` (`cnnzoo.registry`) or ``"segmentation"``
+    (`cnnzoo.segmentation.registry`); the two registries share no name. An unknown name is an UnknownModelError
+    suggesting close names from both (the segmentation registry is only loaded when the name is no classifier)."""
+    try:
+        return CLASSIFICATION, get_card(name)
+    except UnknownModelError:
+        from ..segmentation.registry import get_segmenter_card, list_segmenters
+
+        segmenters = list_segmenters()
+        if name in segmenters:
+            return SEGMENTATION, get_segmenter_card(name)
+        classifiers = list_models()
+        close = _suggest(str(name), classifiers + segmenters)
+        hint = (" Did you mean: " + ", ".join(f"{n} (segmentation)" if n in segmenters else n for n in close) + "?"
+                if close else "")
+        raise UnknownModelError(f"unknown network {name!r}.{hint} `cnnzoo list` shows all {len(classifiers)} "
+                                f"classification and {len(segmenters)} segmentation networks.") from None
 
 
 def _fmt_params(n: int) -> str:
@@ -34,20 +56,32 @@ def cite(paper) -> str:
     return f"{surname}, {paper.year}"
 
 
-def zoo_table(names: list[str], title: str, width: int | None = None):
+def zoo_table(names: list[str], title: str, width: int | None = None, kind: str = CLASSIFICATION):
     """The `cnnzoo list` table (a rich Table). Names are never wrapped or cut (a user copies them); where the
     table is wider than ``width`` the family column (which the names mostly say) is left out, then the paper
-    column gives way. The counts are the stored ones (`cnnzoo.counts`): nothing is built."""
+    column gives way. The counts are the stored ones (`cnnzoo.counts`, `cnnzoo.segmentation.counts` for ``kind``
+    "segmentation"): nothing is built (a network the store lacks is counted on the meta device)."""
     from rich import box
     from rich.table import Table
 
+    if kind == SEGMENTATION:
+        from ..segmentation import counts as seg_counts
+        from ..segmentation.registry import get_segmenter_card
+
+        card_of, params_of, stored_of = get_segmenter_card, seg_counts.count_params, seg_counts.stored
+    else:
+        card_of, params_of, stored_of = get_card, count_params, stored
     header = ("name", "family", "params", "MACs", "input", "paper")
     rows = []
     for name in names:
-        card = get_card(name)
+        card = card_of(name)
         c, h, w = card.input_size
-        entry = stored(name)  # MACs at batch 1 and the card's input size, as `cnnzoo summary` counts them
-        rows.append((name, card.family, _fmt_params(count_params(name)), _fmt_macs(entry and entry["macs"]),
+        entry = stored_of(name)  # MACs at batch 1 and the card's input size, as `cnnzoo summary` counts them
+        if entry is None and kind == SEGMENTATION:  # not stored yet: the meta trace (a second at most)
+            from ..segmentation.counts import compute
+
+            entry = compute(name, rf=False)
+        rows.append((name, card.family, _fmt_params(params_of(name)), _fmt_macs(entry and entry["macs"]),
                      f"{c}x{h}x{w}", cite(card.paper)))
     keep = list(range(len(header)))
     full = sum(max(len(r[i]) for r in [header, *rows]) for i in keep) + 2 * (len(keep) - 1)
@@ -68,19 +102,30 @@ def zoo_table(names: list[str], title: str, width: int | None = None):
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from ..segmentation.registry import list_segmenters
+
     names = list_models(args.pattern)
-    if not names:
+    segmenters = list_segmenters(args.pattern)
+    if not names and not segmenters:
         raise ValueError(f"no network matches {args.pattern!r}; `cnnzoo list` shows all (patterns use * and ?, "
-                         f"e.g. 'resnet*')")
+                         f"e.g. 'resnet*' or 'unet*')")
     plot = getattr(args, "plot", None)
     if plot:  # a bad path fails before any work
         from ..analysis.plots import ZOO_SUFFIXES
 
         check_plot_path(plot, suffixes=ZOO_SUFFIXES)
+        if not names:
+            raise ValueError(f"--plot draws classification networks, and {args.pattern!r} matches only segmentation "
+                             f"networks ({', '.join(segmenters)}); leave out --plot, or give a pattern that matches "
+                             f"classification networks")
     from rich.console import Console
 
     console = Console(width=args.width)
-    console.print(zoo_table(names, f"cnnzoo networks matching {args.pattern!r} ({len(names)})", console.width))
+    if names:
+        console.print(zoo_table(names, f"cnnzoo networks matching {args.pattern!r} ({len(names)})", console.width))
+    if segmenters:
+        console.print(zoo_table(segmenters, f"segmentation networks matching {args.pattern!r} ({len(segmenters)})",
+                                console.width, kind=SEGMENTATION))
     if plot:
         from ..analysis.plots import plot_zoo
         from ..status import Steps
@@ -110,7 +155,9 @@ def _shapes(name: str, options: dict, size) -> tuple[int, tuple[int, int, int], 
 def cmd_info(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    card = get_card(args.name)
+    kind, card = lookup(args.name)
+    if kind == SEGMENTATION:
+        return _info_segmenter(args, card)
     options = parse_options(args.options) if args.options else {}  # (reads YAML: only when there are some)
     params, (c, h, w), out_shape = _shapes(card.name, options, args.input)
     console = Console(width=args.width)
@@ -135,6 +182,83 @@ def cmd_info(args: argparse.Namespace) -> int:
     for d in card.deviations or ("none",):
         console.print(textwrap.indent(textwrap.fill(d, 100), " " * 17).replace(" " * 17, " " * 15 + "- ", 1),
                       highlight=False)
+    if card.notes:
+        console.print("\n[bold]Paper notes[/bold]\n")
+        console.print(card.notes, highlight=False, markup=False)
+    return 0
+
+
+def segmenter_shapes(name: str, options: dict, size) -> dict:
+    """`cnnzoo info`'s counts of a segmentation network: ``params``, ``macs``, ``input`` (C, H, W), ``output`` shape,
+    and ``rf`` (an `OutputField`, or None where only `cnnzoo summary` measures it): the stored ones at the defaults,
+    else from the network built on the meta device with ``options`` and traced at ``size`` (which checks the input;
+    the field then only where the layer arithmetic gives it for free)."""
+    from ..segmentation import counts as seg_counts
+
+    entry = seg_counts.stored(name) if not options and size is None else None
+    if entry is not None:
+        return {**entry, "rf": seg_counts.stored_field(name)}
+    import torch
+
+    from ..analysis.output_field import output_field
+    from ..analysis.summary import summarize
+    from ..segmentation.registry import get_segmenter_card
+
+    card = get_segmenter_card(name)
+    model = seg_counts.build_meta(name, **options)
+    c, h, w = resolve_input_size(name, model, size, card.input_size)
+    model.check_input(torch.empty(1, c, h, w, device="meta"))  # too small, wrong channels: the network's words
+    s = summarize(model, (c, h, w))
+    try:
+        rf = output_field(model, (c, h, w), method="arithmetic")
+    except ValueError:
+        rf = None  # the gradient method runs a real forward and backward: `cnnzoo summary` does that
+    return {"params": s.total_params, "macs": s.macs, "input": (c, h, w), "output": s._calls[0].output_shape,
+            "rf": rf}
+
+
+def _info_segmenter(args: argparse.Namespace, card) -> int:
+    """`cnnzoo info` of a segmentation network: its card, counts, output and receptive field, recipe, notes."""
+    from rich.console import Console
+
+    from ..segmentation.registry import get_digits_recipe, segmenter_options
+
+    options = parse_options(args.options) if args.options else {}
+    info = segmenter_shapes(card.name, options, args.input)
+    c, h, w = info["input"]
+    console = Console(width=args.width)
+    console.print(f"[bold]{card.name}[/bold] — {card.description} (segmentation)")
+    field = info["rf"]
+    if field is None:
+        rf_text = f"`cnnzoo summary {card.name}" + (f" --input {c}x{h}x{w}" if args.input else "") + \
+                  "` measures it (the input gradient of the centre output pixel)"
+    else:
+        rf_text = field.describe().removeprefix("receptive field at the output: ")
+    recipe = get_digits_recipe(card.name)
+    rows = [
+        ("paper", f"{card.paper.title} ({card.paper.authors}, {card.paper.year})"),
+        ("link", card.paper.url),
+        ("family", card.family),
+        ("dataset", f"{card.dataset}, input {c}x{h}x{w}"),
+        ("parameters", f"{info['params']:,}" + (f" with {options}" if options else "")),
+        ("MACs", f"{info['macs']:,} = {_fmt_macs(info['macs'])} at batch 1 and {c}x{h}x{w}"),
+        ("output", f"{tuple(info['output'])} for input {(1, c, h, w)}"),
+        ("receptive field", rf_text),
+        ("counterparts", "; ".join(str(cp) for cp in card.counterparts) or "none"),
+        ("options", ", ".join(segmenter_options(card.name))),
+    ]
+    if card.aux_weight is not None:
+        rows.append(("aux loss weight", str(card.aux_weight)))
+    rows.append(("digits recipe", ", ".join(f"{k}={v}" for k, v in recipe.items()) +
+                 " (`cnnzoo segment train` on digits-segmentation)"))
+    for key, value in rows:
+        console.print(textwrap.fill(f"{key:>15}: {value}", max(40, console.width), subsequent_indent=" " * 17,
+                                    break_on_hyphens=False),
+                      highlight=False, markup=False)
+    console.print(f"{'deviations':>15}:", highlight=False)
+    for d in card.deviations or ("none",):
+        console.print(textwrap.indent(textwrap.fill(d, 100), " " * 17).replace(" " * 17, " " * 15 + "- ", 1),
+                      highlight=False, markup=False)
     if card.notes:
         console.print("\n[bold]Paper notes[/bold]\n")
         console.print(card.notes, highlight=False, markup=False)

@@ -7,6 +7,11 @@ deviation over the seeds (n - 1 in the denominator), absent with one seed. "Trai
 steps, summed over the epochs (evaluation and checkpoints excluded); "train img/s" is images over that time;
 "inference img/s" is the network alone in eval mode at batch 64 (see `cnnzoo.compare.runner.inference_speed`), on the
 machine's inference fast path (`cnnzoo.evaluate.fastpath`; each row's ``infer_path`` says which).
+
+A comparison of segmentation networks (`cnnzoo.compare.segmentation`) has rows of another column set
+(`aggregate_segmentation`, ``"kind": "segmentation"``): the FCN paper's four metrics of each run's last checkpoint on
+the test split, mean and min-max over the seeds, in place of the accuracies, protocols and inference speed; the same
+table, CSV, JSON and HTML report around them, its plots on mean IU and per-class IoU.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from pathlib import Path
 
 from ..fileio import atomic_write
 
-__all__ = ["aggregate", "print_table", "render_html", "table_cells", "write_outputs"]
+__all__ = ["aggregate", "aggregate_segmentation", "print_table", "render_html", "table_cells", "write_outputs"]
 
 
 # ---------------------------------------------------------------------------------------------------- numbers
@@ -31,6 +36,64 @@ def _stats(values: list[float | None]) -> dict | None:
     if not vals:
         return None
     return {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else None, "n": len(vals)}
+
+
+def _range(values: list[float | None]) -> dict | None:
+    """`_stats` with the lowest and highest value (``min``, ``max``)."""
+    s = _stats(values)
+    if s is not None:
+        vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+        s.update(min=min(vals), max=max(vals))
+    return s
+
+
+def _by_spec(plans, records: list[dict]) -> dict[str, list[tuple]]:
+    """(plan, record) pairs of each spec label, in the order given."""
+    order: dict[str, list[tuple]] = {}
+    for plan, rec in zip(plans, records):
+        order.setdefault(plan.spec.label, []).append((plan, rec))
+    return order
+
+
+def _base_row(label: str, pairs: list[tuple]) -> tuple[dict, list[dict]]:
+    """(the columns every comparison has: spec, seeds, status, parameters, MACs, ...; the spec's good records)."""
+    plan0 = pairs[0][0]
+    good = [r for _, r in pairs if r.get("status") == "ok"]
+    failed = [{"seed": p.seed, "error": r.get("error", "failed"), "diverged": r.get("status") == "diverged"}
+              for p, r in pairs if r.get("status") != "ok"]
+    row = {
+        "spec": label, "network": plan0.spec.name, "options": list(plan0.spec.options),
+        "overrides": list(plan0.spec.overrides), "seeds": [p.seed for p, _ in pairs], "runs": len(pairs),
+        "runs_ok": len(good), "failed": failed,
+        "status": "ok" if not failed else "partial" if good else
+                  "diverged" if all(f["diverged"] for f in failed) else "failed",
+        "params": good[0]["params"] if good else plan0.params,
+        "macs": good[0]["macs"] if good else plan0.macs,
+        "input_size": good[0]["input_size"] if good else list(plan0.input_size),
+        "run_dirs": [str(p.run_dir) for p, _ in pairs],
+    }
+    return row, good
+
+
+def _confusion(good: list[dict]) -> list[list[int]]:
+    """The confusion matrices of the good runs, summed (empty without one)."""
+    if not good or not good[0]["confusion"]:
+        return []
+    n = len(good[0]["confusion"])
+    return [[sum(r["confusion"][i][j] for r in good) for j in range(n)] for i in range(n)]
+
+
+def _curves(good: list[dict], key: str) -> dict:
+    """Per epoch: the mean (and spread) over seeds of the history's ``key`` and training loss, and each run's."""
+    epochs = max((len(r["history"]) for r in good), default=0)
+    return {
+        "epoch": list(range(1, epochs + 1)),
+        key: [_stats([r["history"][e][key] for r in good if len(r["history"]) > e]) for e in range(epochs)],
+        "train_loss": [_stats([r["history"][e]["train_loss"] for r in good if len(r["history"]) > e])
+                       for e in range(epochs)],
+        f"{key}_runs": [[h[key] for h in r["history"]] for r in good],
+        "train_loss_runs": [[h["train_loss"] for h in r["history"]] for r in good],
+    }
 
 
 def epochs_to(history: list[dict], target: float) -> int | None:
@@ -49,28 +112,12 @@ def aggregate(plans, records: list[dict], protocols: list[str], flip: bool = Tru
         target = min((r["best"]["top1"] for r in ok if r["best"]["top1"] is not None), default=None)
     key = "flip" if flip else "noflip"
     rows: list[dict] = []
-    order: dict[str, list[tuple]] = {}
-    for plan, rec in zip(plans, records):
-        order.setdefault(plan.spec.label, []).append((plan, rec))
-    for label, pairs in order.items():
-        plan0 = pairs[0][0]
-        good = [r for _, r in pairs if r.get("status") == "ok"]
-        failed = [{"seed": p.seed, "error": r.get("error", "failed"), "diverged": r.get("status") == "diverged"}
-                  for p, r in pairs if r.get("status") != "ok"]
-        row = {
-            "spec": label, "network": plan0.spec.name, "options": list(plan0.spec.options),
-            "overrides": list(plan0.spec.overrides), "seeds": [p.seed for p, _ in pairs], "runs": len(pairs),
-            "runs_ok": len(good), "failed": failed,
-            "status": "ok" if not failed else "partial" if good else
-                      "diverged" if all(f["diverged"] for f in failed) else "failed",
-            "params": good[0]["params"] if good else plan0.params,
-            "macs": good[0]["macs"] if good else plan0.macs,
-            "input_size": good[0]["input_size"] if good else list(plan0.input_size),
-            "run_dirs": [str(p.run_dir) for p, _ in pairs],
-            # the precision and memory format inference ran in (`cnnzoo.evaluate.fastpath`)
-            "infer_path": (f"{good[0].get('infer_precision', 'fp32')}, "
-                           f"{'channels-last' if good[0].get('infer_channels_last') else 'contiguous'}") if good else "",
-        }
+    for label, pairs in _by_spec(plans, records).items():
+        row, good = _base_row(label, pairs)
+        # the precision and memory format inference ran in (`cnnzoo.evaluate.fastpath`)
+        row["infer_path"] = (f"{good[0].get('infer_precision', 'fp32')}, "
+                             f"{'channels-last' if good[0].get('infer_channels_last') else 'contiguous'}") if good \
+            else ""
         for name, get in (("train_time_s", lambda r: r["train_time_s"]),
                           ("train_images_per_s", lambda r: r["train_images_per_s"]),
                           ("infer_images_per_s", lambda r: r["infer_images_per_s"]),
@@ -90,24 +137,60 @@ def aggregate(plans, records: list[dict], protocols: list[str], flip: bool = Tru
         classes = good[0]["classes"] if good else []
         row["classes"] = classes
         row["per_class"] = {c: statistics.fmean(r["per_class"][c] for r in good) for c in classes} if good else {}
-        if good and good[0]["confusion"]:
-            n = len(good[0]["confusion"])
-            row["confusion"] = [[sum(r["confusion"][i][j] for r in good) for j in range(n)] for i in range(n)]
-        else:
-            row["confusion"] = []
-        epochs = max((len(r["history"]) for r in good), default=0)
-        row["curves"] = {
-            "epoch": list(range(1, epochs + 1)),
-            "test_acc": [_stats([r["history"][e]["test_acc"] for r in good if len(r["history"]) > e])
-                         for e in range(epochs)],
-            "train_loss": [_stats([r["history"][e]["train_loss"] for r in good if len(r["history"]) > e])
-                           for e in range(epochs)],
-            "test_acc_runs": [[h["test_acc"] for h in r["history"]] for r in good],
-            "train_loss_runs": [[h["train_loss"] for h in r["history"]] for r in good],
-        }
+        row["confusion"] = _confusion(good)
+        row["curves"] = _curves(good, "test_acc")
         row["target_top1"] = target
         rows.append(row)
     return rows
+
+
+#: the FCN paper's metrics (Sec. 5) a segmentation row reports: (key in eval.json and the row, column heading)
+SEG_METRICS = (("mean_iu", "mean IU %"), ("pixel_accuracy", "pixel acc %"), ("mean_accuracy", "mean acc %"),
+               ("fw_iu", "f.w. IU %"))
+
+
+def aggregate_segmentation(plans, records: list[dict]) -> list[dict]:
+    """One row per segmentation spec (``"kind": "segmentation"``): costs, training speed, and the FCN paper's four
+    metrics of the last checkpoints on the test split (`SEG_METRICS`; mean, std, min and max over the seeds), the
+    per-class IoU (mean over the seeds where defined), the summed confusion matrix and the curves (test mean IU,
+    training loss per epoch)."""
+    rows: list[dict] = []
+    for label, pairs in _by_spec(plans, records).items():
+        row, good = _base_row(label, pairs)
+        row["kind"] = "segmentation"
+        row["train_time_s"] = _stats([r["train_time_s"] for r in good])
+        row["train_images_per_s"] = _stats([r["train_images_per_s"] for r in good])
+        for key, _ in SEG_METRICS:
+            row[key] = _range([r["final"][key] for r in good])
+        row["best_mean_iu"] = _range([r["best"]["mean_iu"] for r in good])
+        classes = good[0]["classes"] if good else []
+        row["classes"] = classes
+        row["per_class"] = {c: (s["mean"] if (s := _stats([r["per_class"].get(c) for r in good])) else None)
+                            for c in classes}
+        row["confusion"] = _confusion(good)
+        row["curves"] = _curves(good, "test_mean_iu")
+        rows.append(row)
+    return rows
+
+
+def _is_segmentation(rows: list[dict]) -> bool:
+    return bool(rows) and rows[0].get("kind") == "segmentation"
+
+
+#: what the plots and the report call the main metric of each kind of comparison
+_VIEWS = {
+    False: {"final": "final_top1", "curve": "test_acc", "axis": "test top-1 accuracy (%)",
+            "curve_title": "test accuracy per epoch", "final_axis": "final test top-1 (%)", "what": "accuracy",
+            "per_class": "per-class test accuracy (%), final weights, mean over seeds", "run_final": "top1",
+            "run_column": "final top-1 %", "h2": "Per-class accuracy", "curves_alt": "test accuracy",
+            "curves_caption": "Test top-1 accuracy", "cost_caption": "Final test top-1",
+            "per_class_alt": "per-class accuracy"},
+    True: {"final": "mean_iu", "curve": "test_mean_iu", "axis": "test mean IU (%)",
+           "curve_title": "test mean IU per epoch", "final_axis": "final test mean IU (%)", "what": "mean IU",
+           "per_class": "per-class test IoU (%), last checkpoint, mean over seeds", "run_final": "mean_iu",
+           "run_column": "final mean IU %", "h2": "Per-class IoU", "curves_alt": "test mean IU",
+           "curves_caption": "Test mean IU", "cost_caption": "Final test mean IU", "per_class_alt": "per-class IoU"},
+}
 
 
 # ---------------------------------------------------------------------------------------------------- text
@@ -146,7 +229,19 @@ def _status(row: dict) -> str:
     return f"{row['runs_ok']}/{row['runs']} ok"
 
 
+def _span(s: dict | None, scale: float = 100.0, digits: int = 2) -> str:
+    """``mean (min–max)`` of a `_range` (the mean alone for one value)."""
+    if s is None:
+        return "-"
+    text = f"{s['mean'] * scale:.{digits}f}"
+    if s["n"] > 1:
+        text += f" ({s['min'] * scale:.{digits}f}–{s['max'] * scale:.{digits}f})"
+    return text
+
+
 def columns(rows: list[dict]) -> list[str]:
+    if _is_segmentation(rows):
+        return ["spec", "params", "MACs", "train time (s)", "train img/s", *(h for _, h in SEG_METRICS), "status"]
     protos = list(rows[0]["protocols"]) if rows else []
     target = rows[0]["target_top1"] if rows else None
     cols = ["spec", "params", "MACs", "train time (s)", "train img/s", "inference img/s", "best top-1 %",
@@ -164,8 +259,10 @@ def table_cells(row: dict) -> list[tuple[str, float | str | None]]:
 
     cells = [(row["spec"], row["spec"]), (f"{row['params']:,}", row["params"]), (_si(row["macs"]), row["macs"]),
              (_pm(row["train_time_s"], 1, 1), m(row["train_time_s"])),
-             (_pm(row["train_images_per_s"], 1, 0), m(row["train_images_per_s"])),
-             (_pm(row["infer_images_per_s"], 1, 0), m(row["infer_images_per_s"]))]
+             (_pm(row["train_images_per_s"], 1, 0), m(row["train_images_per_s"]))]
+    if row.get("kind") == "segmentation":  # the metrics: mean (min–max) over the seeds
+        return cells + [(_span(row[k]), m(row[k])) for k, _ in SEG_METRICS] + [(_status(row), row["status"])]
+    cells.append((_pm(row["infer_images_per_s"], 1, 0), m(row["infer_images_per_s"])))
     for k in ("best_top1", "best_top5", "final_top1", "final_top5"):
         cells.append((_pm(row[k], 100), m(row[k])))
     for p in row["protocols"].values():
@@ -191,8 +288,11 @@ def print_table(rows: list[dict], console=None) -> None:
     # several, each starting with the spec, every header and number whole
     console = console or Console()
     cols = columns(rows)
-    print_fitted(console, "cnnzoo compare (mean ± std over seeds)" if any(r["runs"] > 1 for r in rows)
-                 else "cnnzoo compare", cols, [[text for text, _ in table_cells(r)] for r in rows],
+    many = any(r["runs"] > 1 for r in rows)
+    title = ("cnnzoo compare: segmentation" + (" (mean, min–max over seeds)" if many else "")) \
+        if _is_segmentation(rows) else \
+        "cnnzoo compare (mean ± std over seeds)" if many else "cnnzoo compare"
+    print_fitted(console, title, cols, [[text for text, _ in table_cells(r)] for r in rows],
                  justify=["left" if c in ("spec", "status") else "right" for c in cols])
     for r in rows:
         if r["failed"]:
@@ -200,7 +300,33 @@ def print_table(rows: list[dict], console=None) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- files
+def _ms(s: dict | None, keys=("mean", "std")) -> list[str]:
+    return ["" if s is None or s.get(k) is None else f"{s[k]:.6g}" for k in keys]
+
+
+def _csv_segmentation(rows: list[dict]) -> str:
+    header = ["spec", "network", "status", "runs", "runs_ok", "seeds", "params", "macs", "input_size"]
+    for k in ("train_time_s", "train_images_per_s"):
+        header += [f"{k}_mean", f"{k}_std"]
+    for k, _ in SEG_METRICS:
+        header += [f"{k}_mean", f"{k}_std", f"{k}_min", f"{k}_max"]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow([*header, "error"])
+    for r in rows:
+        line = [r["spec"], r["network"], r["status"], r["runs"], r["runs_ok"], " ".join(map(str, r["seeds"])),
+                r["params"], r["macs"], "x".join(map(str, r["input_size"]))]
+        for k in ("train_time_s", "train_images_per_s"):
+            line += _ms(r[k])
+        for k, _ in SEG_METRICS:
+            line += _ms(r[k], ("mean", "std", "min", "max"))
+        w.writerow([*line, _errors(r)])
+    return buf.getvalue()
+
+
 def _csv(rows: list[dict]) -> str:
+    if _is_segmentation(rows):
+        return _csv_segmentation(rows)
     protos = list(rows[0]["protocols"]) if rows else []
     stat_keys = ["train_time_s", "train_images_per_s", "infer_images_per_s", "best_top1", "best_top5", "final_top1",
                  "final_top5", "epochs_to_target"]
@@ -238,9 +364,12 @@ def write_outputs(out: Path, plans, records: list[dict], rows: list[dict], env: 
     (out / "plots").mkdir(parents=True, exist_ok=True)
     for name, png in plots.items():
         atomic_write(out / "plots" / f"{name}.png", png)
-    data = {"environment": env, "protocols": protocols, "flip": flip,
-            "target_top1": rows[0]["target_top1"] if rows else target, "specs": rows,
-            "runs": [{k: v for k, v in r.items()} for r in records]}
+    if _is_segmentation(rows):
+        data = {"environment": env, "kind": "segmentation", "specs": rows, "runs": [dict(r) for r in records]}
+    else:
+        data = {"environment": env, "protocols": protocols, "flip": flip,
+                "target_top1": rows[0]["target_top1"] if rows else target, "specs": rows,
+                "runs": [{k: v for k, v in r.items()} for r in records]}
     atomic_write(out / "results.json", json.dumps(data, indent=1, default=str).encode())
     atomic_write(out / "results.csv", _csv(rows).encode())
     atomic_write(out / "report.html", render_html(rows, records, env, plots, out).encode())
@@ -281,19 +410,22 @@ def make_plots(rows: list[dict]) -> dict[str, bytes]:
 
     out: dict[str, bytes] = {}
     colors = dict(zip([r["spec"] for r in good], _colors(len(good))))
+    view = _VIEWS[_is_segmentation(rows)]
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     for r in good:
         c, ep = colors[r["spec"]], r["curves"]["epoch"]
-        for key, ax, scale in (("test_acc", ax1, 100), ("train_loss", ax2, 1)):
-            mean = [s["mean"] * scale for s in r["curves"][key]]
+        for key, ax, scale in ((view["curve"], ax1, 100), ("train_loss", ax2, 1)):
+            mean = [s["mean"] * scale if s else math.nan for s in r["curves"][key]]
             ax.plot(ep, mean, "o-", color=c, label=r["spec"], ms=3)
             runs = r["curves"][f"{key}_runs"]
             if len(runs) > 1:  # the band: lowest to highest seed
-                lo = [min(x[e] for x in runs if len(x) > e) * scale for e in range(len(ep))]
-                hi = [max(x[e] for x in runs if len(x) > e) * scale for e in range(len(ep))]
+                lo = [min((x[e] for x in runs if len(x) > e and x[e] is not None), default=math.nan) * scale
+                      for e in range(len(ep))]
+                hi = [max((x[e] for x in runs if len(x) > e and x[e] is not None), default=math.nan) * scale
+                      for e in range(len(ep))]
                 ax.fill_between(ep, lo, hi, color=c, alpha=0.15, lw=0)
-    ax1.set(xlabel="epoch", ylabel="test top-1 accuracy (%)", title="test accuracy per epoch")
+    ax1.set(xlabel="epoch", ylabel=view["axis"], title=view["curve_title"])
     ax2.set(xlabel="epoch", ylabel="training loss", title="training loss per epoch")
     losses = [s["mean"] for r in good for s in r["curves"]["train_loss"] if s and s["mean"] > 0]
     if losses and max(losses) > 10 * min(losses):  # a loss falling by decades reads best on a log axis
@@ -309,10 +441,10 @@ def make_plots(rows: list[dict]) -> dict[str, bytes]:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, key, label in ((axes[0], "macs", "MACs per image"), (axes[1], "params", "parameters")):
-        points = sorted((r for r in good if r["final_top1"] is not None and r[key]),
-                        key=lambda r: r["final_top1"]["mean"])
+        points = sorted((r for r in good if r[view["final"]] is not None and r[key]),
+                        key=lambda r: r[view["final"]]["mean"])
         for k, r in enumerate(points):
-            y, x = r["final_top1"], r[key]
+            y, x = r[view["final"]], r[key]
             err = 100 * y["std"] if y["std"] is not None else None
             ax.errorbar([x], [100 * y["mean"]], yerr=[err] if err else None, fmt="o", color=colors[r["spec"]],
                         capsize=3, ms=7)
@@ -326,8 +458,8 @@ def make_plots(rows: list[dict]) -> dict[str, bytes]:
         ax.xaxis.set_major_formatter(EngFormatter())
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.margins(x=0.25, y=0.15)
-        ax.set(xlabel=f"{label}{' (log scale)' if log else ''}", ylabel="final test top-1 (%)",
-               title=f"accuracy vs {label}")
+        ax.set(xlabel=f"{label}{' (log scale)' if log else ''}", ylabel=view["final_axis"],
+               title=f"{view['what']} vs {label}")
         ax.grid(alpha=0.3)
     fig.tight_layout()
     out["accuracy_vs_cost"] = _png(fig)
@@ -336,7 +468,8 @@ def make_plots(rows: list[dict]) -> dict[str, bytes]:
     if classes:
         import numpy as np
 
-        m = np.array([[100 * r["per_class"].get(c, float("nan")) for c in classes] for r in good])
+        m = np.array([[100 * v if (v := r["per_class"].get(c)) is not None else np.nan for c in classes]
+                      for r in good])
         fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(classes) + 3), 0.5 * len(good) + 1.8))
         im = ax.imshow(m, cmap="viridis", aspect="auto", vmin=np.nanmin(m), vmax=100)
         ax.set_yticks(range(len(good)), [r["spec"] for r in good])
@@ -347,7 +480,7 @@ def make_plots(rows: list[dict]) -> dict[str, bytes]:
                 for j in range(m.shape[1]):
                     ax.text(j, i, f"{m[i, j]:.1f}", ha="center", va="center", fontsize=7,
                             color="black" if m[i, j] > mid else "white")
-        ax.set(xlabel="class", title="per-class test accuracy (%), final weights, mean over seeds")
+        ax.set(xlabel="class", title=view["per_class"])
         fig.colorbar(im, ax=ax, fraction=0.03)
         fig.tight_layout()
         out["per_class"] = _png(fig)
@@ -445,6 +578,8 @@ def _rel(path: str, out: Path) -> str:
 def render_html(rows: list[dict], records: list[dict], env: dict, plots: dict[str, bytes], out: Path) -> str:
     """The report as one HTML document (plots inline, no external resources)."""
     esc = html.escape
+    seg = _is_segmentation(rows)
+    view = _VIEWS[seg]
     cols = columns(rows)
     head = "".join(f'<th class="{"l" if c in ("spec", "status") else ""}">{esc(c)}</th>' for c in cols)
     body = []
@@ -458,12 +593,21 @@ def render_html(rows: list[dict], records: list[dict], env: dict, plots: dict[st
             cells.append(f'<td class="{klass.strip()}" data-v="{esc(v)}">{esc(text)}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
     seeds = sorted({s for r in rows for s in r["seeds"]})
-    target = rows[0]["target_top1"] if rows else None
+    target = rows[0].get("target_top1") if rows else None
     failures = "".join(f"<li><b>{esc(r['spec'])}</b>: {esc(_errors(r))}</li>" for r in rows if r["failed"])
     target_note = ""
     if target is not None:
         target_note = (f"Epochs to {100 * target:.2f}%: the first epoch whose test top-1 reaches it (by default the "
                        "best accuracy of the weakest run, so that every run reaches it).")
+    if seg:
+        spread, hint = "Mean (lowest–highest) over seeds.", (
+            "Metrics: the FCN paper's (Sec. 5) pixel accuracy, mean accuracy, mean IU and frequency-weighted IU of "
+            "each run's last checkpoint on the test split (label 255 ignored), as in its eval.json. Train time: time "
+            "in training steps summed over epochs (evaluation and checkpoints excluded).")
+    else:
+        spread, hint = "Mean ± sample standard deviation over seeds.", (
+            "Train time: time in training steps summed over epochs (evaluation and checkpoints excluded). Inference: "
+            f"the network alone in eval mode, batch 64. {target_note}")
     parts = [
         "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
@@ -473,27 +617,28 @@ def render_html(rows: list[dict], records: list[dict], env: dict, plots: dict[st
         (f'<p class="sub">{len(rows)} spec(s) x {len(seeds)} seed(s) ({esc(", ".join(map(str, seeds)))}), same data, '
          f"recipe, data order and augmentation per seed; {esc(env.get('date') or '')}</p>"),
         "<h2>Results</h2>",
-        '<p class="hint">Click a column header to sort. Mean ± sample standard deviation over seeds.</p>',
+        f'<p class="hint">Click a column header to sort. {spread}</p>',
         (f'<div class="wide"><table class="sortable" id="results"><thead><tr>{head}</tr></thead>'
          f'<tbody>{"".join(body)}</tbody></table></div>'),
         f'<p>Failed runs:</p><ul class="failed">{failures}</ul>' if failures else "",
-        ('<p class="hint">Train time: time in training steps summed over epochs (evaluation and checkpoints '
-         f"excluded). Inference: the network alone in eval mode, batch 64. {esc(target_note)}</p>"),
+        f'<p class="hint">{esc(hint)}</p>',
     ]
     if plots.get("curves"):
-        img = _img(plots["curves"], "test accuracy and training loss per epoch")
+        img = _img(plots["curves"], f"{view['curves_alt']} and training loss per epoch")
         parts += ["<h2>Training curves</h2>",
-                  (f"<figure>{img}<figcaption>Test top-1 accuracy and training loss per epoch, one line per spec "
+                  (f"<figure>{img}<figcaption>{view['curves_caption']} and training loss per epoch, one line per "
+                   "spec "
                    "(the loss is each run's train.loss: specs trained with different losses are not comparable on "
                    "it).</figcaption></figure>")]
     if plots.get("accuracy_vs_cost"):
-        img = _img(plots["accuracy_vs_cost"], "final accuracy vs MACs and vs parameters")
-        parts += ["<h2>Accuracy vs cost</h2>",
-                  (f"<figure>{img}<figcaption>Final test top-1 against MACs per image and against parameters "
+        img = _img(plots["accuracy_vs_cost"], f"final {view['what']} vs MACs and vs parameters")
+        parts += [f"<h2>{esc(view['what'].capitalize())} vs cost</h2>",
+                  (f"<figure>{img}<figcaption>{view['cost_caption']} against MACs per image and against "
+                   "parameters "
                    "(error bars: standard deviation over seeds).</figcaption></figure>")]
     if plots.get("per_class"):
-        parts += ["<h2>Per-class accuracy</h2>",
-                  f"<figure>{_img(plots['per_class'], 'per-class accuracy heat map across specs')}</figure>"]
+        parts += [f"<h2>{view['h2']}</h2>",
+                  f"<figure>{_img(plots['per_class'], view['per_class_alt'] + ' heat map across specs')}</figure>"]
     confusions = [(r, plots.get(f"confusion_{i}")) for i, r in enumerate(r for r in rows if r["runs_ok"])]
     if any(png for _, png in confusions):
         parts.append('<h2>Confusion matrices</h2><div class="grid">')
@@ -506,7 +651,8 @@ def render_html(rows: list[dict], records: list[dict], env: dict, plots: dict[st
     run_rows = []
     for rec in records:
         ok = rec.get("status") == "ok"
-        final = f"{100 * rec['final']['top1']:.2f}" if ok and rec["final"]["top1"] is not None else "-"
+        value = rec["final"].get(view["run_final"]) if ok else None
+        final = f"{100 * value:.2f}" if value is not None else "-"
         where = esc(_rel(rec.get("run_dir", ""), out))
         status = esc("ok" if ok else rec.get("error", "failed"))
         run_rows.append(
@@ -516,7 +662,8 @@ def render_html(rows: list[dict], records: list[dict], env: dict, plots: dict[st
             f'<td class="l{"" if ok else " failed"}">{status}</td></tr>')
     parts += ["<h2>Runs</h2>",
               ('<table class="sortable"><thead><tr><th class="l">spec</th><th>seed</th><th class="l">run directory'
-               '</th><th>epochs</th><th>final top-1 %</th><th>this time</th><th class="l">status</th></tr></thead>'
+               f'</th><th>epochs</th><th>{view["run_column"]}</th><th>this time</th><th class="l">status</th></tr>'
+               "</thead>"
                f"<tbody>{''.join(run_rows)}</tbody></table>")]
     env_rows = "".join(f"<dt>{esc(k)}</dt><dd>{esc(str(v))}</dd>" for k, v in env.items()
                        if k != "command" and v is not None)

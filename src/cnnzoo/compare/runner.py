@@ -21,6 +21,9 @@ What makes re-running a comparison safe:
   or results.csv of the user's) is refused before anything is written, as `cnnzoo train` refuses a --run-dir that
   is not a run.
 
+Specs naming segmentation networks are planned as `cnnzoo.compare.segmentation.SegRunPlan` (trained by
+`SegTrainer`) and go through the same directory checks, locks, reuse and resume, sequential or parallel running.
+
 Runs of one spec x seed are independent, so ``jobs`` runs them in subprocesses side by side; each gets ``threads``
 intra-op threads (a run's floating-point sums depend on its thread count, so a comparison equals another one run
 with the same ``threads``, whatever ``jobs``).
@@ -91,9 +94,21 @@ class RunPlan:
     command: list[str]
     notes: list[str] = field(default_factory=list)
 
+    kind = "classification"  # a class attribute (not a field); `cnnzoo.compare.segmentation.SegRunPlan`'s differs
+
     @property
     def epochs(self) -> int:
         return self.cfg.train.epochs
+
+    def config_dict(self) -> dict:
+        """The resolved config as a plain mapping (what a ``--jobs`` worker is given)."""
+        from ..train.config import config_to_dict
+
+        return config_to_dict(self.cfg)
+
+    @property
+    def device_setting(self) -> str:
+        return str(self.cfg.train.device)
 
     def work(self, epochs: float | None = None) -> float:
         """MACs of ``epochs`` epochs (default all): a training image costs about 3 forward passes (forward, and a
@@ -273,10 +288,14 @@ def plan_comparison(specs: list[str] | list[Spec], data: str = "mnist5k", *, rec
     Nothing is written. Raises a ValueError (naming the spec) for anything that would fail before training.
     """
     from ..data import load_dataset
+    from .segmentation import comparison_kind
 
     parsed = [s if isinstance(s, Spec) else None for s in specs]
     if any(p is None for p in parsed):
         parsed = parse_specs([s.text if isinstance(s, Spec) else s for s in specs])
+    if comparison_kind(parsed) == "segmentation":
+        raise ValueError("these specs name segmentation networks; plan them with "
+                         "cnnzoo.compare.segmentation.plan_segmentation (run_comparison chooses by itself)")
     sets = list(sets)
     _check_sets(sets)
     seeds = _check_seeds(seeds)
@@ -575,6 +594,10 @@ def execute_run(plan: RunPlan, protocols: list[str], flip: bool = True, threads:
     """
     from ..train import Trainer, TrainingDiverged, TrainingInterrupted
 
+    if plan.kind == "segmentation":
+        from .segmentation import execute_segmentation_run
+
+        return execute_segmentation_run(plan, threads, verbose, device)
     old = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
@@ -721,8 +744,6 @@ def _job_paths(out: Path, plan: RunPlan) -> tuple[Path, Path, Path]:
 
 def _run_parallel(plans, protocols, flip, threads, jobs, verbose, progress: _Progress, out: Path) -> list[dict]:
     """Each run in a subprocess (``python -m cnnzoo.compare.worker``), at most ``jobs`` at a time."""
-    from ..train.config import config_to_dict
-
     records: dict[int, dict] = {}
     queue = list(range(len(plans)))
     running: dict[int, tuple[subprocess.Popen, int, object]] = {}
@@ -748,9 +769,10 @@ def _run_parallel(plans, protocols, flip, threads, jobs, verbose, progress: _Pro
                 slot = free_slots.pop(0)
                 job, result, log = _job_paths(out, plan)
                 device = None
-                if gpus and plan.cfg.train.device in ("auto", "cuda"):
+                if gpus and plan.device_setting in ("auto", "cuda"):
                     device = f"cuda:{slot % gpus}"
-                payload = {"run_dir": str(plan.run_dir), "state": plan.state, "config": config_to_dict(plan.cfg),
+                payload = {"kind": plan.kind, "run_dir": str(plan.run_dir), "state": plan.state,
+                           "config": plan.config_dict(),
                            "command": plan.command, "protocols": protocols, "flip": flip, "threads": threads,
                            "device": device, "result": str(result), "spec": plan.spec.text, "seed": plan.seed,
                            "epochs_done": plan.epochs_done}
@@ -817,7 +839,7 @@ def environment(threads: int, jobs: int, command: list[str] | None, plans: list[
     from .. import __version__
     from ..train.engine import _git_commit, resolve_device
 
-    devices = sorted({str(p.cfg.train.device) for p in plans}) or ["auto"]
+    devices = sorted({p.device_setting for p in plans}) or ["auto"]
     return {
         "cnnzoo": __version__,
         "torch": torch.__version__,
@@ -834,21 +856,29 @@ def environment(threads: int, jobs: int, command: list[str] | None, plans: list[
     }
 
 
-def run_comparison(specs: list[str], data: str = "mnist5k", *, recipe: str | None = None,
+def run_comparison(specs: list[str], data: str | None = None, *, recipe: str | None = None,
                    sets: list[str] | tuple[str, ...] = (), seeds=(0,), out: str | Path = "compare",
-                   protocols: str | list[str] = "center", flip: bool = True, jobs: int = 1,
+                   protocols: str | list[str] | None = None, flip: bool = True, jobs: int = 1,
                    threads: int | None = None, target: float | None = None, download: bool = True,
                    data_dir: str | None = None, command: list[str] | None = None, verbose: bool = True,
-                   dry_run: bool = False) -> Comparison:
+                   dry_run: bool = False, data_params: dict | None = None, epochs: int | None = None,
+                   limit_batches: int | None = None) -> Comparison:
     """Train every spec x seed under ``out`` (reusing finished runs, resuming interrupted ones), measure each and
     write ``report.html``, ``results.csv`` and ``results.json`` there.
 
+    Specs naming segmentation networks (all of them: the two kinds are never mixed) train as segmentation runs and
+    report the FCN paper's metrics (`cnnzoo.compare.segmentation`); ``data_params``, ``epochs`` and
+    ``limit_batches`` are theirs, ``recipe``, ``sets``, ``protocols``, ``flip``, ``target``, ``download`` and
+    ``data_dir`` only classification's.
+
     Args:
         specs: ``NAME[:OPTION=VALUE,...][@SECTION.KEY=VALUE...]`` strings (see `cnnzoo.compare.spec`).
-        data, recipe, sets: as for `cnnzoo train` (``--data``, ``--recipe``, ``--set``), the same for every spec.
+        data, recipe, sets: as for `cnnzoo train` (``--data``, ``--recipe``, ``--set``), the same for every spec;
+            data defaults to mnist5k (classification) or digits-segmentation (segmentation).
         seeds: one run per seed per spec; the seed fixes the initial weights, data order and augmentation.
         out: the comparison's directory.
-        protocols: test-time protocols to report besides the centre evaluation (`cnnzoo.evaluate.protocols`).
+        protocols: test-time protocols to report besides the centre evaluation (`cnnzoo.evaluate.protocols`;
+            default none).
         flip: reflections in the 10crop/144crop/dense protocols.
         jobs: runs trained at once, each in its own process.
         threads: intra-op threads of each run (default: this process's threads divided by ``jobs``).
@@ -858,6 +888,8 @@ def run_comparison(specs: list[str], data: str = "mnist5k", *, recipe: str | Non
         command: the command line to record in the report.
         verbose: print progress and the per-epoch output of the runs.
         dry_run: plan only: parse and check everything, write nothing (``Comparison.records`` is empty).
+        data_params, epochs, limit_batches: segmentation only: the dataset's settings (``--data-param``), every
+            run's epochs and batches per epoch (default: each network's digits recipe, all batches).
 
     Raises:
         ValueError: a bad spec, option, config key or seed, or a run directory holding another run (before
@@ -866,11 +898,35 @@ def run_comparison(specs: list[str], data: str = "mnist5k", *, recipe: str | Non
     """
     from ..evaluate import parse_protocols
     from ..train.rundir import RunDirBusy, RunLock
-    from .report import aggregate, write_outputs
+    from .report import aggregate, aggregate_segmentation, write_outputs
+    from .segmentation import (
+        CLASSIFICATION_ONLY,
+        SEGMENTATION_ONLY,
+        check_segmentation_arguments,
+        comparison_kind,
+        is_segmentation_data,
+        plan_segmentation,
+    )
 
-    proto = [p.name for p in parse_protocols(protocols)]
-    if "center" not in proto:
-        proto = ["center", *proto]
+    kind = comparison_kind(specs)
+    if kind == "segmentation":
+        given = (recipe is not None, bool(sets), protocols is not None, not flip, target is not None,
+                 data_dir is not None, not download)  # in the order of CLASSIFICATION_ONLY's flags
+        check_segmentation_arguments([flag for flag, g in zip(CLASSIFICATION_ONLY, given) if g])
+        proto = []
+    else:
+        given = [flag for flag, v in zip(SEGMENTATION_ONLY, (data_params, epochs, limit_batches)) if v]
+        if given:
+            raise ValueError(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} only to segmentation "
+                             "networks; with classification networks write --epochs N as --set train.epochs=N and "
+                             "--limit-batches N as --set train.limit_batches=N (their datasets take no --data-param)")
+        if data and is_segmentation_data(data):
+            raise ValueError(f"--data {data} is a segmentation dataset, for segmentation networks (`cnnzoo segment "
+                             "list`); compare classification networks on mnist5k (the default), mnist, "
+                             "fashion-mnist, cifar10, cifar100 or folder:PATH")
+        proto = [p.name for p in parse_protocols(protocols or "center")]
+        if "center" not in proto:
+            proto = ["center", *proto]
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be a positive integer (runs trained at once), got {jobs!r}")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
@@ -879,8 +935,12 @@ def run_comparison(specs: list[str], data: str = "mnist5k", *, recipe: str | Non
         raise ValueError(f"target must be a top-1 accuracy in (0, 100] percent, got {100 * target:g}%")
     threads = threads or max(1, torch.get_num_threads() // jobs)
     out = Path(out).expanduser()
-    plans = plan_comparison(specs, data, recipe=recipe, sets=sets, seeds=seeds, out=out, download=download,
-                            data_dir=data_dir, load_data=True)
+    if kind == "segmentation":
+        plans = plan_segmentation(specs, data or "digits-segmentation", data_params=data_params, seeds=seeds,
+                                  out=out, epochs=epochs, limit_batches=limit_batches)
+    else:
+        plans = plan_comparison(specs, data or "mnist5k", recipe=recipe, sets=sets, seeds=seeds, out=out,
+                                download=download, data_dir=data_dir, load_data=True)
     env = environment(threads, jobs, command, plans)
     if dry_run:
         return Comparison(out, plans, [], [], {}, env)
@@ -910,7 +970,8 @@ def run_comparison(specs: list[str], data: str = "mnist5k", *, recipe: str | Non
         else:
             (out / "logs").mkdir(parents=True, exist_ok=True)
             records = _run_parallel(plans, proto, flip, threads, jobs, verbose, progress, out)
-        rows = aggregate(plans, records, proto, flip, target)
+        rows = aggregate(plans, records, proto, flip, target) if kind == "classification" else \
+            aggregate_segmentation(plans, records)
         files = write_outputs(out, plans, records, rows, env, proto, flip, target)
     finally:
         lock.release()

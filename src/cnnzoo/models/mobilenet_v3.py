@@ -42,16 +42,20 @@ This implementation
     0 below -2.5, 0.2x + 0.5 between, 1 above 2.5: that is Keras' old ``hard_sigmoid``, a different function
     (slope 1/5, not 1/6); ``gate_layer="hard_sigmoid_keras"`` builds the SE gates with it (any activation name is
     accepted, e.g. "sigmoid" for the original SE gate). Options: ``width_mult``, ``drop_rate``, ``gate_layer``,
-    ``bn_eps``, ``bn_momentum``. He (fan-out) conv init, BN to identity, zero biases, as torchvision; the head's
-    two linear layers as timm initialises them (N(0, 2/1280) and U(+-1/sqrt(classes))), not torchvision's
-    N(0, 0.01), which a short run barely trains out of (same runs: 29-37% training accuracy over the last 20 steps
-    vs 71-73%).
+    ``bn_eps``, ``bn_momentum``, ``output_stride`` (default 32: Tables 1-2; 16: the segmentation backbone of
+    Sec. 6.4, the last stage's stride 2 replaced by dilation 2 in its depthwise convs, torchvision's
+    ``dilated=True``; 8: also the 1/16 stage dilated by 2 and the last by 4, as timm's ``output_stride``; no
+    parameter changes, so weights load; ``feature_info`` reports the dilated stages at the reduction they keep).
+    He (fan-out) conv init, BN to identity, zero biases, as torchvision; the head's two linear layers as timm
+    initialises them (N(0, 2/1280) and U(+-1/sqrt(classes))), not torchvision's N(0, 0.01), which a short run
+    barely trains out of (same runs: 29-37% training accuracy over the last 20 steps vs 71-73%).
 """
 
 from __future__ import annotations
 
 import math
 from functools import partial
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -113,6 +117,8 @@ SMALL = (
 # variant -> (bneck table, head width)
 VARIANTS = {"large": (LARGE, 1280), "small": (SMALL, 1024)}
 STEM = 16
+#: output_stride: 32 (Tables 1-2) or the dilated backbones of Sec. 6.4 (16) and DeepLab (8)
+OUTPUT_STRIDES = (8, 16, 32)
 NONLINEARITY = {"RE": "relu", "HS": "hard_swish"}
 
 
@@ -121,7 +127,7 @@ class MobileNetV3(ZooModel):
 
     def __init__(self, *, variant: str = "large", width_mult: float = 1.0, num_classes: int = 1000,
                  in_channels: int = 3, drop_rate: float = 0.2, gate_layer="hard_sigmoid",
-                 bn_eps: float = 1e-3, bn_momentum: float = 0.1):
+                 bn_eps: float = 1e-3, bn_momentum: float = 0.1, output_stride: Literal[8, 16, 32] = 32):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
@@ -131,6 +137,9 @@ class MobileNetV3(ZooModel):
             raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate}")
         if not bn_eps > 0 or not 0 <= bn_momentum <= 1:
             raise ValueError(f"bn_eps must be > 0 and bn_momentum in [0, 1], got {bn_eps}, {bn_momentum}")
+        if output_stride not in OUTPUT_STRIDES:
+            raise ValueError(f"output_stride must be one of {', '.join(map(str, OUTPUT_STRIDES))} (the last stages "
+                             f"dilated instead of strided), got {output_stride!r}")
         get_act(gate_layer)  # an unknown name fails here, listing the valid ones
         self.num_classes, self.in_channels, self.variant = num_classes, in_channels, variant
         table, head = VARIANTS[variant]
@@ -138,13 +147,21 @@ class MobileNetV3(ZooModel):
         ch = make_divisible(STEM * width_mult)
         layers: list[nn.Module] = [conv_norm_act(in_channels, ch, 3, 2, norm_layer=norm, act_layer="hard_swish")]
         chain = [("features.0", ch, 2)]
+        net_stride, dilation = 2, 1
+        self.output_stride = output_stride
         for k, exp, out, se, nl, stride in table:
+            first_dilated = stride > 1 and net_stride >= output_stride
+            if first_dilated:
+                # atrous instead of strided (Sec. 6.4: "atrous convolution to the last block"), as torchvision's
+                # dilated=True: stride 1, and this block already at the doubled dilation (unlike ResNet's)
+                stride, dilation = 1, dilation * 2
+            net_stride *= stride
             mid, out = make_divisible(exp * width_mult), make_divisible(out * width_mult)
             # Sec. 5.3: SE squeeze "fixed to 1/4 of the number of channels in expansion layer" (rounded to 8s)
             attn = partial(SEModule, hidden_channels=make_divisible(mid // 4), act_layer="relu",
                            gate_layer=gate_layer) if se else None
-            layers.append(InvertedResidual(ch, out, mid, k, stride, act_layer=NONLINEARITY[nl], norm_layer=norm,
-                                           attn_layer=attn))
+            layers.append(InvertedResidual(ch, out, mid, k, stride, dilation=dilation, act_layer=NONLINEARITY[nl],
+                                           norm_layer=norm, attn_layer=attn, residual=not first_dilated))
             chain.append((f"features.{len(layers) - 1}", out, stride))
             ch = out
         self.num_features = 6 * ch  # Tables 1-2: 960 = 6 x 160, 576 = 6 x 96 (torchvision keeps the 6x at any width)

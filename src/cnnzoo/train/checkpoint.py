@@ -243,12 +243,31 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
     return load_file(str(path)), weights_metadata(path)
 
 
+#: run.json "kind" of the runs the classification commands do not read, and the commands that do
+_OTHER_KINDS = {"segmentation": "cnnzoo segment eval|predict", "rcnn": "cnnzoo detect eval|predict"}
+
+
+def _other_kind(run_dir: Path) -> str | None:
+    """Why a run directory of another chapter (segmentation, R-CNN) is not a classification run, or None."""
+    try:
+        kind = json.loads((run_dir / "run.json").read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if kind in _OTHER_KINDS:
+        return (f"{run_dir} is a {'segmentation' if kind == 'segmentation' else 'R-CNN detection'} run, not a "
+                f"classification run: use `{_OTHER_KINDS[kind]} {run_dir}`")
+    return None
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
     """A weights file from a run directory or a file path. A run directory gives its last checkpoint: the final
     weights the run reported on its test split (a "best" is the user's to ask for by its path,
     ``RUN/checkpoints/best.safetensors``, chosen on a validation split; older runs chose it on the test split)."""
     path = Path(path).expanduser()
     if path.is_dir():
+        other = _other_kind(path)
+        if other:
+            raise ValueError(other)
         for name in ("checkpoints/last.safetensors", "checkpoints/best.safetensors", "last.safetensors",
                      "best.safetensors"):
             if (path / name).is_file():

@@ -61,6 +61,10 @@ This implementation
     (7) sets fc6's and deconv-fc6's kernel, so that small inputs fit (``fc_kernel=1`` takes any size; a 64x64 canvas
     has a 2x2 pool5, so ``fc_kernel`` <= 2). vgg16_bn checkpoints load only at ``width_mult=1.0`` and
     ``fc_kernel=7``.
+    digits-segmentation recipe (`DIGITS_RECIPE`): ``width_mult=0.125``, ``fc_kernel=1``, Adam 1e-3, 12 epochs of
+    batch 16. Measured (seed 0, one thread, a loaded shared machine; test split of 200 canvases): mean IU 0.107,
+    pixel accuracy 0.955, 115 CPU s of training -- only just above all-background (0.087): the narrow net
+    predicts few digit pixels yet; a wider or longer recipe was not measured.
 """
 
 from __future__ import annotations
@@ -182,8 +186,14 @@ _DEVIATIONS = ("whole-image inference: no object proposals, aggregation, FCN ens
                "width_mult < 1 and fc_kernel < 7 shrink the network for CPU training (not in the paper)")
 
 
+#: digits-segmentation (64x64, 1 channel, 11 classes; `get_digits_recipe`): 1/8 width and a 1x1 fc6 (a 64x64 canvas
+#: has a 2x2 pool5), Adam from scratch (measured: see the module docstring)
+DIGITS_RECIPE = {"options": {"width_mult": 0.125, "fc_kernel": 1}, "optimizer": "adam", "lr": 1e-3, "epochs": 12,
+                 "batch_size": 16}
+
+
 @register_segmenter(DeconvNet, paper=DECONVNET, input_size=(3, 224, 224), dataset="PASCAL VOC 2012 segmentation",
-                    deviations=_DEVIATIONS)
+                    deviations=_DEVIATIONS, digits_recipe=DIGITS_RECIPE)
 def deconvnet_vgg16(**kwargs) -> DeconvNet:
     """DeconvNet on VGG-16-BN (Table 1): fc6/fc7, deconv-fc6, unpooling with switches (251,805,653 parameters)."""
     return DeconvNet(**kwargs)

@@ -43,8 +43,13 @@ This implementation
     bilinear resize (``align_corners=False``) of the logits to the input. ``create_segmenter(name, weights=FILE)``
     loads a torchvision checkpoint with no options and gives torchvision's ``out`` and ``aux`` to float tolerance
     (tests/test_segmentation_torchvision.py). Output convention, ``forward_dict`` and the options
-    (``num_classes=21``, ``aux_loss=True``, ``in_channels``, ``backbone_weights``) as ``fcn_resnet``. Note that
+    (``num_classes=21``, ``aux_loss=True``, ``in_channels``, ``backbone_weights``, ``backbone_layers``) as
+    ``fcn_resnet``. Note that
     the image-pooling branch has a BN on a 1x1 map: training needs a batch of at least 2, as in torchvision.
+    digits-segmentation recipe: fcn_resnet's (``backbone_layers=[1, 1, 1, 1]``, Adam 1e-3, 2 epochs of batch 16,
+    CE(out) + 0.5 CE(aux)). Measured (seed 0, one thread, a loaded shared machine; test split of 200 canvases):
+    deeplabv3_resnet50 mean IU 0.217, pixel accuracy 0.954, 263 CPU s of training (the ASPP at 1/8 costs more
+    than FCN's head); deeplabv3_resnet101 is the very same network and weights under this recipe.
 """
 
 from __future__ import annotations
@@ -55,7 +60,7 @@ from torch import nn
 
 from ...registry import Counterpart, Paper
 from ..registry import register_segmenter
-from .fcn_resnet import AUX_WEIGHT, DilatedResNetSegmenter
+from .fcn_resnet import AUX_WEIGHT, DIGITS_RECIPE, DilatedResNetSegmenter
 
 __all__ = ["ASPP", "DeepLabHead", "DeepLabV3", "DeepLabV3ResNet50", "DeepLabV3ResNet101", "deeplabv3_resnet50",
            "deeplabv3_resnet101"]
@@ -127,18 +132,18 @@ class DeepLabV3ResNet50(DeepLabV3):
     """DeepLab v3 on a dilated ResNet-50 (torchvision's ``deeplabv3_resnet50``)."""
 
     def __init__(self, *, num_classes: int = 21, aux_loss: bool = True, in_channels: int = 3,
-                 backbone_weights: str | None = None) -> None:
+                 backbone_weights: str | None = None, backbone_layers: list[int] | None = None) -> None:
         super().__init__(depth=50, num_classes=num_classes, aux_loss=aux_loss, in_channels=in_channels,
-                         backbone_weights=backbone_weights)
+                         backbone_weights=backbone_weights, backbone_layers=backbone_layers)
 
 
 class DeepLabV3ResNet101(DeepLabV3):
     """DeepLab v3 on a dilated ResNet-101 (torchvision's ``deeplabv3_resnet101``)."""
 
     def __init__(self, *, num_classes: int = 21, aux_loss: bool = True, in_channels: int = 3,
-                 backbone_weights: str | None = None) -> None:
+                 backbone_weights: str | None = None, backbone_layers: list[int] | None = None) -> None:
         super().__init__(depth=101, num_classes=num_classes, aux_loss=aux_loss, in_channels=in_channels,
-                         backbone_weights=backbone_weights)
+                         backbone_weights=backbone_weights, backbone_layers=backbone_layers)
 
 
 _DATASET = "COCO train2017, the 20 PASCAL VOC categories (torchvision's weights); the paper: PASCAL VOC 2012"
@@ -153,7 +158,7 @@ _DEVIATIONS = (
 
 
 @register_segmenter(DeepLabV3ResNet50, paper=DEEPLABV3, input_size=(3, 513, 513), dataset=_DATASET,
-                    deviations=_DEVIATIONS, aux_weight=AUX_WEIGHT,
+                    deviations=_DEVIATIONS, aux_weight=AUX_WEIGHT, digits_recipe=DIGITS_RECIPE,
                     counterparts=(Counterpart("torchvision", "deeplabv3_resnet50"),))
 def deeplabv3_resnet50(**kwargs) -> DeepLabV3ResNet50:
     """DeepLab v3 on ResNet-50 as torchvision: output stride 8, ASPP 12/24/36 + image pooling, aux FCNHead."""
@@ -161,7 +166,7 @@ def deeplabv3_resnet50(**kwargs) -> DeepLabV3ResNet50:
 
 
 @register_segmenter(DeepLabV3ResNet101, paper=DEEPLABV3, input_size=(3, 513, 513), dataset=_DATASET,
-                    deviations=_DEVIATIONS, aux_weight=AUX_WEIGHT,
+                    deviations=_DEVIATIONS, aux_weight=AUX_WEIGHT, digits_recipe=DIGITS_RECIPE,
                     counterparts=(Counterpart("torchvision", "deeplabv3_resnet101"),))
 def deeplabv3_resnet101(**kwargs) -> DeepLabV3ResNet101:
     """DeepLab v3 on ResNet-101 as torchvision: output stride 8, ASPP 12/24/36 + image pooling, aux FCNHead."""

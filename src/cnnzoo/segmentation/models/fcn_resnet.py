@@ -43,7 +43,13 @@ This implementation
     Options: ``in_channels`` (3), ``backbone_weights`` (a resnet50/101 checkpoint that ``create_model`` reads,
     e.g. ``"torchvision"`` for the ImageNet weights torchvision's ``weights_backbone`` uses; the heads start at
     PyTorch's default initialisation as torchvision's, the backbone at the zoo's resnet initialisation = He
-    fan-out, as torchvision's).
+    fan-out, as torchvision's), ``backbone_layers`` (None: the depth's bottleneck blocks per stage, 3-4-6-3 or
+    3-4-23-3; a list of four counts builds a shallower trunk -- a deviation for training on 2 CPU cores, where the
+    trunk at output stride 8 dominates; with it ResNet-50 and -101 coincide; checkpoints load only at the default).
+    digits-segmentation recipe (`DIGITS_RECIPE`, also DeepLab v3's): ``backbone_layers=[1, 1, 1, 1]``, Adam 1e-3,
+    2 epochs of batch 16, loss CE(out) + 0.5 CE(aux). Measured (seed 0, one thread, a loaded shared machine; test
+    split of 200 canvases): fcn_resnet50 mean IU 0.275, pixel accuracy 0.961, 175 CPU s of training (all-background
+    0.087); fcn_resnet101 builds the very same network and weights under this recipe, so the same figures.
 """
 
 from __future__ import annotations
@@ -68,6 +74,8 @@ FCNPAPER = Paper("Fully Convolutional Networks for Semantic Segmentation", "J. L
 AUX_WEIGHT = 0.5
 #: torchvision's dilated backbone: replace_stride_with_dilation=[False, True, True]
 OUTPUT_STRIDE = 8
+#: bottleneck blocks per stage (He et al., Table 1)
+RESNET_LAYERS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 
 
 class FCNHead(nn.Sequential):
@@ -92,7 +100,7 @@ class DilatedResNetSegmenter(Segmenter):
     min_input_size = 1
 
     def __init__(self, *, depth: int = 50, num_classes: int = 21, aux_loss: bool = True, in_channels: int = 3,
-                 backbone_weights: str | None = None) -> None:
+                 backbone_weights: str | None = None, backbone_layers: list[int] | None = None) -> None:
         super().__init__()
         name = type(self).__name__
         for key, value in (("num_classes", num_classes), ("in_channels", in_channels)):
@@ -100,10 +108,23 @@ class DilatedResNetSegmenter(Segmenter):
                 raise ValueError(f"{name} option {key} must be an integer >= 1, got {value!r}")
         if depth not in (50, 101):
             raise ValueError(f"{name} depth must be 50 or 101 (torchvision's ResNet backbones), got {depth!r}")
+        extra = {}
+        if backbone_layers is not None:  # fewer bottleneck blocks per stage: a deviation for CPU training
+            bad = (isinstance(backbone_layers, (str, bytes)) or not hasattr(backbone_layers, "__len__")
+                   or len(backbone_layers) != 4
+                   or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in backbone_layers))
+            if bad:
+                raise ValueError(f"{name} option backbone_layers must be 4 integers >= 1 (bottleneck blocks in layer1 "
+                                 f"... layer4; ResNet-{depth} has {list(RESNET_LAYERS[depth])}), got {backbone_layers!r}")
+            if backbone_weights is not None and tuple(backbone_layers) != RESNET_LAYERS[depth]:
+                raise ValueError(f"{name}: backbone_weights are a resnet{depth} checkpoint, which fits only "
+                                 f"backbone_layers={list(RESNET_LAYERS[depth])}, got {list(backbone_layers)}")
+            extra["layers"] = tuple(backbone_layers)
         self.num_classes, self.in_channels, self.aux_loss = num_classes, in_channels, bool(aux_loss)
         # keys as torchvision's IntermediateLayerGetter: conv1, bn1, layer1..layer4 (no fc)
         self.backbone = create_model(f"resnet{depth}", features_only=True, out_indices=(2, 3) if aux_loss else (3,),
-                                     in_channels=in_channels, weights=backbone_weights, output_stride=OUTPUT_STRIDE)
+                                     in_channels=in_channels, weights=backbone_weights, output_stride=OUTPUT_STRIDE,
+                                     **extra)
         self.classifier = self.make_head(2048, num_classes)
         self.aux_classifier = FCNHead(1024, num_classes) if aux_loss else None
 
@@ -153,6 +174,11 @@ class FCNResNet(DilatedResNetSegmenter):
 
 
 _DATASET = "COCO train2017, the 20 PASCAL VOC categories (torchvision's weights); the paper: PASCAL VOC 2011"
+#: digits-segmentation (64x64, 1 channel, 11 classes; `get_digits_recipe`): one bottleneck block per stage (ResNet-50
+#: and -101 then coincide: they differ only in layer3's depth), Adam from scratch, loss CE(out) + 0.5 CE(aux).
+#: Measured: see the module docstring.
+DIGITS_RECIPE = {"options": {"backbone_layers": [1, 1, 1, 1]}, "optimizer": "adam", "lr": 1e-3, "epochs": 2,
+                 "batch_size": 16}
 _DEVIATIONS = (
     ("torchvision's ResNet variant, not the paper's VGG-16 nets (those are fcn8s/16s/32s_vgg16): a dilated ResNet "
      "at output stride 8 (layer3/layer4 dilated 2/4) instead of skip fusion, a 3x3 conv-BN-ReLU head, and one "
@@ -167,22 +193,22 @@ class FCNResNet50(FCNResNet):
     """FCN on a dilated ResNet-50 (torchvision's ``fcn_resnet50``)."""
 
     def __init__(self, *, num_classes: int = 21, aux_loss: bool = True, in_channels: int = 3,
-                 backbone_weights: str | None = None) -> None:
+                 backbone_weights: str | None = None, backbone_layers: list[int] | None = None) -> None:
         super().__init__(depth=50, num_classes=num_classes, aux_loss=aux_loss, in_channels=in_channels,
-                         backbone_weights=backbone_weights)
+                         backbone_weights=backbone_weights, backbone_layers=backbone_layers)
 
 
 class FCNResNet101(FCNResNet):
     """FCN on a dilated ResNet-101 (torchvision's ``fcn_resnet101``)."""
 
     def __init__(self, *, num_classes: int = 21, aux_loss: bool = True, in_channels: int = 3,
-                 backbone_weights: str | None = None) -> None:
+                 backbone_weights: str | None = None, backbone_layers: list[int] | None = None) -> None:
         super().__init__(depth=101, num_classes=num_classes, aux_loss=aux_loss, in_channels=in_channels,
-                         backbone_weights=backbone_weights)
+                         backbone_weights=backbone_weights, backbone_layers=backbone_layers)
 
 
 @register_segmenter(FCNResNet50, paper=FCNPAPER, input_size=(3, 520, 520), dataset=_DATASET,
-                    deviations=_DEVIATIONS, aux_weight=AUX_WEIGHT,
+                    deviations=_DEVIATIONS, aux_weight=AUX_WEIGHT, digits_recipe=DIGITS_RECIPE,
                     counterparts=(Counterpart("torchvision", "fcn_resnet50"),))
 def fcn_resnet50(**kwargs) -> FCNResNet50:
     """FCN-ResNet-50 as torchvision: dilated ResNet-50 (stride 8), FCNHead, aux FCNHead on layer3."""
@@ -190,7 +216,7 @@ def fcn_resnet50(**kwargs) -> FCNResNet50:
 
 
 @register_segmenter(FCNResNet101, paper=FCNPAPER, input_size=(3, 520, 520), dataset=_DATASET,
-                    deviations=_DEVIATIONS, aux_weight=AUX_WEIGHT,
+                    deviations=_DEVIATIONS, aux_weight=AUX_WEIGHT, digits_recipe=DIGITS_RECIPE,
                     counterparts=(Counterpart("torchvision", "fcn_resnet101"),))
 def fcn_resnet101(**kwargs) -> FCNResNet101:
     """FCN-ResNet-101 as torchvision: dilated ResNet-101 (stride 8), FCNHead, aux FCNHead on layer3."""

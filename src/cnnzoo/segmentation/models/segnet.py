@@ -53,6 +53,12 @@ This implementation
     a deviation for training on 2 CPU cores: it scales every width (64 ... 512, rounded, at least 1; the classes are
     kept); checkpoints of vgg16_bn load only at 1.0.
     Not here: median-frequency class weights (a loss option, not the network), the Bayesian SegNet's dropout.
+    digits-segmentation recipe (`DIGITS_RECIPE`): ``width_mult=0.25``, Adam 1e-3, 8 epochs of batch 16. Measured
+    (seed 0, one thread, a loaded shared machine; test split of 200 canvases): mean IU 0.112, pixel accuracy 0.955,
+    122 CPU s of training; at 1/8 width, 12 epochs: 0.088 (all-background, 97 CPU s). Only just above the
+    all-background 0.087: without skips the narrow net first collapses to background (95% of the pixels) and is
+    slow to leave it; the paper's median-frequency class balancing (Sec. 3.2) is the known remedy, a loss option
+    the trainer would have to offer.
 """
 
 from __future__ import annotations
@@ -221,8 +227,13 @@ _DEVIATIONS = (("input sizes that are not multiples of 32 work (ceil pooling, un
                "width_mult < 1 shrinks every width for CPU training (not in the paper)")
 
 
+#: digits-segmentation (64x64, 1 channel, 11 classes; `get_digits_recipe`): 1/4 width, Adam from scratch (measured: see
+#: the module docstring)
+DIGITS_RECIPE = {"options": {"width_mult": 0.25}, "optimizer": "adam", "lr": 1e-3, "epochs": 8, "batch_size": 16}
+
+
 @register_segmenter(SegNet, paper=SEGNET, input_size=(3, 360, 480), dataset="CamVid (11 classes)",
-                    deviations=_DEVIATIONS)
+                    deviations=_DEVIATIONS, digits_recipe=DIGITS_RECIPE)
 def segnet_vgg16(**kwargs) -> SegNet:
     """SegNet on VGG-16-BN: 13-conv encoder, pooling-index unpooling, 13-conv decoder (29,449,355 parameters, K=11)."""
     return SegNet(**kwargs)
