@@ -42,7 +42,8 @@ BEGIN, END = "<!-- table:begin -->", "<!-- table:end -->"
 def _commit() -> str:
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "src"], capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "src"], capture_output=True, text=True,
+                               check=False).stdout.strip()
         return rev.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -87,7 +88,7 @@ def _rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def table(rows: list[dict], seeds: list[int], command: str) -> str:
+def table(rows: list[dict], seeds: list[int], command: str, names: list[str] | None = None) -> str:
     from cnnzoo.bench import cpu_model
 
     by: dict[str, list[dict]] = {}
@@ -96,13 +97,13 @@ def table(rows: list[dict], seeds: list[int], command: str) -> str:
             by.setdefault(r["network"], []).append(r)
     threads = sorted({r["threads"] for r in rows}) or ["?"]
     lines = [
-        f"- machine: {cpu_model()}, {os.cpu_count()} logical cores; torch {torch.__version__} "
-        f"({', '.join(map(str, threads))} thread(s)); {datetime.now().isoformat(timespec='minutes')}",
+        (f"- machine: {cpu_model()}, {os.cpu_count()} logical cores; torch {torch.__version__} "
+         f"({', '.join(map(str, threads))} thread(s)); {datetime.now().isoformat(timespec='minutes')}"),
         f"- rows measured at commit(s): {', '.join(sorted({r['commit'] for r in rows}))}",
         f"- command: `{command}`",
         "",
-        "| network | seeds | mean IU (mean, min-max) | pixel acc. | params | MACs (64x64) | train s (1 run) | "
-        "infer img/s | recipe |",
+        ("| network | seeds | mean IU (mean, min-max) | pixel acc. | params | MACs (64x64) | train s (1 run) | "
+         "infer img/s | recipe |"),
         "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for name in sorted(by):
@@ -117,6 +118,14 @@ def table(rows: list[dict], seeds: list[int], command: str) -> str:
                      f"{100 * acc:.1f}% | {r0['params']:,} | {r0['macs'] / 1e6:,.1f} M | "
                      f"{statistics.mean(r['train_seconds'] for r in rs):.0f} | "
                      f"{statistics.mean(r['images_per_s'] for r in rs):,.0f} | {recipe} |")
+    missing = [n for n in names or [] if n not in by]
+    short = [n for n in sorted(by) if len(by[n]) < len(seeds)]
+    if missing or short:
+        lines.append("")
+    if missing:
+        lines.append(f"Not measured yet: {', '.join(missing)}.")
+    if short:
+        lines.append(f"Fewer seeds than {','.join(map(str, seeds))} so far: {', '.join(short)}.")
     return "\n".join(lines) + "\n"
 
 
@@ -147,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
                     f.write(json.dumps(row) + "\n")
     rows = [r for r in _rows(args.results) if r["network"] in names]
     command = "python " + shlex.join(["benchmarks/bench_segmentation_digits.py", *(argv or sys.argv[1:])])
-    text = table(rows, seeds, command)
+    text = table(rows, seeds, command, names)
     print(text)
     if args.markdown:
         from cnnzoo.fileio import atomic_write

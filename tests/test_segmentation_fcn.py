@@ -77,6 +77,52 @@ def test_features_are_the_zoo_vgg16_with_the_reference_padding_and_ceil_pooling(
         ((7, 7), 4096, (1, 1), 4096)
 
 
+# The batch_norm option (a deviation for from-scratch training; torchvision's vgg16_bn layout: conv with its bias,
+# BN, ReLU): each of the 13 convolutions gains a BN with a learned scale and shift, 2 parameters per output channel
+# (running mean/variance are buffers), so every count grows by 2 * (2*64 + 2*128 + 3*256 + 6*512) = 2 * 4,224 = 8,448.
+BN_EXTRA = 2 * (2 * 64 + 2 * 128 + 3 * 256 + 6 * 512)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_batch_norm_adds_two_parameters_per_conv_channel_by_hand(name):
+    assert BN_EXTRA == 8_448
+    with torch.device("meta"):
+        net = create_segmenter(name, batch_norm=True)
+    total, trained = HAND[name]
+    assert sum(p.numel() for p in net.parameters()) == total + BN_EXTRA
+    assert sum(p.numel() for p in net.parameters() if p.requires_grad) == trained + BN_EXTRA
+    bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert [m.num_features for m in bns] == [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
+    assert all(m.bias is not None for m in net.features if isinstance(m, nn.Conv2d))  # as torchvision's vgg16_bn
+
+
+def test_batch_norm_features_are_the_zoo_vgg16_bn_and_the_default_has_none():
+    with torch.device("meta"):
+        fcn = create_segmenter("fcn8s_vgg16", batch_norm=True)
+        plain = create_segmenter("fcn8s_vgg16")
+        vgg = create_model("vgg16_bn")
+    mine = {k: tuple(v.shape) for k, v in fcn.features.state_dict().items()}
+    assert mine == {k: tuple(v.shape) for k, v in vgg.features.state_dict().items()}  # vgg16_bn weights load
+    kinds = [type(m).__name__ for m in fcn.features[:7]]
+    assert kinds == ["Conv2d", "BatchNorm2d", "ReLU", "Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d"]
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in plain.modules())
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in (fcn.fc6, fcn.fc7))  # vgg16_bn's classifier has none
+    x = torch.randn(2, 1, 37, 37)
+    net = create_segmenter("fcn8s_vgg16", batch_norm=True, width_mult=1 / 16, in_channels=1, num_classes=3)
+    assert net(x).shape == net.eval()(x).shape == (2, 3, 37, 37)
+    with pytest.raises(ValueError, match="batch_norm"):
+        create_segmenter("fcn8s_vgg16", batch_norm="yes")
+
+
+@pytest.mark.slow
+def test_batch_norm_loads_a_vgg16_bn_classifier():
+    vgg = create_model("vgg16_bn").eval()
+    fcn = from_classifier(vgg, "fcn32s_vgg16", batch_norm=True)
+    for k, v in vgg.features.state_dict().items():
+        assert torch.equal(fcn.features.state_dict()[k], v)
+    assert torch.equal(fcn.fc7.weight[..., 0, 0], vgg.classifier[3].weight)
+
+
 # ------------------------------------------------------------------------------------------ crops and sizes
 def _offsets_from_coordinate_maps():
     """Caffe's coord_map, by hand: a layer maps its output index i to input coordinate a*i + b, with (a, b) =
@@ -293,3 +339,17 @@ def test_backbone_weights_load_a_vgg16_checkpoint(tmp_path):
         want = vgg.classifier[:5](torch.flatten(vgg.avgpool(pool5), 1))
         got = torch.relu(fcn.eval().fc7(torch.relu(fcn.fc6(pool5))))[..., 0, 0]
     assert torch.allclose(got, want, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_digits_recipe_adds_batch_norm_and_class_weighting_as_named_deviations(name):
+    # from scratch the paper's (BN-free, unweighted) FCN stays all-background on digits-segmentation: the recipe uses
+    # batch_norm and SegNet's median frequency balancing, each named on the card; the default network has neither
+    from cnnzoo.segmentation.train import default_seg_config
+
+    cfg = default_seg_config(name)
+    assert cfg.options.get("batch_norm") is True and cfg.class_weighting == "median_frequency"
+    deviations = " ".join(get_segmenter_card(name).deviations)
+    assert "batch_norm" in deviations and "median frequency" in deviations
+    with torch.device("meta"):
+        assert not any(isinstance(m, nn.BatchNorm2d) for m in create_segmenter(name).modules())

@@ -331,6 +331,8 @@ def test_digits_recipe_builds_and_takes_a_step(name):
     out = net(torch.randn(2, 1, 64, 64))
     main = out[0] if isinstance(out, tuple) else out
     assert main.shape == (2, 11, 64, 64)
+    if name.startswith("pspnet"):  # the recipe keeps the paper's output stride 8 (Sec. 3.2) and the aux head
+        assert net.backbone.feature_info.reduction() == [8, 8] and isinstance(out, tuple)
     loss = sum(o.logsumexp(1).mean() for o in (out if isinstance(out, tuple) else (out,)))
     loss.backward()
     opt.step()

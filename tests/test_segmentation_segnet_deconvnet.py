@@ -272,3 +272,16 @@ def test_backbone_weights_load_a_vgg16_bn_checkpoint(tmp_path):
         assert torch.equal(net.features.state_dict()[k], v)
     assert torch.equal(net.fc[0].weight, vgg.classifier[0].weight.reshape(4096, 512, 7, 7))
     assert torch.equal(net.fc[3].weight[..., 0, 0], vgg.classifier[3].weight)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_digits_recipe_uses_median_frequency_balancing(name):
+    # SegNet Sec. 3.2 trains with median frequency balancing (w_c = median_freq / freq(c), Eigen & Fergus); without it
+    # both networks collapse to background on digits-segmentation (95% background). For DeconvNet, whose paper does
+    # not weight its loss, it is a deviation named on its card.
+    from cnnzoo.segmentation.train import default_seg_config
+
+    assert default_seg_config(name).class_weighting == "median_frequency"
+    assert default_seg_config(name, class_weighting="none").class_weighting == "none"
+    if name == "deconvnet_vgg16":
+        assert any("median frequency" in d for d in get_segmenter_card(name).deviations)

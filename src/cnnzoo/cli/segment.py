@@ -225,7 +225,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         card, recipe = get_segmenter_card(name), get_digits_recipe(name)
         opts = ", ".join(f"{k}={v}" for k, v in recipe["options"].items()) or "paper options"
         print(f"{name:<24} {card.description}  [digits recipe: {opts}; {recipe['optimizer']} lr {recipe['lr']:g}, "
-              f"{recipe['epochs']} epochs, batch {recipe['batch_size']}]")
+              f"{recipe['epochs']} epochs, batch {recipe['batch_size']}"
+              + ("" if recipe.get("class_weighting", "none") == "none" else
+                 f", {recipe['class_weighting'].replace('_', '-')} class weights") + "]")
     return 0
 
 
