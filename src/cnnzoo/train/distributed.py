@@ -52,7 +52,10 @@ def setup(device: str) -> bool:
 
 
 def teardown() -> None:
+    """End the process group after a run every rank finished: a barrier first, so that no rank closes its Gloo
+    connections while another still writes its files (a rank that left early could abort with SIGABRT under load)."""
     if is_distributed():
+        dist.barrier()
         dist.destroy_process_group()
 
 

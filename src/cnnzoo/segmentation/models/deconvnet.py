@@ -68,7 +68,8 @@ This implementation
     loaded shared machine):
         seed 0: mean IU 0.312, pixel accuracy 0.966, 184 CPU s;  seed 1: mean IU 0.223, pixel accuracy 0.961, 178 CPU s
         (1,000 steps, ~0.18 s each; the test mean IU per epoch fluctuates by a few points near the end: seed 0 read
-        0.263, 0.210, 0.312 over epochs 6-8).
+        0.263, 0.210, 0.312 over epochs 6-8). Rerun on a nearly idle machine: seed 0 again 0.312, 161 s wall (153 CPU
+        s) -- the loaded figures above are ~20% high.
     Before: 1/8 width, unweighted, 12 epochs of batch 16: mean IU 0.107 (seed 0, 115 CPU s), only just above
     all-background (0.087); 1/8 width with the weighting: 0.098 after 5 of 12 epochs (stopped).
 """
