@@ -64,11 +64,12 @@ def measure(name: str, seed: int, threads: int) -> dict:
                             command=["bench_segmentation_digits", name], verbose=False).fit()
         seconds = time.perf_counter() - t0
     net = create_segmenter(name, **{**recipe["options"], "in_channels": 1, "num_classes": 11}).eval()
-    x = torch.zeros(1, 1, 64, 64)
+    side = int(recipe["data_params"].get("canvas", 64))  # a recipe may train on larger canvases
+    x = torch.zeros(1, 1, side, side)
     with torch.no_grad():
         with FlopCounterMode(display=False) as fc:
             net(x)
-        batch = torch.randn(16, 1, 64, 64)
+        batch = torch.randn(16, 1, side, side)
         net(batch)  # warm-up
         n, t1 = 0, time.perf_counter()
         while time.perf_counter() - t1 < 2.0 or n < 2:
@@ -78,6 +79,7 @@ def measure(name: str, seed: int, threads: int) -> dict:
     return {"network": name, "seed": seed, "threads": threads, "mean_iu": result["mean_iu"],
             "pixel_accuracy": result["pixel_accuracy"], "train_seconds": seconds, "epochs": recipe["epochs"],
             "options": recipe["options"], "optimizer": recipe["optimizer"], "lr": recipe["lr"],
+            "schedule": recipe["schedule"], "data_params": recipe["data_params"],
             "batch_size": recipe["batch_size"], "params": sum(p.numel() for p in net.parameters()),
             "macs": fc.get_total_flops() // 2, "images_per_s": ips, "commit": _commit()}
 
@@ -102,7 +104,7 @@ def table(rows: list[dict], seeds: list[int], command: str, names: list[str] | N
         f"- rows measured at commit(s): {', '.join(sorted({r['commit'] for r in rows}))}",
         f"- command: `{command}`",
         "",
-        ("| network | seeds | mean IU (mean, min-max) | pixel acc. | params | MACs (64x64) | train s (1 run) | "
+        ("| network | seeds | mean IU (mean, min-max) | pixel acc. | params | MACs (1x64x64) | train s (1 run) | "
          "infer img/s | recipe |"),
         "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
@@ -112,8 +114,9 @@ def table(rows: list[dict], seeds: list[int], command: str, names: list[str] | N
         acc = statistics.mean(r["pixel_accuracy"] for r in rs)
         r0 = rs[0]
         opts = ", ".join(f"{k}={v}" for k, v in r0["options"].items())
-        recipe = f"{r0['optimizer']} lr {r0['lr']:g}, {r0['epochs']} ep, batch {r0['batch_size']}" + \
-            (f"; {opts}" if opts else "")
+        data = ", ".join(f"{k}={v}" for k, v in r0.get("data_params", {}).items())
+        recipe = f"{r0['optimizer']} lr {r0['lr']:g} {r0.get('schedule', 'none')}, {r0['epochs']} ep, batch " \
+            f"{r0['batch_size']}" + (f"; {opts}" if opts else "") + (f"; data {data}" if data else "")
         lines.append(f"| {name} | {len(rs)} | {statistics.mean(ius):.3f} ({min(ius):.3f}-{max(ius):.3f}) | "
                      f"{100 * acc:.1f}% | {r0['params']:,} | {r0['macs'] / 1e6:,.1f} M | "
                      f"{statistics.mean(r['train_seconds'] for r in rs):.0f} | "

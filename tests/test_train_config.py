@@ -92,6 +92,20 @@ def test_schedules_shape(name):
         assert s.lr(40) < 1e-6  # the end: lr / (div_factor * final_div_factor)
 
 
+def test_poly_schedule_is_deeplabs():
+    """DeepLab v2 Sec. 4.1: the base rate times (1 - iter/max_iter)^power, power 0.9 (values by hand)."""
+    cfg = apply_overrides(Config(), ["schedule.name=poly"])
+    s = LRSchedule(cfg.schedule, 0.1, steps_per_epoch=10, epochs=4)  # 40 steps
+    assert s.lr(0) == pytest.approx(0.1)
+    assert s.lr(20) == pytest.approx(0.1 * 0.5 ** 0.9)  # 0.053589
+    assert s.lr(30) == pytest.approx(0.1 * 0.25 ** 0.9)  # 0.028717
+    assert s.lr(40) == 0.0
+    cfg = apply_overrides(Config(), ["schedule.name=poly", "schedule.power=2"])
+    assert LRSchedule(cfg.schedule, 0.1, 10, 4).lr(20) == pytest.approx(0.025)
+    with pytest.raises(Exception, match="schedule.power"):
+        apply_overrides(Config(), ["schedule.name=poly", "schedule.power=0"]).check()
+
+
 def test_warmup_and_plateau():
     cfg = apply_overrides(Config(), ["schedule.name=plateau", "schedule.patience=1", "schedule.warmup_epochs=1"])
     s = LRSchedule(cfg.schedule, 0.1, steps_per_epoch=10, epochs=5)

@@ -258,7 +258,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--optimizer", choices=("sgd", "adam", "adamw", "rmsprop"))
     t.add_argument("--momentum", action=FloatArg, low=0, help="SGD/RMSprop momentum (default 0.9)")
     t.add_argument("--weight-decay", action=FloatArg, low=0)
-    t.add_argument("--schedule", choices=("none", "cosine"), help="learning-rate schedule (default none: constant)")
+    t.add_argument("--schedule", choices=("none", "cosine", "poly"),
+                   help="learning-rate schedule: poly = DeepLab's (1 - t)^0.9 (default: the recipe's, poly)")
     t.add_argument("--class-weighting", choices=("none", "median_frequency"),
                    help="weigh the cross-entropy by class: median_frequency = SegNet's median frequency balancing "
                         "(w_c = median freq / freq_c over the training masks); default: the recipe's (mostly none)")

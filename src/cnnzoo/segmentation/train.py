@@ -31,7 +31,8 @@ its output covers (`cnnzoo.segmentation.models.unet.center_crop`), as the paper'
 output pixel with its input context. Images are normalised with the mean and standard deviation of the training
 split (without the holdout), recorded in run.json and in every checkpoint. Datasets whose images differ in size
 (VOC) need ``input_size``: images are resized to it (bilinear) and masks with nearest neighbour, a deviation from
-the papers' random crops; nothing else is augmented. The learning rate is constant (``schedule: none``) or cosine.
+the papers' random crops; nothing else is augmented. The learning rate is constant (``schedule: none``), cosine, or
+DeepLab's "poly" (``(1 - t)^0.9``, DeepLab v2 Sec. 4.1; what the digits recipes use).
 
 Determinism (what makes a resumed run bit-identical to an uninterrupted one on the CPU): the batches of epoch e are
 a permutation drawn from a generator seeded by ``(seed, e)`` only; the checkpoint holds the weights, the optimizer,
@@ -67,7 +68,7 @@ __all__ = ["OPTIMIZERS", "SCHEDULES", "LoadedRun", "SegConfig", "SegTrainer", "c
            "predict_image", "reload_split", "segmentation_loss"]
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
-SCHEDULES = ("none", "cosine")
+SCHEDULES = ("none", "cosine", "poly")
 CLASS_WEIGHTINGS = ("none", "median_frequency")
 KIND = "segmentation"  # run.json's "kind"
 METRIC_FIELDS = ("epoch", "train_loss", "train_pixel_acc", "test_loss", "test_pixel_acc", "test_mean_acc",
@@ -162,14 +163,17 @@ class SegConfig:
 
 def default_seg_config(name: str, data: str = "digits-segmentation", **overrides) -> SegConfig:
     """The network's ``digits_recipe`` (`cnnzoo.segmentation.get_digits_recipe`: options, optimizer, lr, epochs,
-    batch size, and ``class_weighting`` where the recipe names one) as a config, then ``overrides`` (any `SegConfig`
-    field; ``options`` are merged into the recipe's)."""
+    batch size, and the schedule, weight decay, momentum, class weighting and digits-segmentation parameters where
+    the recipe names them) as a config, then ``overrides`` (any `SegConfig` field; ``options`` and ``data_params``
+    are merged into the recipe's). The recipe's ``data_params`` apply to ``digits-segmentation`` only."""
     from .registry import get_digits_recipe
 
     recipe = get_digits_recipe(name)  # an unknown network: UnknownModelError with the close names
     cfg = SegConfig(model=name, options=dict(recipe["options"]), data=data, optimizer=recipe["optimizer"],
                     lr=float(recipe["lr"]), epochs=int(recipe["epochs"]), batch_size=int(recipe["batch_size"]),
-                    class_weighting=recipe.get("class_weighting", "none"))
+                    class_weighting=recipe.get("class_weighting", "none"), schedule=recipe.get("schedule", "none"),
+                    weight_decay=float(recipe.get("weight_decay", 0.0)), momentum=float(recipe.get("momentum", 0.9)),
+                    data_params=dict(recipe["data_params"]) if data == "digits-segmentation" else {})
     valid = {f.name for f in fields(SegConfig)}
     for key, value in overrides.items():
         if key not in valid:
@@ -479,7 +483,9 @@ class SegTrainer:
         cfg: the config of a new run (`default_seg_config`).
         run_dir: where the new run goes (default ``./runs/NAME-YYYYmmdd-HHMMSS``).
         resume: a run directory to continue from its last checkpoint (or to start again if it has none yet).
-        epochs: with ``resume``: the run's new length.
+        epochs: with ``resume``: the run's new length. A decaying schedule (poly, cosine) is then spread over the
+            new length from the step the run reached, so a lengthened run equals an uninterrupted run of the new
+            length only with ``schedule: none``; resuming at the same length is always bit-identical.
         threads: torch's intra-op threads while training (default: a new run the process's, a resumed run the
             ones it recorded).
         callbacks: ``fn(trainer, epoch, batch)`` after every optimizer step; may call `request_stop`.

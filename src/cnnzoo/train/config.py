@@ -58,7 +58,7 @@ __all__ = [
 ]
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
-SCHEDULES = ("none", "step", "multistep", "plateau", "cosine", "onecycle")
+SCHEDULES = ("none", "step", "multistep", "plateau", "cosine", "onecycle", "poly")
 AMP_MODES = ("off", "bf16", "fp16")
 GRAD_CLIP_MODES = ("norm", "value")
 DEVICES = "auto, cpu, cuda, cuda:N, mps"
@@ -237,6 +237,7 @@ class ScheduleConfig:
     pct_start: float = 0.25  # onecycle: fraction of the run spent warming up
     div_factor: float = 25.0  # onecycle: initial lr = lr / div_factor (Smith & Topin 2019; torch's default)
     final_div_factor: float = 1e4  # onecycle: final lr = initial lr / final_div_factor
+    power: float = 0.9  # poly: lr x (1 - t)^power (DeepLab v2 Sec. 4.1, PSPNet Sec. 5.1: 0.9)
 
 
 @dataclass
@@ -326,7 +327,8 @@ class Config:
         if t.limit_batches is not None:
             _at_least("train.limit_batches", t.limit_batches, 1, "or null (every batch)")
         for key, value in (("optim.lr", o.lr), ("optim.eps", o.eps), ("schedule.gamma", s.gamma),
-                           ("schedule.div_factor", s.div_factor), ("schedule.final_div_factor", s.final_div_factor)):
+                           ("schedule.div_factor", s.div_factor), ("schedule.final_div_factor", s.final_div_factor),
+                           ("schedule.power", s.power)):
             if value <= 0:
                 raise ConfigError(key, f"{key} must be positive, got {value}")
         if o.grad_clip is not None and o.grad_clip <= 0:

@@ -103,6 +103,9 @@ class LRSchedule:
         if c.name == "cosine":
             t = min(1.0, (step - warm) / max(1.0, self.total - warm))
             return c.min_lr + (self.base_lr - c.min_lr) * 0.5 * (1 + math.cos(math.pi * t))
+        if c.name == "poly":  # DeepLab v2 Sec. 4.1 ("poly": (1 - iter/max_iter)^power), PSPNet, torchvision's reference
+            t = min(1.0, (step - warm) / max(1.0, self.total - warm))
+            return c.min_lr + (self.base_lr - c.min_lr) * (1.0 - t) ** c.power
         if c.name == "step":
             return self.base_lr * c.gamma ** int(epoch // c.step_size)
         if c.name == "multistep":
