@@ -211,3 +211,22 @@ def test_config_errors_name_the_setting_and_what_is_valid():
         tiny(holdout_fraction=1.0)
     with pytest.raises(ValueError, match="unknown key"):
         SegConfig.from_dict({"model": "unet", "epoch": 3})
+
+
+def test_a_checkpoint_rebuilds_its_network_with_no_options(straight):
+    """A segmentation checkpoint records the options it was built with (the recipe's, base_channels=4, drop_rate=0.3):
+    create_segmenter(name, weights=FILE) needs none of them, gives the trained outputs, and refuses another name or a
+    contradicting option."""
+    from cnnzoo.segmentation import create_segmenter
+
+    file = straight / "checkpoints" / "last.safetensors"
+    net = create_segmenter("unet_padded", weights=str(file)).eval()
+    ref = create_segmenter("unet_padded", **tiny().options, in_channels=1, num_classes=11)  # the recipe's + tiny's
+    ref.load_state_dict(weights(straight))
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(net(x), ref.eval()(x))
+    with pytest.raises(ValueError, match="base_channels=8 contradicts"):
+        create_segmenter("unet_padded", weights=str(file), base_channels=8)
+    with pytest.raises(ValueError, match="checkpoint of unet_padded, not unet"):
+        create_segmenter("unet", weights=str(file))

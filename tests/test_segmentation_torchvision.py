@@ -15,6 +15,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from cnnzoo import create_model
 from cnnzoo.segmentation import create_segmenter, get_segmenter_card, list_segmenters
 from layout_fill import filled_state_dict, load_layout, make_input
 
@@ -46,7 +47,7 @@ def _load(name: str, tmp_path, fmt: str = "pt", drop_aux: bool = False):
         save_file(sd, str(path))
     else:
         torch.save(sd, path)
-    return layout, create_segmenter(name, weights=str(path)).eval()
+    return layout, create_model(name, weights=str(path)).eval()  # issue 25: through create_model, no options
 
 
 @pytest.mark.parametrize("name", PARAMS)

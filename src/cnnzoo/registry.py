@@ -294,6 +294,16 @@ def _entry(name: str) -> _Entry:
     return _REGISTRY[name]
 
 
+def _task_builder(name: str):
+    """The ``create`` function of the task registry (segmentation, ...) that has ``name``, else None."""
+    from .segmentation import create_segmenter, list_segmenters
+
+    for names, create in ((list_segmenters, create_segmenter),):
+        if name in names():
+            return create
+    return None
+
+
 def list_models(pattern: str = "*") -> list[str]:
     """Registered names matching a shell-style pattern (``"resnet*"``), sorted."""
     _load_all()
@@ -397,7 +407,22 @@ def create_model(
             the list of stage maps ``out_indices``, its ``feature_info`` each map's channels and reduction.
         out_indices: with ``features_only``, the stages to return: None (all), an int n (the last n) or indices.
         **options: any keyword of the network's constructor; anything else is an error listing the valid ones.
+
+    A segmentation network's name (`cnnzoo.segmentation.list_segmenters`) builds it through
+    `cnnzoo.segmentation.create_segmenter` with the same ``weights`` and options (one entry point for every network;
+    ``weights_source``, ``features_only`` and ``out_indices`` are classification-only).
     """
+    _load_all()
+    if isinstance(name, str) and name not in _REGISTRY:
+        task_create = _task_builder(name)
+        if task_create is not None:
+            if weights_source is not None or features_only or out_indices is not None:
+                raise ValueError(f"{name} is not a classification network: weights_source, features_only and "
+                                 "out_indices do not apply to it")
+            for key, value in (("num_classes", num_classes), ("in_channels", in_channels)):
+                if value is not None:
+                    options[key] = value
+            return task_create(name, weights=weights, **options)
     if out_indices is not None and not features_only:
         raise ValueError("out_indices selects the maps of a features_only model; pass features_only=True as well")
     if features_only:

@@ -22,7 +22,7 @@ from pathlib import Path
 from ..registry import UnknownModelError, UnknownOptionError
 
 # Subcommand modules, in help order. A module lists its own subcommands in ``register``.
-SUBCOMMAND_MODULES = ("models", "analysis", "train", "compare", "bench", "recipes", "detect", "segment", "demo")
+SUBCOMMAND_MODULES = ("models", "analysis", "explain", "arith", "train", "compare", "bench", "recipes", "detect", "segment", "demo")
 
 USER_ERROR = 2  # exit status of an error the user can fix (argparse's too)
 INTERNAL_ERROR = 1

@@ -18,50 +18,24 @@ the options the file needs (torchvision's ``fcn_resnet50``: ``num_classes``, ``a
 
 from __future__ import annotations
 
-import fnmatch
-import inspect
 import os
-import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
-from ..registry import (
-    Counterpart,
-    ModelCard,
-    Paper,
-    UnknownModelError,
-    UnknownOptionError,
-    _check_option_types,
-    _suggest,
-)
+from ..registry import Counterpart, ModelCard, Paper
+from ..task_registry import TaskRegistry
 
-__all__ = ["create_segmenter", "get_digits_recipe", "get_segmenter_card", "list_segmenters", "register_segmenter", "segmenter_options"]
-
-
-@dataclass
-class _Entry:
-    builder: Callable[..., nn.Module]
-    model_cls: type[nn.Module]
-    card: ModelCard
-    digits_recipe: dict[str, Any] | None = None
-
-    @property
-    def options(self) -> list[str]:
-        params = inspect.signature(self.model_cls.__init__).parameters
-        return sorted(n for n, p in params.items()
-                      if n != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
-
-
-_SEGMENTERS: dict[str, _Entry] = {}
-_LOADED = False
-
+__all__ = ["RECIPE_KEYS", "create_segmenter", "get_digits_recipe", "get_segmenter_card", "list_segmenters",
+           "register_segmenter", "segmenter_options"]
 
 #: what a ``digits_recipe`` may set (each a `cnnzoo.segmentation.train.SegConfig` field of the same name)
 RECIPE_KEYS = ("options", "optimizer", "lr", "epochs", "batch_size", "schedule", "weight_decay", "momentum",
                "class_weighting", "data_params")
+
+_REGISTRY = TaskRegistry("segmentation network", f"{__package__}.models", RECIPE_KEYS,
+                         checkpoint_format="cnnzoo-segmentation")
 
 
 def register_segmenter(
@@ -79,60 +53,29 @@ def register_segmenter(
 
     ``digits_recipe``: how the network trains on the built-in ``digits-segmentation`` on 2 CPU cores in minutes
     (`get_digits_recipe`): ``{"options": {...}, "optimizer": "adam"|"sgd", "lr": float, "epochs": int,
-    "batch_size": int}`` and, where the network needs them, any of ``schedule`` ("none"|"cosine"),
+    "batch_size": int}`` and, where the network needs them, any of ``schedule`` ("none"|"cosine"|"poly"),
     ``weight_decay``, ``momentum``, ``class_weighting`` and ``data_params`` (digits-segmentation parameters such as
     a larger ``canvas``); ``options`` are constructor options besides ``in_channels``/``num_classes`` (a smaller
     width, say), each a documented departure from the paper for the small 64x64 single-channel digits.
     """
-    unknown = set(digits_recipe or {}) - set(RECIPE_KEYS)
-    if unknown:
-        raise ValueError(f"digits_recipe has unknown keys {sorted(unknown)}; valid: {', '.join(RECIPE_KEYS)}")
-
-    def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        name = fn.__name__
-        if name in _SEGMENTERS:
-            raise RuntimeError(f"segmentation network {name!r} is registered twice")
-        module = sys.modules.get(fn.__module__)
-        card = ModelCard(
-            name=name, family=fn.__module__.rsplit(".", 1)[-1], paper=paper, dataset=dataset,
-            input_size=tuple(input_size), deviations=tuple(deviations), aux_weight=aux_weight,
-            counterparts=tuple(counterparts),
-            notes=inspect.cleandoc(module.__doc__ or "") if module else "",
-            description=inspect.cleandoc(fn.__doc__ or "").split("\n")[0],
-        )
-        _SEGMENTERS[name] = _Entry(builder=fn, model_cls=model_cls, card=card,
-                                   digits_recipe=dict(digits_recipe) if digits_recipe else None)
-        return fn
-
-    return decorator
+    return _REGISTRY.register(model_cls, paper=paper, input_size=input_size, dataset=dataset,
+                              deviations=deviations, aux_weight=aux_weight, counterparts=counterparts,
+                              digits_recipe=digits_recipe)
 
 
-def _load_all() -> None:
-    global _LOADED
-    if not _LOADED:
-        _LOADED = True
-        from . import models  # noqa: F401  (imports every segmentation module, which registers its builders)
-
-
-def _entry(name: str) -> _Entry:
-    _load_all()
-    if not isinstance(name, str) or name not in _SEGMENTERS:
-        close = _suggest(str(name), list(_SEGMENTERS))
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise UnknownModelError(f"unknown segmentation network {name!r}.{hint} Valid: "
-                                f"{', '.join(sorted(_SEGMENTERS))}")
-    return _SEGMENTERS[name]
+def _entry(name: str):
+    """The registration of ``name`` (builder, class, card, recipe)."""
+    return _REGISTRY.entry(name)
 
 
 def list_segmenters(pattern: str = "*") -> list[str]:
     """Registered segmentation networks matching a shell-style pattern (``"unet*"``), sorted."""
-    _load_all()
-    return sorted(n for n in _SEGMENTERS if fnmatch.fnmatchcase(n, pattern))
+    return _REGISTRY.names(pattern)
 
 
 def get_segmenter_card(name: str) -> ModelCard:
     """The card of a registered segmentation network."""
-    return _entry(name).card
+    return _REGISTRY.card(name)
 
 
 def get_digits_recipe(name: str) -> dict[str, Any]:
@@ -142,7 +85,7 @@ def get_digits_recipe(name: str) -> dict[str, Any]:
     a constant rate ends a short run wherever the last steps left it (DeepLab-LargeFOV's seed 0 read a mean IU of
     0.44 at epoch 15 and 0.26 at epoch 20 with a constant 3e-3)."""
     recipe = {"options": {}, "optimizer": "adam", "lr": 1e-3, "epochs": 8, "batch_size": 16, "schedule": "poly"}
-    recipe.update(_entry(name).digits_recipe or {})
+    recipe.update(_REGISTRY.entry(name).digits_recipe or {})
     recipe["options"] = dict(recipe["options"])
     recipe["data_params"] = dict(recipe.get("data_params") or {})
     return recipe
@@ -150,11 +93,11 @@ def get_digits_recipe(name: str) -> dict[str, Any]:
 
 def segmenter_options(name: str) -> list[str]:
     """The options ``create_segmenter(name, ...)`` accepts."""
-    return _entry(name).options
+    return _REGISTRY.options(name)
 
 
 def create_segmenter(name: str, weights: str | os.PathLike | None = None, **options: Any) -> nn.Module:
-    """Build a registered segmentation network.
+    """Build a registered segmentation network (`cnnzoo.task_registry.TaskRegistry.create`).
 
     Args:
         name: a registered name (`list_segmenters`).
@@ -170,31 +113,4 @@ def create_segmenter(name: str, weights: str | os.PathLike | None = None, **opti
             not fit the network.
         FileNotFoundError: ``weights`` does not exist.
     """
-    entry = _entry(name)
-    unknown = sorted(set(options) - set(entry.options))
-    if unknown:
-        raise UnknownOptionError(f"{name}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(entry.options)}")
-    _check_option_types(name, entry, options)
-    if weights is None:
-        return entry.builder(**options)
-    from ..weights import read_checkpoint
-
-    sd, _meta = read_checkpoint(weights)
-    derive = getattr(entry.model_cls, "options_from_state_dict", None)
-    if callable(derive):
-        for key, value in derive(sd).items():
-            if key in options and options[key] != value:
-                raise ValueError(f"{name}: option {key}={options[key]!r} contradicts the weights file {str(weights)!r}"
-                                 f", which needs {key}={value!r}; leave the option out")
-            options[key] = value
-    model = entry.builder(**options)
-    mine = model.state_dict()
-    missing = [k for k in mine if k not in sd]
-    unexpected = [k for k in sd if k not in mine]
-    wrong = [k for k in mine if k in sd and tuple(sd[k].shape) != tuple(mine[k].shape)]
-    if missing or unexpected or wrong:
-        parts = [f"{label} {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''} ({len(keys)})"
-                 for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]
-        raise ValueError(f"{name}: the weights file {str(weights)!r} does not fit the network: {'; '.join(parts)}")
-    model.load_state_dict(sd, strict=True)
-    return model
+    return _REGISTRY.create(name, weights, **options)

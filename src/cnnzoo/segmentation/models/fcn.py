@@ -83,6 +83,7 @@ This implementation
             then a vgg16_bn checkpoint); fc6/fc7 have none (vgg16_bn's classifier has none). Not in the paper (it
             predates BN): a deviation used only by the digits recipe, for training VGG-16 from scratch; it adds 2
             parameters per convolution channel (2 * 4,224 = 8,448 at full width).
+        ``backbone`` (``"vgg16"``, the paper's path above) and ``backbone_options``: another encoder; next section.
     digits-segmentation recipe (`DIGITS_RECIPES`; FCN-32s also ``learn_upsampling=True``): 1/16 width, ``drop_rate=0``,
     ``batch_norm=True``, SegNet's median frequency class balancing in the loss (``class_weighting:
     median_frequency``, Badrinarayanan et al. Sec. 3.2; the FCN paper's loss is unweighted), Adam 1e-3, 4 epochs of
@@ -101,10 +102,56 @@ This implementation
     pool3 (stride 8) add the detail. Without the class weights, with BN: 0.087 (fcn32s, 3 epochs of batch 16).
     Not here: the Caffe BGR mean subtraction (inputs are normalised as the zoo's vgg16 expects) and the staged
     solver schedule.
+
+FCN on another backbone (``backbone=``)
+    The paper converts three classifiers (CVPR Sec. 4.1, Table 1: FCN-AlexNet, FCN-VGG16, FCN-GoogLeNet; "we discard
+    the final average pooling layer of GoogLeNet" and its classifier, so GoogLeNet's scores come from a 1x1 layer on
+    its stride-32 map, while AlexNet's and VGG's fc6/fc7 become convolutions) and builds the skips on the best of
+    them. ``backbone="vgg16"`` (the default) is the paper's path above, unchanged. Any other zoo network is taken
+    through the features API (``create_model(backbone, **backbone_options)`` as a ``features_only`` network:
+    ``encoder``, its classifier dropped, state-dict keys the network's own, ``encoder.layer4.1.conv2.weight``),
+    reading the last map it lists at each reduction the FCN needs: 32 (all), 16 (16s, 8s), 8 (8s). A network
+    without one of them is refused with a ValueError naming the reductions it has (``vit_b_16`` has only 16;
+    ``densenet40_k12_cifar`` 1, 2, 4). The head is FCN-GoogLeNet's for every network: a 1x1 ``score_fr`` on the
+    stride-32 map after a ``drop_rate`` dropout (where fc7's dropout sits in the VGG and AlexNet nets and GoogLeNet's
+    own before its classifier), no fc6/fc7 convolutions (a generic backbone has no fully connected layers whose
+    shape says how to convolve them: so ``alexnet`` or ``vgg19`` here are *not* the paper's FCN-AlexNet / an
+    FCN-VGG19); the skips as the paper's (1x1 ``score_pool4`` on the stride-16 map, ``score_pool3`` on the stride-8
+    one, each summed with the 2x bilinear ``upscore2`` / ``upscore_pool4`` of the coarser scores), the final
+    ``upscore`` 64/32, ``upscore16`` 32/16, ``upscore8`` 16/8; all bilinear, fixed unless ``learn_upsampling``;
+    ``at_once`` scales the stride-16 / -8 maps by 0.01 / 1e-4 as on VGG. Score layers start at zero (Sec. 4.3), the
+    encoder as its zoo network, or ``backbone_weights`` (any checkpoint ``create_model(backbone, weights=...)``
+    reads; another number of input channels adapts the first convolution as ``unet_resnet34`` does).
+    Alignment: zoo networks pad "same" (no 100-pixel pad, no ``fc6`` shrinking the map), so the reference nets'
+    crops do not apply. Taking cell i of a reduction-r map to cover pixels [r i, r i + r), centre r i + (r - 1) / 2
+    (2x2/2 pooling's convention; a 3x3/2 convolution with padding 1 centres it at r i, up to half a cell off),
+    and a transposed convolution (kernel 2f, stride f) mapping its output z to input (z - f + 0.5) / f:
+        2x of a reduction-r map: z -> r (z - 1.5) / 2 + (r - 1) / 2 = (r / 2)(z - 1) + (r / 2 - 1) / 2, i.e.
+            cell z - 1 of the reduction-r/2 skip: the upsampled map is cut to the skip's size from offset 1;
+        f x of a reduction-f map: z -> (z - f + 0.5) + (f - 1) / 2 = z - f / 2: cut to the input's size from
+            offset f / 2 (16 for 32s, 8 for 16s, 4 for 8s).
+    A map of s = ceil(H / r) cells (what same padding gives) always covers that window ((s + 1) f >= H + f); a
+    backbone whose maps shrink faster (valid convolutions, floor pooling: ``alexnet`` at its 63-pixel minimum) can
+    fall short, and the last row / column is then repeated. Every input from the backbone's ``min_input_size`` (1
+    for resnet18 and mobilenet_v2) gives an output of the input's size. The outermost half cell of the output
+    holds the nearest cell's scores faded by the bilinear kernel's tail (no neighbour beyond the border).
+    ``width_mult`` and ``batch_norm`` shape the VGG-16 path only: another network's widths and normalisation are
+    its own (``backbone_options``, e.g. ``{"width_mult": 0.5}`` for mobilenet_v2, ``{"layers": [1, 1, 1, 1]}`` for
+    resnet18), so with another backbone they are ignored (the digits recipe, which sets them, then applies to
+    ``cnnzoo compare fcn8s_vgg16 'fcn8s_vgg16:backbone=resnet18'`` unchanged); ``backbone_options`` with the VGG-16
+    path is an error, and so is ``backbone="vgg16_bn"`` (the paper's path with ``batch_norm=True`` is that).
+    Parameters, with the bilinear kernels counted as on VGG (tests/test_segmentation_fcn_backbone.py): FCN-8s on
+    resnet18, K = 11: resnet18's 11,689,512 less its fc 513,000 = 11,176,512; score layers (512 + 256 + 128) K + 3K
+    = 9,889; kernels K^2 (16 + 16 + 256) = 34,848; 11,221,249 in all.
+    The options travel with the weights: the FCN's state dict holds ``backbone_spec._extra_state`` (`BackboneSpec`:
+    backbone, backbone_options, in_channels, num_classes, at_once as JSON in a uint8 tensor), from which
+    ``create_segmenter(name, weights=FILE)`` rebuilds the network with no options; the VGG-16 path's state dict is
+    as before (no such key).
 """
 
 from __future__ import annotations
 
+import json
 from typing import ClassVar
 
 import torch
@@ -115,8 +162,8 @@ from ...registry import Paper
 from ..registry import register_segmenter
 from .base import Segmenter
 
-__all__ = ["FCN", "FCN8s", "FCN16s", "FCN32s", "bilinear_kernel", "bilinear_upsampling", "fc_to_conv", "fcn8s_vgg16",
-           "fcn16s_vgg16", "fcn32s_vgg16", "from_classifier"]
+__all__ = ["FCN", "FCN_REDUCTIONS", "BackboneSpec", "FCN8s", "FCN16s", "FCN32s", "bilinear_kernel",
+           "bilinear_upsampling", "fc_to_conv", "fcn8s_vgg16", "fcn16s_vgg16", "fcn32s_vgg16", "from_classifier"]
 
 FCNPAPER = Paper("Fully Convolutional Networks for Semantic Segmentation", "J. Long, E. Shelhamer, T. Darrell", 2015,
                  "https://arxiv.org/abs/1411.4038")
@@ -126,6 +173,9 @@ VGG16_D = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 5
 FC_WIDTH = 4096  # fc6 / fc7
 FIRST_PAD = 100  # conv1_1's padding in the reference nets: "guarantees that the network output can be aligned"
 AT_ONCE_SCALE = {"pool4": 0.01, "pool3": 1e-4}  # voc-fcn8s-atonce: "scale pool4/pool3 skip for compatibility"
+PAPER_BACKBONE = "vgg16"  # backbone= default: the paper's VGG-16 path (fc6/fc7, 100-pixel pad, Caffe crops)
+#: backbone= another zoo network: the reductions of the maps each FCN scores (stride 32, and its skips)
+FCN_REDUCTIONS = {32: (32,), 16: (16, 32), 8: (8, 16, 32)}
 
 
 def bilinear_kernel(size: int) -> torch.Tensor:
@@ -173,6 +223,54 @@ def _crop(x: torch.Tensor, offset: int, height: int, width: int) -> torch.Tensor
     return x[..., offset : offset + height, offset : offset + width]
 
 
+def _align(x: torch.Tensor, offset: int, height: int, width: int) -> torch.Tensor:
+    """The ``height x width`` window of ``x`` from ``offset`` (the crop of a same-padded backbone's upsampled scores,
+    module docstring); where a backbone's maps shrink faster than ``ceil(H / r)`` (valid convolutions, floor
+    pooling) and the window runs past ``x``'s end, the last row / column is repeated to fill it."""
+    x = x[..., offset : offset + height, offset : offset + width]
+    short_h, short_w = height - x.shape[-2], width - x.shape[-1]
+    if short_h > 0 or short_w > 0:
+        x = F.pad(x, (0, max(0, short_w), 0, max(0, short_h)), mode="replicate")
+    return x
+
+
+BACKBONE_SPEC_KEY = "backbone_spec._extra_state"
+
+
+class BackboneSpec(nn.Module):
+    """Carries an FCN's backbone and the options its weights need in its state dict (``backbone_spec._extra_state``:
+    their JSON as a uint8 tensor, which safetensors and ``torch.load(weights_only=True)`` both store), so that
+    ``create_segmenter(name, weights=FILE)`` rebuilds an FCN on another backbone with no options
+    (`FCN.options_from_state_dict`). Loading a state dict of another backbone is an error naming both."""
+
+    def __init__(self, spec: dict) -> None:
+        super().__init__()
+        self.spec = json.loads(json.dumps(spec, sort_keys=True))  # as it comes back from a file (lists, not tuples)
+
+    def get_extra_state(self) -> torch.Tensor:
+        return torch.tensor(list(json.dumps(self.spec, sort_keys=True).encode()), dtype=torch.uint8)
+
+    @staticmethod
+    def decode(state: torch.Tensor) -> dict:
+        try:
+            spec = json.loads(bytes(state.cpu().to(torch.uint8).tolist()).decode())
+        except (ValueError, UnicodeDecodeError):
+            raise ValueError(f"{BACKBONE_SPEC_KEY} of the weights is not an FCN backbone record") from None
+        if not isinstance(spec, dict) or not isinstance(spec.get("backbone"), str):
+            raise ValueError(f"{BACKBONE_SPEC_KEY} of the weights is not an FCN backbone record")
+        return spec
+
+    def set_extra_state(self, state: torch.Tensor) -> None:
+        theirs = self.decode(state)
+        for key in ("backbone", "backbone_options"):
+            if theirs.get(key) != self.spec[key]:
+                raise ValueError(f"the weights are an FCN on {key}={theirs.get(key)!r}, this FCN has "
+                                 f"{key}={self.spec[key]!r}")
+
+    def extra_repr(self) -> str:
+        return f"backbone={self.spec['backbone']!r}, backbone_options={self.spec['backbone_options']!r}"
+
+
 class FCN(Segmenter):
     """FCN on VGG-16 (Sec. 4); the subclasses fix the output stride. See the module docstring for the options."""
 
@@ -182,7 +280,8 @@ class FCN(Segmenter):
 
     def __init__(self, *, num_classes: int = 21, in_channels: int = 3, drop_rate: float = 0.5, at_once: bool = False,
                  learn_upsampling: bool = False, width_mult: float = 1.0, batch_norm: bool = False,
-                 backbone_weights: str | None = None) -> None:
+                 backbone_weights: str | None = None, backbone: str = PAPER_BACKBONE,
+                 backbone_options: dict | None = None) -> None:
         super().__init__()
         name = type(self).__name__
         for key, value in (("num_classes", num_classes), ("in_channels", in_channels)):
@@ -196,12 +295,23 @@ class FCN(Segmenter):
             raise ValueError(f"{name} has no skips for at_once to scale (it applies to fcn16s_vgg16 and fcn8s_vgg16)")
         if not isinstance(batch_norm, bool):
             raise ValueError(f"{name} option batch_norm must be true or false, got {batch_norm!r}")
+        if not isinstance(backbone, str) or not backbone:
+            raise ValueError(f"{name} option backbone must be a zoo network's name ({PAPER_BACKBONE!r}, the paper's, "
+                             f"or e.g. 'resnet18', 'mobilenet_v2', 'googlenet'), got {backbone!r}")
+        self.num_classes, self.in_channels, self.at_once = num_classes, in_channels, bool(at_once)
+        self.backbone, self.backbone_options = backbone, None
+        self.batch_norm = batch_norm if backbone == PAPER_BACKBONE else None  # the VGG path's (module docstring)
+        if backbone != PAPER_BACKBONE:
+            self._build_on_backbone(num_classes, in_channels, drop_rate, bool(at_once), bool(learn_upsampling),
+                                    backbone, backbone_options, backbone_weights)
+            return
+        if backbone_options:
+            raise ValueError(f"{name}: backbone_options are for another backbone; the paper's VGG-16 path "
+                             f"(backbone={PAPER_BACKBONE!r}) takes width_mult and batch_norm, got {backbone_options!r}")
         vgg = "vgg16_bn" if batch_norm else "vgg16"
         if backbone_weights is not None and float(width_mult) != 1.0:
             raise ValueError(f"{name}: backbone_weights are a {vgg} checkpoint, which fits only width_mult=1.0, "
                              f"got width_mult={width_mult!r}")
-        self.num_classes, self.in_channels, self.at_once = num_classes, in_channels, bool(at_once)
-        self.batch_norm = batch_norm
 
         def width(c: int) -> int:
             return max(1, round(c * width_mult))
@@ -244,6 +354,80 @@ class FCN(Segmenter):
 
             self.load_classifier(create_model(vgg, weights=backbone_weights))
 
+    def _build_on_backbone(self, num_classes: int, in_channels: int, drop_rate: float, at_once: bool, learn: bool,
+                           backbone: str, backbone_options: dict | None, backbone_weights: str | None) -> None:
+        """The FCN head on a zoo network's features (module docstring, "backbone="): 1x1 score layers on the maps
+        at reductions 32 (``score_fr``), 16 (``score_pool4``) and 8 (``score_pool3``), the paper's upsampling."""
+        from ...models.features import features_only_model
+        from ...registry import UnknownModelError, create_model
+        from .pspnet import _backbone_options
+        from .unet import _adapt_first_conv
+
+        name = f"fcn{self.output_stride}s_vgg16"
+        if backbone == "vgg16_bn":
+            raise ValueError(f"{name}: VGG-16 with BN is the paper's path with batch_norm=True (backbone="
+                             f"{PAPER_BACKBONE!r}, the vgg16_bn layout); backbone='vgg16_bn' is not a generic backbone")
+        extra = _backbone_options(name, backbone, backbone_options)
+        spec = {"backbone": backbone, "backbone_options": extra or None, "in_channels": in_channels,
+                "num_classes": num_classes, "at_once": at_once}
+        try:
+            json.dumps(spec)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name}: backbone_options must hold plain values (names, numbers, lists) to travel "
+                             f"with the weights, got {backbone_options!r}") from None
+        self.backbone_options = extra or None
+        try:
+            if backbone_weights is None:
+                model = create_model(backbone, in_channels=in_channels, **extra)
+            else:
+                model = create_model(backbone, weights=backbone_weights, **extra)
+                if model.in_channels != in_channels:
+                    _adapt_first_conv(model, in_channels)  # as unet_resnet34 (smp's patch_first_conv)
+        except UnknownModelError as exc:
+            raise UnknownModelError(f"{name} option backbone: {exc.args[0]}") from exc
+        if getattr(model, "no_feature_maps", None) or not getattr(model, "feature_info", None):
+            raise ValueError(f"{name}: backbone {backbone!r} has no feature maps (features API) for an FCN head")
+        needed = FCN_REDUCTIONS[self.output_stride]
+        last: dict[int, int] = {}
+        for i, f in enumerate(model.feature_info):  # the last map at each reduction (pool3, pool4, pool5 on VGG)
+            last[f["reduction"]] = i
+        missing = [r for r in needed if r not in last]
+        if missing:
+            raise ValueError(f"{name}: backbone {backbone!r} gives feature maps at reductions {sorted(last)}, but "
+                             f"FCN-{self.output_stride}s needs one at each of {list(needed)} (missing {missing}); "
+                             f"take a network with maps at strides 8, 16 and 32 (resnet18, mobilenet_v2, googlenet, "
+                             f"vgg19...) or the FCN whose skips it has")
+        self.encoder = features_only_model(model, sorted(last[r] for r in needed))  # keys: the network's own
+        self.reductions = tuple(self.encoder.feature_info.reduction())  # (8,) (16,) 32
+        chans = dict(zip(self.reductions, self.encoder.feature_info.channels()))
+        self.min_input_size = max(1, getattr(model, "min_input_size", 1))
+        self.backbone_spec = BackboneSpec(spec)
+        self.drop = nn.Dropout(drop_rate)  # where fc7's dropout (VGG, AlexNet) / GoogLeNet's 0.4 sit: before scoring
+        self.score_fr = nn.Conv2d(chans[32], num_classes, 1)
+        if self.output_stride == 32:
+            self.upscore = bilinear_upsampling(num_classes, 32, learn)
+        else:
+            self.score_pool4 = nn.Conv2d(chans[16], num_classes, 1)
+            self.upscore2 = bilinear_upsampling(num_classes, 2, learn)
+            if self.output_stride == 16:
+                self.upscore16 = bilinear_upsampling(num_classes, 16, learn)
+            else:
+                self.score_pool3 = nn.Conv2d(chans[8], num_classes, 1)
+                self.upscore_pool4 = bilinear_upsampling(num_classes, 2, learn)
+                self.upscore8 = bilinear_upsampling(num_classes, 8, learn)
+        for layer in ("score_fr", "score_pool4", "score_pool3"):  # Sec. 4.3: class scoring layers start at zero
+            if hasattr(self, layer):
+                nn.init.zeros_(getattr(self, layer).weight)
+                nn.init.zeros_(getattr(self, layer).bias)
+
+    @staticmethod
+    def options_from_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, object]:
+        """The options a weights file of an FCN on another backbone was built with (``backbone``,
+        ``backbone_options``, ``in_channels``, ``num_classes``, ``at_once``: its ``backbone_spec._extra_state``);
+        nothing for the paper's VGG-16 path (its options are passed as before)."""
+        state = sd.get(BACKBONE_SPEC_KEY)
+        return BackboneSpec.decode(state) if isinstance(state, torch.Tensor) else {}
+
     def _init_weights(self) -> None:
         for m in [*self.features.modules(), self.fc6, self.fc7]:  # as the zoo's vgg16 (torchvision's VGG init)
             if isinstance(m, nn.Conv2d):
@@ -264,6 +448,9 @@ class FCN(Segmenter):
         """Copy a classification VGG-16's convolutions and convert its fc6/fc7 (``classifier.0`` / ``classifier.3``,
         the zoo's and torchvision's layout) into ``fc6``/``fc7`` (Sec. 3.1). fc8 is dropped: ``score_fr`` starts at
         zero, as Sec. 4.1 "discards the final classifier layer"."""
+        if self.backbone != PAPER_BACKBONE:
+            raise ValueError(f"load_classifier converts a VGG-16 into the paper's path; this FCN is on {self.backbone!r}"
+                             f" (give its weights as backbone_weights when building it)")
         theirs, mine = vgg.features.state_dict(), self.features.state_dict()
         wrong = [k for k in mine if k not in theirs or theirs[k].shape != mine[k].shape]
         if wrong or len(theirs) != len(mine):
@@ -291,6 +478,8 @@ class FCN(Segmenter):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         h, w = x.shape[-2:]
+        if self.backbone != PAPER_BACKBONE:
+            return self._forward_backbone(x)
         p3, p4, p5 = self._pool_ends[2:]
         pool3 = self.features[:p3](x)  # (B, C, H, W) -> (B, 256, ~(H + 198) / 8, ...)
         pool4 = self.features[p3:p4](pool3)  # -> (B, 512, ~(H + 198) / 16, ...)
@@ -312,6 +501,25 @@ class FCN(Segmenter):
         up = self.upscore_pool4(fuse)
         fuse = up + _crop(self.score_pool3(pool3), off["score_pool3"], *up.shape[-2:])
         return _crop(self.upscore8(fuse), off["score"], h, w)  # (B, K, t, t) -> (B, K, 8t + 8, ...) -> (B, K, H, W)
+
+
+    def _forward_backbone(self, x: torch.Tensor) -> torch.Tensor:
+        """Another backbone (module docstring, "backbone="): same-padded maps, so each 2x upsampled map is cut to
+        its skip's size from offset 1 and the last upsampling (by f) to the input's from offset f / 2."""
+        h, w = x.shape[-2:]
+        maps = dict(zip(self.reductions, self.encoder(x)))  # {8: (B, C8, ~H/8, ~W/8), 16: ..., 32: ...}
+        score = self.score_fr(self.drop(maps[32]))  # (B, K, ~H/32, ~W/32)
+        if self.output_stride == 32:
+            return _align(self.upscore(score), 16, h, w)  # (B, K, 32 (s + 1), ...) -> (B, K, H, W)
+        pool4 = maps[16] * AT_ONCE_SCALE["pool4"] if self.at_once else maps[16]
+        skip = self.score_pool4(pool4)  # (B, K, t, t), t ~ H / 16
+        fuse = _align(self.upscore2(score), 1, *skip.shape[-2:]) + skip  # (B, K, 2s + 2, ...) -> t x t, summed
+        if self.output_stride == 16:
+            return _align(self.upscore16(fuse), 8, h, w)
+        pool3 = maps[8] * AT_ONCE_SCALE["pool3"] if self.at_once else maps[8]
+        skip = self.score_pool3(pool3)
+        fuse = _align(self.upscore_pool4(fuse), 1, *skip.shape[-2:]) + skip
+        return _align(self.upscore8(fuse), 4, h, w)  # (B, K, 8 (u + 1), ...) -> (B, K, H, W)
 
 
 class FCN32s(FCN):
@@ -362,7 +570,11 @@ DIGITS_RECIPES = {"fcn32s_vgg16": {**_DIGITS_FCN, "options": {**_DIGITS_FCN["opt
 _DEVIATIONS = (("upsampling fixed to bilinear as the authors' reference nets (the CVPR experiments learned it: "
                 "learn_upsampling=True)"),
                "inputs normalised as the zoo's vgg16 expects, not Caffe's BGR mean subtraction",
-               "staged training (32s -> 16s -> 8s) is a recipe (init_from), not built in")
+               "staged training (32s -> 16s -> 8s) is a recipe (init_from), not built in",
+               ("backbone= another zoo network (Table 1 converts AlexNet, VGG-16, GoogLeNet): FCN-GoogLeNet's head for "
+                "all, a 1x1 score layer on the stride-32 map without fc6/fc7 convolutions; same-padded maps aligned "
+                "by centre-aligned crops (offset 1 per 2x, f/2 at the end) instead of the 100-pixel pad and Caffe "
+                "crops; width_mult and batch_norm are the VGG-16 path's and ignored there"))
 
 
 def _deviations(name: str) -> tuple[str, ...]:
