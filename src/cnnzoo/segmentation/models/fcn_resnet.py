@@ -177,8 +177,10 @@ _DATASET = "COCO train2017, the 20 PASCAL VOC categories (torchvision's weights)
 #: digits-segmentation (64x64, 1 channel, 11 classes; `get_digits_recipe`): one bottleneck block per stage (ResNet-50
 #: and -101 then coincide: they differ only in layer3's depth), Adam from scratch, loss CE(out) + 0.5 CE(aux).
 #: Measured: see the module docstring.
+# a constant rate (not the recipes' poly decay): over only 2 epochs the decay halves the learning done, measured
+# with deeplabv3_resnet101 seed 0: mean IU 0.204 with poly, 0.387 constant
 DIGITS_RECIPE = {"options": {"backbone_layers": [1, 1, 1, 1]}, "optimizer": "adam", "lr": 1e-3, "epochs": 2,
-                 "batch_size": 16}
+                 "batch_size": 16, "schedule": "none"}
 _DEVIATIONS = (
     ("torchvision's ResNet variant, not the paper's VGG-16 nets (those are fcn8s/16s/32s_vgg16): a dilated ResNet "
      "at output stride 8 (layer3/layer4 dilated 2/4) instead of skip fusion, a 3x3 conv-BN-ReLU head, and one "

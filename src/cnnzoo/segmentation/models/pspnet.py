@@ -253,7 +253,8 @@ _DEVIATIONS = (
 #: digits-segmentation (CPU training; measured in the module notes): ResNet-18 with one block per stage at output
 #: stride 8, a 256-channel head
 _DIGITS = {"options": {"backbone": "resnet18", "backbone_options": {"layers": [1, 1, 1, 1]}, "channels": 256},
-           "optimizer": "adam", "lr": 1e-3, "epochs": 2, "batch_size": 8}
+           "optimizer": "adam", "lr": 1e-3, "epochs": 2, "batch_size": 8,
+           "schedule": "none"}  # 2 epochs: a decaying rate halves the learning (see fcn_resnet.DIGITS_RECIPE)
 
 
 class PSPNetResNet50(PSPNet):
