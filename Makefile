@@ -13,7 +13,7 @@ TORCH_PIN ?= torch==2.13.0
 $(VENV)/.ready: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_PIN)"
-	$(PY) -m pip install -q -e ".[dev,detection,explain]"
+	$(PY) -m pip install -q -e ".[dev,detection,explain,coco]"
 	touch $@
 
 setup: $(VENV)/.ready

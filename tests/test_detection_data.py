@@ -111,7 +111,7 @@ def test_voc_reader_errors(tmp_path):
     with pytest.raises(ValueError, match="JPEGImages/ has no 000001.jpg"):
         load_voc(tmp_path, "trainval")
     with pytest.raises(ValueError, match="valid: digits-detection or voc:PATH"):
-        load_detection_data("coco:/data")
+        load_detection_data("kitti:/data")
 
 
 def test_sliding_windows_by_hand():

@@ -296,9 +296,10 @@ def _entry(name: str) -> _Entry:
 
 def _task_builder(name: str):
     """The ``create`` function of the task registry (segmentation, ...) that has ``name``, else None."""
+    from .detection.registry import create_detector, list_detectors
     from .segmentation import create_segmenter, list_segmenters
 
-    for names, create in ((list_segmenters, create_segmenter),):
+    for names, create in ((list_segmenters, create_segmenter), (list_detectors, create_detector)):
         if name in names():
             return create
     return None
@@ -408,8 +409,9 @@ def create_model(
         out_indices: with ``features_only``, the stages to return: None (all), an int n (the last n) or indices.
         **options: any keyword of the network's constructor; anything else is an error listing the valid ones.
 
-    A segmentation network's name (`cnnzoo.segmentation.list_segmenters`) builds it through
-    `cnnzoo.segmentation.create_segmenter` with the same ``weights`` and options (one entry point for every network;
+    A segmentation network's or a detector's name (`cnnzoo.segmentation.list_segmenters`,
+    `cnnzoo.detection.registry.list_detectors`) builds it through `cnnzoo.segmentation.create_segmenter` or
+    `cnnzoo.detection.registry.create_detector` with the same ``weights`` and options (one entry point for every network;
     ``weights_source``, ``features_only`` and ``out_indices`` are classification-only).
     """
     _load_all()

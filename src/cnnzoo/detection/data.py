@@ -36,7 +36,7 @@ __all__ = [
     "load_voc",
 ]
 
-DETECTION_DATASETS = ("digits-detection", "voc:PATH")
+DETECTION_DATASETS = ("digits-detection", "voc:PATH", "coco:PATH")
 
 #: the generator's settings; a run records them, and `load_detection_data` rebuilds the same canvases from them.
 DIGITS_DEFAULTS = {"seed": 0, "num_train": 300, "num_test": 150, "canvas": 128, "min_digits": 2, "max_digits": 4,
@@ -339,10 +339,12 @@ def load_voc(root: str | Path, split: str, classes: list[str] | None = None, *, 
 
 # ------------------------------------------------------------------------------------------------------- by name
 def load_detection_data(spec: str, params: dict | None = None) -> tuple[DetectionDataset, DetectionDataset]:
-    """(train, test) of ``digits-detection`` or ``voc:PATH``.
+    """(train, test) of ``digits-detection``, ``voc:PATH`` or ``coco:PATH``.
 
     ``params`` for digits-detection: see `DIGITS_DEFAULTS`; for VOC: ``train_split`` (default ``trainval``),
-    ``test_split`` (default ``test``), ``classes`` (default: the names found in the train split), ``in_channels``.
+    ``test_split`` (default ``test``), ``classes`` (default: the names found in the train split), ``in_channels``;
+    for COCO (`cnnzoo.detection.coco`, the 2017 layout ``annotations/instances_SPLIT.json`` + ``SPLIT/``):
+    ``train_split`` (default ``train2017``), ``test_split`` (default ``val2017``), ``in_channels``.
     """
     params = dict(params or {})
     head, sep, rest = spec.partition(":")
@@ -358,4 +360,11 @@ def load_detection_data(spec: str, params: dict | None = None) -> tuple[Detectio
         train = load_voc(rest, params.get("train_split", "trainval"), params.get("classes"), in_channels=ch)
         test = load_voc(rest, params.get("test_split", "test"), train.classes, in_channels=ch)
         return train, test
-    raise ValueError(f"unknown detection dataset {spec!r}; valid: digits-detection or voc:PATH (a Pascal VOC folder)")
+    if sep and head.lower() == "coco":
+        if not rest:
+            raise ValueError("'coco:' needs a path, e.g. coco:~/data/coco (holding annotations/ and train2017/)")
+        from .coco import load_coco_folder
+
+        return load_coco_folder(rest, params)
+    raise ValueError(f"unknown detection dataset {spec!r}; valid: digits-detection or voc:PATH (a Pascal VOC folder) "
+                     f"or coco:PATH (a COCO folder)")
