@@ -133,6 +133,7 @@ def test_config_overrides_are_checked():
     # the paper runs selective search on the image as it is (Sec. 2.2); the digits preset enlarges it 1.5x
     assert RCNNConfig().proposals.scale == 1.0 and preset_config("digits-detection").proposals.scale == 1.5
     assert preset_config("voc:/data/VOC2007").proposals.scale == 1.0
+    assert preset_config("coco:/data/coco").proposals.scale == 1.0 and preset_config("coco:/d").data.name == "coco:/d"
     with pytest.raises(ValueError, match=r"proposals.scale must be > 0"):
         apply_sets(RCNNConfig(), ["proposals.scale=0"])
 

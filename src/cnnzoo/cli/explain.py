@@ -9,7 +9,6 @@ in --out changes; an existing file is never replaced without --force.
 from __future__ import annotations
 
 import argparse
-import copy
 import difflib
 import json
 import math
@@ -610,27 +609,14 @@ def _padded_to_card(net: Loaded, images, layer: str, module):
 
 # ------------------------------------------------------------------------------------------------ sanity check
 def sanity_steps(model, x, method: str, target=None, layer: str | None = None, seed: int = 0, **kw):
-    """Adebayo et al. 2018 Sec. 3.1 as `cnnzoo.explain.sanity_check` does it (the same layers, order, generator and
-    seed), keeping each step's display map: (trained Explanation, [(layer, spearman, heat (H, W))]). One image."""
-    import torch
+    """`cnnzoo.explain.sanity_check` on one image, keeping each step's display map: (trained Explanation,
+    [(layer, spearman, heat (H, W), constant)])."""
+    from ..explain import sanity_check
 
-    from ..explain import explain, spearman
-    from ..explain.attribution import _reinit, _weight_layers_top_down
-
-    ref = explain(model, x, method, target, layer, **kw)
-    work = copy.deepcopy(model)
-    names = _weight_layers_top_down(work, x)
-    modules = dict(work.named_modules())
-    steps = []
-    devices = [x.device.index or 0] if x.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        for name in names:
-            _reinit(modules[name])
-            got = explain(work, x, method, ref.target, ref.layer, **kw)
-            r = spearman(ref.raw.abs()[0], got.raw.abs()[0])
-            steps.append((name or "(top level)", 0.0 if math.isnan(r) else r, got.heat[0], math.isnan(r)))
-    return ref, steps
+    rows = sanity_check(model, x, method, target, layer, seed, keep_maps=True, **kw)
+    ref = rows[0]["explanation"]
+    return ref, [(r["layer"] or "(top level)", r["spearman"], r["explanation"].heat[0], bool(r["constant"]))
+                 for r in rows[1:]]
 
 
 def _sanity(args, net: Loaded, methods, inputs, plan: Plan) -> list[dict]:
@@ -641,7 +627,7 @@ def _sanity(args, net: Loaded, methods, inputs, plan: Plan) -> list[dict]:
     chosen = [m for m in methods if m in SANITY_METHODS]
     records, rows = [], []
     columns: list[str] | None = None
-    plan.lines.append("sanity check (Adebayo et al. 2018, Sec. 3.1): layers re-initialised from the logits down, one "
+    plan.lines.append("sanity check (Adebayo et al. 2018, cascading randomisation): layers re-initialised from the logits down, one "
                       "more per step; Spearman rank correlation of |map| with the trained network's")
     for (stem, image, x) in inputs:
         per_method = {}

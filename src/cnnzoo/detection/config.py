@@ -34,7 +34,7 @@ BOX_FEATURES = ("pool5", "fc7")
 
 @dataclass
 class DataSection:
-    name: str = "digits-detection"  # digits-detection or voc:PATH
+    name: str = "digits-detection"  # digits-detection, voc:PATH or coco:PATH
     params: dict = field(default_factory=dict)  # digits: seed, num_train, ...; VOC: train_split, test_split, classes
 
 
@@ -140,6 +140,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "finetune.iterations": 1500, "finetune.lr": 0.003, "proposals.scale": 1.5,
     },
     "voc": {},
+    "coco": {},  # the paper's defaults, as VOC (R-CNN was not trained on COCO; the reader is cnnzoo.detection.coco)
 }
 
 _VOCAB = {"backbone.warp_mode": WARP_MODES, "proposals.method": PROPOSAL_METHODS, "proposals.mode": SS_MODES,
@@ -255,11 +256,14 @@ def check_config(cfg: RCNNConfig) -> None:
 
 
 def preset_config(data: str) -> RCNNConfig:
-    """The paper's defaults with the preset of ``data`` (``digits-detection``, or ``voc:PATH``) applied."""
+    """The paper's defaults with the preset of ``data`` (``digits-detection``, ``voc:PATH`` or ``coco:PATH``)
+    applied."""
     cfg = RCNNConfig()
-    key = "voc" if data.lower().startswith("voc:") else data.strip().lower().replace("_", "-")
+    low = data.lower()
+    key = "voc" if low.startswith("voc:") else "coco" if low.startswith("coco:") else \
+        data.strip().lower().replace("_", "-")
     if key not in PRESETS:
-        raise ValueError(f"unknown detection dataset {data!r}; valid: digits-detection or voc:PATH")
+        raise ValueError(f"unknown detection dataset {data!r}; valid: digits-detection, voc:PATH or coco:PATH")
     for k, v in PRESETS[key].items():
         set_value(cfg, k, v)
     cfg.data.name = "digits-detection" if key == "digits-detection" else data

@@ -632,7 +632,7 @@ def _reinit(m: nn.Module) -> None:
 
 
 def sanity_check(model: nn.Module, x: torch.Tensor, method: str = "gradcam", target=None, layer: str | None = None,
-                 seed: int = 0, **kw) -> list[dict]:
+                 seed: int = 0, keep_maps: bool = False, **kw) -> list[dict]:
     """Cascading randomisation (Adebayo et al. 2018, the model parameter randomisation test, Fig. 2): re-initialise
     the layers from the top (the logits) down, one more at each step, and compare each step's map with the trained
     network's.
@@ -646,7 +646,9 @@ def sanity_check(model: nn.Module, x: torch.Tensor, method: str = "gradcam", tar
     has become constant (e.g. Grad-CAM's ReLU zeroing everything) has no ranks: its correlation is counted as 0 in
     ``spearman``, ``constant`` says how many images that was, and ``spearman_varying`` is the mean over the other
     images only (NaN if none). The model itself is not modified (the work is on a deep copy). Returns
-    [{"layer", "spearman", "per_image", "constant", "spearman_varying"}, ...], the top layer first.
+    [{"layer", "spearman", "per_image", "constant", "spearman_varying"}, ...], the top layer first; with
+    ``keep_maps`` each row also has ``explanation`` (that step's `Explanation`) and the list starts with the trained
+    network's row (``layer`` None, ``spearman`` 1.0), for pictures of the cascade (Adebayo et al.'s Fig. 2).
     """
     if method == "occlusion":
         raise ValueError("sanity_check compares saliency maps; occlusion maps are probabilities, use another method")
@@ -656,6 +658,10 @@ def sanity_check(model: nn.Module, x: torch.Tensor, method: str = "gradcam", tar
     names = _weight_layers_top_down(work, x)
     modules = dict(work.named_modules())
     rows = []
+    if keep_maps:
+        ones = [1.0] * len(x)
+        rows.append({"layer": None, "spearman": 1.0, "per_image": ones, "constant": 0, "spearman_varying": 1.0,
+                     "explanation": ref})
     devices = [x.device.index or 0] if x.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
@@ -668,4 +674,6 @@ def sanity_check(model: nn.Module, x: torch.Tensor, method: str = "gradcam", tar
             rows.append({"layer": name, "spearman": sum(per) / len(per), "per_image": per,
                          "constant": len(per) - len(varying),
                          "spearman_varying": sum(varying) / len(varying) if varying else float("nan")})
+            if keep_maps:
+                rows[-1]["explanation"] = got
     return rows

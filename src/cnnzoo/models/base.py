@@ -63,6 +63,23 @@ def _headless_aware(fn):
     return forward_head
 
 
+
+def check_image_batch(name: str, x, in_channels: int, min_input_size: int = 1, hint: str = "") -> None:
+    """The input check of every network (classifiers, segmenters, detectors): ValueError naming what ``name``
+    expects when ``x`` is not an (N, in_channels, H, W) tensor of at least ``min_input_size`` pixels a side
+    (``hint`` is appended to the size message)."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} expects a tensor of shape (N, {in_channels}, H, W), got {type(x).__name__}")
+    if x.ndim != 4:
+        raise ValueError(f"{name} expects a 4-D input (N, {in_channels}, H, W), got shape {tuple(x.shape)}")
+    if x.shape[1] != in_channels:
+        raise ValueError(f"{name} was built for {in_channels} input channel(s) but got {x.shape[1]} (input shape "
+                         f"{tuple(x.shape)}); build it with in_channels={x.shape[1]} to accept these images")
+    h, w = x.shape[-2:]
+    if h < min_input_size or w < min_input_size:
+        raise ValueError(f"{name} needs inputs of at least {min_input_size}x{min_input_size} pixels, got {h}x{w}"
+                         f"{hint}")
+
 class ZooModel(nn.Module):
     """Base class: input checking and the shared forward. Subclasses set the attributes in ``__init__``.
 
@@ -90,24 +107,7 @@ class ZooModel(nn.Module):
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise ValueError naming what the network expects when ``x`` does not fit it."""
-        name = type(self).__name__
-        if not isinstance(x, torch.Tensor):
-            raise ValueError(
-                f"{name} expects a tensor of shape (N, {self.in_channels}, H, W), got {type(x).__name__}")
-        if x.ndim != 4:
-            raise ValueError(
-                f"{name} expects a 4-D input (N, {self.in_channels}, H, W), got shape {tuple(x.shape)}"
-            )
-        if x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"{name} was built for {self.in_channels} input channel(s) but got {x.shape[1]} "
-                f"(input shape {tuple(x.shape)}); build it with in_channels={x.shape[1]} to accept these images"
-            )
-        h, w = x.shape[-2:]
-        if h < self.min_input_size or w < self.min_input_size:
-            raise ValueError(
-                f"{name} needs inputs of at least {self.min_input_size}x{self.min_input_size} pixels, got {h}x{w}"
-            )
+        check_image_batch(type(self).__name__, x, self.in_channels, self.min_input_size)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -364,6 +364,8 @@ def _other_kind(run_dir: Path, info: dict) -> str | None:
         return None
     if info.get("kind") == "rcnn":
         return f"{run_dir} is an R-CNN detection run (`cnnzoo detect eval` reads it), not a segmentation run"
+    if info.get("kind") == "detection":
+        return f"{run_dir} is a one-stage detection run (`cnnzoo detect eval` reads it), not a segmentation run"
     if "cnnzoo_version" in info:
         return f"{run_dir} is a classification run (`cnnzoo eval` / `cnnzoo train --resume` read it), not a " \
                f"segmentation run"

@@ -244,7 +244,9 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
 
 
 #: run.json "kind" of the runs the classification commands do not read, and the commands that do
-_OTHER_KINDS = {"segmentation": "cnnzoo segment eval|predict", "rcnn": "cnnzoo detect eval|predict"}
+_OTHER_KINDS = {"segmentation": "cnnzoo segment eval|predict", "rcnn": "cnnzoo detect eval|predict",
+                "detection": "cnnzoo detect eval|predict"}
+_KIND_NAMES = {"segmentation": "segmentation", "rcnn": "R-CNN detection", "detection": "one-stage detection"}
 
 
 def _other_kind(run_dir: Path) -> str | None:
@@ -254,7 +256,7 @@ def _other_kind(run_dir: Path) -> str | None:
     except (OSError, ValueError, AttributeError):
         return None
     if kind in _OTHER_KINDS:
-        return (f"{run_dir} is a {'segmentation' if kind == 'segmentation' else 'R-CNN detection'} run, not a "
+        return (f"{run_dir} is a {_KIND_NAMES[kind]} run, not a "
                 f"classification run: use `{_OTHER_KINDS[kind]} {run_dir}`")
     return None
 
