@@ -84,6 +84,28 @@ def measure(name: str, seed: int, threads: int) -> dict:
             "macs": fc.get_total_flops() // 2, "images_per_s": ips, "commit": _commit()}
 
 
+def fingerprint(name: str, seed: int) -> str:
+    """What decides a run's result, as a hash: the recipe, the auxiliary-loss weight, the network's initial weights
+    under ``seed`` and its eval-mode output on a fixed probe. Two registered networks the digits recipe makes equal
+    (``deeplabv3_resnet101`` with ``backbone_layers=[1, 1, 1, 1]`` is ``deeplabv3_resnet50``'s network) share it, and
+    the sweep trains only the first of them."""
+    import hashlib
+
+    from cnnzoo.segmentation import create_segmenter, get_digits_recipe, get_segmenter_card
+
+    recipe = get_digits_recipe(name)
+    h = hashlib.sha256(json.dumps([recipe, get_segmenter_card(name).aux_weight], sort_keys=True).encode())
+    torch.manual_seed(seed)
+    net = create_segmenter(name, **{**recipe["options"], "in_channels": 1, "num_classes": 11}).eval()
+    for key, value in net.state_dict().items():
+        h.update(key.encode() + str(tuple(value.shape)).encode() + value.detach().float().numpy().tobytes())
+    side = int(recipe["data_params"].get("canvas", 64))
+    probe = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        h.update(net(torch.randn(2, 1, side, side, generator=probe)).numpy().tobytes())
+    return h.hexdigest()
+
+
 def _rows(path: Path) -> list[dict]:
     if not path.exists():
         return []
@@ -121,6 +143,11 @@ def table(rows: list[dict], seeds: list[int], command: str, names: list[str] | N
                      f"{100 * acc:.1f}% | {r0['params']:,} | {r0['macs'] / 1e6:,.1f} M | "
                      f"{statistics.mean(r['train_seconds'] for r in rs):.0f} | "
                      f"{statistics.mean(r['images_per_s'] for r in rs):,.0f} | {recipe} |")
+    twins = sorted({(n, r["same_as"]) for n, rs in by.items() for r in rs if r.get("same_as")})
+    if twins:
+        lines.append("")
+        lines.append("Under the digits recipe these are the same network as another row (same recipe, initial weights "
+                     "and outputs; trained once, the row repeated): " + ", ".join(f"{a} = {b}" for a, b in twins) + ".")
     missing = [n for n in names or [] if n not in by]
     short = [n for n in sorted(by) if len(by[n]) < len(seeds)]
     if missing or short:
@@ -151,7 +178,13 @@ def main(argv: list[str] | None = None) -> int:
             for seed in seeds:
                 if (name, seed) in done:
                     continue
-                row = measure(name, seed, args.threads)
+                print_ = fingerprint(name, seed)
+                twin = next((r for r in _rows(args.results) if r["seed"] == seed and r.get("fingerprint") == print_
+                             and r["threads"] == args.threads), None)
+                if twin is not None:  # the same network and recipe under another name: its run is this one's
+                    row = {**twin, "network": name, "same_as": twin.get("same_as", twin["network"])}
+                else:
+                    row = {**measure(name, seed, args.threads), "fingerprint": print_}
                 print(f"{name:28s} seed {seed}  mean IU {row['mean_iu']:.3f}  pixel acc "
                       f"{100 * row['pixel_accuracy']:.1f}%  {row['train_seconds']:.0f} s", flush=True)
                 args.results.parent.mkdir(parents=True, exist_ok=True)
