@@ -85,24 +85,22 @@ def measure(name: str, seed: int, threads: int) -> dict:
 
 
 def fingerprint(name: str, seed: int) -> str:
-    """What decides a run's result, as a hash: the recipe, the auxiliary-loss weight, the network's initial weights
-    under ``seed`` and its eval-mode output on a fixed probe. Two registered networks the digits recipe makes equal
-    (``deeplabv3_resnet101`` with ``backbone_layers=[1, 1, 1, 1]`` is ``deeplabv3_resnet50``'s network) share it, and
-    the sweep trains only the first of them."""
+    """What decides a run's result, as a hash: the recipe, the auxiliary-loss weight, the network's module tree
+    (``repr``) and forward, and its initial weights under ``seed`` (none of which depends on the thread count). Two
+    registered networks the digits recipe makes equal (``deeplabv3_resnet101`` with ``backbone_layers=[1, 1, 1, 1]``
+    is ``deeplabv3_resnet50``'s network) share it, and the sweep trains only the first of them."""
     import hashlib
 
     from cnnzoo.segmentation import create_segmenter, get_digits_recipe, get_segmenter_card
 
     recipe = get_digits_recipe(name)
-    h = hashlib.sha256(json.dumps([recipe, get_segmenter_card(name).aux_weight], sort_keys=True).encode())
     torch.manual_seed(seed)
-    net = create_segmenter(name, **{**recipe["options"], "in_channels": 1, "num_classes": 11}).eval()
+    net = create_segmenter(name, **{**recipe["options"], "in_channels": 1, "num_classes": 11})
+    tree = repr(net).split("(", 1)[1]  # the module tree without the registered class's own name
+    h = hashlib.sha256(json.dumps([recipe, get_segmenter_card(name).aux_weight, tree,
+                                   type(net).forward.__qualname__], sort_keys=True).encode())
     for key, value in net.state_dict().items():
         h.update(key.encode() + str(tuple(value.shape)).encode() + value.detach().float().numpy().tobytes())
-    side = int(recipe["data_params"].get("canvas", 64))
-    probe = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        h.update(net(torch.randn(2, 1, side, side, generator=probe)).numpy().tobytes())
     return h.hexdigest()
 
 
@@ -116,8 +114,10 @@ def table(rows: list[dict], seeds: list[int], command: str, names: list[str] | N
     from cnnzoo.bench import cpu_model
 
     by: dict[str, list[dict]] = {}
+    seen = set()
     for r in rows:
-        if r["seed"] in seeds:
+        if r["seed"] in seeds and (r["network"], r["seed"]) not in seen:  # the first row of a (network, seed)
+            seen.add((r["network"], r["seed"]))
             by.setdefault(r["network"], []).append(r)
     threads = sorted({r["threads"] for r in rows}) or ["?"]
     lines = [
@@ -173,11 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     names = [n for n in list_segmenters() if not args.only or any(fnmatch.fnmatchcase(n, pat) for pat in args.only)]
     if not args.table_only:
-        done = {(r["network"], r["seed"]) for r in _rows(args.results)}
         for name in names:
             for seed in seeds:
-                if (name, seed) in done:
-                    continue
+                if any((r["network"], r["seed"]) == (name, seed) for r in _rows(args.results)):
+                    continue  # read again each time: another process on the same file may have done it
                 print_ = fingerprint(name, seed)
                 twin = next((r for r in _rows(args.results) if r["seed"] == seed and r.get("fingerprint") == print_
                              and r["threads"] == args.threads), None)
