@@ -178,3 +178,14 @@ def test_bad_input_is_one_clear_error_and_changes_nothing(case: Case, ws: Path, 
     code, out, err = run_cli(case.argv)
     assert_one_clear_error(code, out, err, case.expect)
     assert snapshot(ws) == before, "the failed command changed the user's files"
+
+
+def test_mosaic_flag_is_recorded_and_refused_on_resume(tmp_path):
+    """--mosaic (YOLOv4 Sec. 3.3) reaches the run: its config and run.json say so, and a resume may not change it."""
+    run = tmp_path / "run"
+    code, text, err = run_cli([*train_argv("yolo_v1"), "--epochs", "1", "--mosaic", "--run-dir", str(run)])
+    assert code == 0, text + err
+    assert "mosaic" in text
+    assert "mosaic: true" in (run / "config.yaml").read_text()
+    code, text, err = run_cli(["detect", "train", "--resume", str(run), "--mosaic"])
+    assert code == 2 and "--mosaic" in err

@@ -35,8 +35,8 @@ RCNN_ONLY = (("backbone", "--backbone"), ("weights", "--weights"), ("proposals",
 ONESTAGE_ONLY = (("resume", "--resume"), ("epochs", "--epochs"), ("lr", "--lr"), ("batch_size", "--batch-size"),
                  ("optimizer", "--optimizer"), ("momentum", "--momentum"), ("weight_decay", "--weight-decay"),
                  ("schedule", "--schedule"), ("limit_batches", "--limit-batches"), ("hflip", "--hflip"),
-                 ("jitter", "--jitter"), ("eval_every", "--eval-every"), ("data_params", "--data-param"),
-                 ("threads", "--threads"))
+                 ("jitter", "--jitter"), ("mosaic", "--mosaic"), ("eval_every", "--eval-every"),
+                 ("data_params", "--data-param"), ("threads", "--threads"))
 
 
 def _given(args: argparse.Namespace, table) -> list[str]:
@@ -111,8 +111,8 @@ def _train_onestage(args: argparse.Namespace) -> int:
                                 ("--seed", args.seed), ("--input-size", args.input_size),
                                 ("--limit-batches", args.limit_batches), ("--momentum", args.momentum),
                                 ("--weight-decay", args.weight_decay), ("--schedule", args.schedule),
-                                ("--hflip", args.hflip), ("--jitter", args.jitter), ("--eval-every", args.eval_every),
-                                ("--device", args.device)) if v is not None]
+                                ("--hflip", args.hflip), ("--jitter", args.jitter), ("--mosaic", args.mosaic),
+                                ("--eval-every", args.eval_every), ("--device", args.device)) if v is not None]
         if given:
             raise ValueError(f"--resume continues a run with the settings it records; give only the run directory "
                              f"(and --epochs to lengthen it, --threads), not {', '.join(given)}")
@@ -127,11 +127,12 @@ def _train_onestage(args: argparse.Namespace) -> int:
             data_params=data_params, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
             optimizer=args.optimizer, seed=args.seed, input_size=args.input_size, limit_batches=args.limit_batches,
             momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule, hflip=args.hflip,
-            jitter=args.jitter, eval_every=args.eval_every, device=args.device)
+            jitter=args.jitter, mosaic=args.mosaic, eval_every=args.eval_every, device=args.device)
         trainer = DetTrainer(cfg, run_dir=args.run_dir, threads=args.threads, command=command, verbose=not args.quiet)
     t, cfg = trainer, trainer.cfg
     what = "starting again (no checkpoint to resume yet)," if t.restarted else "resuming" if t.resumed else "training"
-    aug = [a for a, on in (("horizontal flips", cfg.hflip), (f"jitter {cfg.jitter:g}", cfg.jitter)) if on]
+    aug = [a for a, on in (("mosaic", cfg.mosaic), ("horizontal flips", cfg.hflip), (f"jitter {cfg.jitter:g}",
+                                                                                     cfg.jitter)) if on]
     print(f"{what} {cfg.model} on {cfg.data} ({len(t.images)} train / {len(t.test_images)} test images, "
           f"{len(t.classes)} classes) for {cfg.epochs} epoch{'s' if cfg.epochs > 1 else ''}, {cfg.optimizer} lr "
           f"{cfg.lr:g}, batch {cfg.batch_size}, schedule {cfg.schedule}; input {t.input_size}x{t.input_size}"
@@ -460,6 +461,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--hflip", action="store_true", default=None, help="random horizontal flips (not for digits)")
     g.add_argument("--jitter", action=FloatArg, low=0, high=1, high_open=True, metavar="F",
                    help="random scaling and translation by up to F of the side (YOLO v1 Sec. 2.2: 0.2)")
+    g.add_argument("--mosaic", action="store_true", default=None,
+                   help="YOLOv4's Mosaic (Sec. 3.3): four training images around a random centre as one")
     g.add_argument("--limit-batches", type=_positive_int, help="at most this many batches per epoch (smoke tests)")
     g.add_argument("--eval-every", type=_positive_int, metavar="N", help="test mAP after every N epochs (default 1; "
                                                                          "always after the last)")

@@ -29,11 +29,13 @@ detectors' 1..C; `cnnzoo.detection.data` labels are 0-based). The loss is the de
 targets, image_size)["loss"]`` (SSD's multibox loss, RetinaNet's focal loss, YOLO v1's Eq. 3); the optimizer, its
 learning rate, momentum and weight decay and the schedule (constant ``none``, ``cosine``, DeepLab's ``poly``, stepped
 every iteration by `cnnzoo.train.optim.LRSchedule`) come from the config, which `default_det_config` fills from the
-detector's ``digits_recipe``. Augmentation is off by default and only two cheap options exist: ``hflip`` (horizontal
+detector's ``digits_recipe``. Augmentation is off by default and only three cheap options exist: ``hflip`` (horizontal
 flip with probability 0.5: wrong for digits, whose mirror images are not digits) and ``jitter`` = f (YOLO v1 Sec. 2.2's
 "random scaling and translations of up to 20% of the original image size": scale in [1 - f, 1 + f] about the centre
 and shift by up to f of the side, black fill, boxes transformed, clipped, and dropped when less than half of their
-area stays in view). SSD's own augmentation (photometric distortions, zoom-out expansion, IoU-constrained crops;
+area stays in view); ``mosaic`` (YOLOv4 Sec. 3.3: four images of the batch around a random centre,
+`cnnzoo.detection.augment.mosaic`; applied first; `--mosaic`). SSD's own
+augmentation (photometric distortions, zoom-out expansion, IoU-constrained crops;
 Sec. 2.2 of the SSD paper) is NOT implemented here: a deviation for every SSD run. There is no validation holdout
 and no "best" checkpoint.
 
@@ -85,9 +87,12 @@ __all__ = ["EVAL_DETECT", "KIND", "NO_BACKGROUND_COLUMN", "DetConfig", "DetTrain
 KIND = "detection"  # run.json's "kind" (R-CNN's runs are "rcnn")
 FORMAT = "cnnzoo-detection"  # the checkpoints' metadata "format" (`cnnzoo.detection.registry`)
 #: families (detector module names) whose classifier has exactly C columns, no background / unused column 0
-NO_BACKGROUND_COLUMN = frozenset({"yolo_v1"})
+NO_BACKGROUND_COLUMN = frozenset({"yolo_v1", "yolo_v2", "yolo_v3", "yolo_v4"})
 #: per family, the ``detect`` settings of the mAP evaluation where they differ from its ``detect`` defaults
-EVAL_DETECT: dict[str, dict] = {"yolo_v1": {"score_thresh": 0.001, "nms_thresh": 0.5}}
+EVAL_DETECT: dict[str, dict] = {"yolo_v1": {"score_thresh": 0.001, "nms_thresh": 0.5},
+                               "yolo_v2": {"score_thresh": 0.005, "nms_thresh": 0.45},
+                               "yolo_v3": {"score_thresh": 0.005, "nms_thresh": 0.45},
+                               "yolo_v4": {"score_thresh": 0.005, "nms_thresh": 0.45}}  # darknet validate_detector
 #: per family, the score above which `cnnzoo detect predict` draws a detection (default 0.5)
 DRAW_THRESHOLD: dict[str, float] = {"yolo_v1": 0.2}
 METRIC_FIELDS = ("epoch", "train_loss", "test_mAP", "test_mAP_11point", "lr", "epoch_time_s", "images_per_s")
@@ -106,6 +111,7 @@ class DetConfig:
     input_size: int | None = None  # None: the images' own size (they must all be one square size)
     hflip: bool = False
     jitter: float = 0.0  # YOLO v1's random scaling and translation, as a fraction of the side (paper: 0.2)
+    mosaic: bool = False  # YOLOv4's Mosaic (Sec. 3.3, `cnnzoo.detection.augment.mosaic`), before hflip / jitter
     optimizer: str = "adam"
     lr: float = 1e-3
     momentum: float = 0.9
@@ -138,8 +144,9 @@ class DetConfig:
             if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0 or \
                     (low_open and v == 0):
                 raise ValueError(f"{key} must be a finite number {'> 0' if low_open else '>= 0'}, got {v!r}")
-        if not isinstance(self.hflip, bool):
-            raise ValueError(f"hflip must be true or false, got {self.hflip!r}")
+        for key in ("hflip", "mosaic"):
+            if not isinstance(getattr(self, key), bool):
+                raise ValueError(f"{key} must be true or false, got {getattr(self, key)!r}")
         j = self.jitter
         if isinstance(j, bool) or not isinstance(j, int | float) or not 0 <= j < 1:
             raise ValueError(f"jitter must be a fraction in [0, 1) (YOLO v1's 0.2), got {j!r}")
@@ -541,7 +548,8 @@ class DetTrainer(SegTrainer):
                 "normalisation": {"mean": self.mean, "std": self.std, "from": "the training split: mean and std of "
                                   "pixel / 255 per channel"},
                 "input_size": self.input_size, "labels": "the dataset's 0-based labels + 1 (1..C)",
-                "augmentation": {"hflip": self.cfg.hflip, "jitter": self.cfg.jitter, "ssd_paper_augmentation": False},
+                "augmentation": {"hflip": self.cfg.hflip, "jitter": self.cfg.jitter, "ssd_paper_augmentation": False,
+                                 **({"mosaic": True} if self.cfg.mosaic else {})},
                 "evaluation": {"iou_threshold": 0.5, "mAP": "VOC all-point AP (VOC2010+); mAP_11point: VOC2007",
                                "detect": self.detect_kwargs, "coco": "pycocotools COCOeval where installed"}}
 
@@ -576,10 +584,14 @@ class DetTrainer(SegTrainer):
         cfg = self.cfg
         x = self.images[idx].float()
         boxes, labels = [self.boxes[i] for i in idx.tolist()], [self.labels[i] for i in idx.tolist()]
-        if cfg.hflip or cfg.jitter:
+        if cfg.hflip or cfg.jitter or cfg.mosaic:
             from ..data.loader import epoch_seed
 
             rng = np.random.default_rng(epoch_seed(cfg.seed, self.epoch, self.batch, 11))
+            if cfg.mosaic:
+                from .augment import mosaic
+
+                x, boxes, labels = mosaic(x, boxes, labels, rng)
             x, boxes, labels = _augment(x, boxes, labels, rng, cfg.hflip, float(cfg.jitter))
         targets = [{"boxes": b.to(self.device), "labels": (lab + 1).to(self.device)} for b, lab in zip(boxes, labels)]
         return normalise(x, self.mean, self.std, self.device), targets

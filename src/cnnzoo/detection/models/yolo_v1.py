@@ -103,7 +103,7 @@ from torch import nn
 
 from ...models.base import check_image_batch
 from ...registry import Paper
-from ..nms import batched_nms
+from ..postprocess import eval_forward, select_per_class
 from ..registry import register_detector
 
 __all__ = ["DIGITS_RECIPES", "FAST_YOLO_CFG", "LAMBDA_COORD", "LAMBDA_NOOBJ", "YOLO_CFG", "FastYOLOv1", "YOLOv1",
@@ -224,28 +224,14 @@ class YOLOv1(nn.Module):
         _check_int("detect", "max_detections", max_detections, 0)
         height, width = _hw(image_size)
         boxes, scores = decode_boxes(outputs, (height, width), num_boxes=self.B)  # (N, S*S*B, 4), (N, S*S*B, C)
-        results = []
-        for b, s in zip(boxes, scores):
-            b = b.float()
-            b[:, 0::2] = b[:, 0::2].clamp(0, width)
-            b[:, 1::2] = b[:, 1::2].clamp(0, height)
-            idx, cls = torch.nonzero(s > score_thresh, as_tuple=True)  # every (box, class) above the threshold
-            cand_boxes, cand_scores = b[idx], s[idx, cls].float()
-            keep = batched_nms(cand_boxes, cand_scores, cls, nms_thresh)[:max_detections]
-            results.append({"boxes": cand_boxes[keep], "scores": cand_scores[keep], "labels": cls[keep] + 1})
-        return results
+        return select_per_class(boxes, scores, (height, width), score_thresh, nms_thresh, max_detections)
 
     @torch.no_grad()
     def detect(self, images: torch.Tensor, score_thresh: float = 0.2, nms_thresh: float = 0.4,
                max_detections: int = 100) -> list[dict[str, torch.Tensor]]:
         """Detections on ``images`` (N, C, H, W) in eval mode: per image ``{"boxes" (K, 4) xyxy pixels, "scores",
         "labels" (1..C)}``."""
-        was_training = self.training
-        self.eval()
-        try:
-            outputs = self(images)
-        finally:
-            self.train(was_training)
+        outputs = eval_forward(self, images)
         return self.postprocess(outputs.cpu(), tuple(images.shape[-2:]), score_thresh, nms_thresh, max_detections)
 
 
