@@ -230,3 +230,16 @@ def test_a_checkpoint_rebuilds_its_network_with_no_options(straight):
         create_segmenter("unet_padded", weights=str(file), base_channels=8)
     with pytest.raises(ValueError, match="checkpoint of unet_padded, not unet"):
         create_segmenter("unet", weights=str(file))
+
+
+def test_steps_per_epoch_drops_only_a_last_batch_of_one_image():
+    """A last batch of a single image is dropped (BatchNorm cannot train on one value per channel at a 1x1 map);
+    any other remainder is a smaller last batch. Counts by hand."""
+    from cnnzoo.segmentation.train import steps_per_epoch
+
+    assert steps_per_epoch(1000, 16) == 63  # 62 full + a last batch of 8
+    assert steps_per_epoch(17, 16) == 1  # 16 + 1: the single image is dropped
+    assert steps_per_epoch(33, 16) == 2
+    assert steps_per_epoch(18, 16) == 2  # 16 + 2
+    assert steps_per_epoch(1, 16) == 1  # a dataset of one image is one batch (nothing else to train on)
+    assert steps_per_epoch(1000, 16, limit=5) == 5

@@ -78,7 +78,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..fileio import atomic_write
-from ..segmentation.train import OPTIMIZERS, SCHEDULES, SegTrainer, _run_record, _stats, _threads, normalise
+from ..segmentation.train import (
+    OPTIMIZERS,
+    SCHEDULES,
+    SegTrainer,
+    _run_record,
+    _stats,
+    _threads,
+    normalise,
+    steps_per_epoch,
+)
 
 __all__ = ["EVAL_DETECT", "KIND", "NO_BACKGROUND_COLUMN", "DetConfig", "DetTrainer", "LoadedDetRun",
            "default_det_config", "detect_images", "evaluate_det_run", "evaluate_detector", "load_det_run",
@@ -523,7 +532,7 @@ class DetTrainer(SegTrainer):
         self.optimizer = build_optimizer(self.model, OptimConfig(name=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum,
                                                                  weight_decay=cfg.weight_decay))
         n = len(self.images)
-        self.steps_per_epoch = min(math.ceil(n / cfg.batch_size), cfg.limit_batches or n)
+        self.steps_per_epoch = steps_per_epoch(n, cfg.batch_size, cfg.limit_batches)
         self.schedule = LRSchedule(ScheduleConfig(name=cfg.schedule), cfg.lr, self.steps_per_epoch, cfg.epochs)
         self.epoch = self.batch = self.global_step = 0
         self.sums = [0.0, 0.0, 0]  # the epoch's loss x images, (unused), images

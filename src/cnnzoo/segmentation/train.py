@@ -478,6 +478,16 @@ def _check_options(name: str, options: dict) -> None:
         pass
 
 
+def steps_per_epoch(n: int, batch_size: int, limit: int | None = None) -> int:
+    """Optimizer steps in an epoch of ``n`` training images: every batch, the last one possibly smaller, except a
+    last batch of a single image, which is dropped (BatchNorm cannot normalise one value per channel, as on the
+    1x1 image-pooling map of ASPP or DSSD's last map; torch raises there); at most ``limit``."""
+    steps = math.ceil(n / batch_size)
+    if n > batch_size and n % batch_size == 1:
+        steps -= 1
+    return min(steps, limit or steps)
+
+
 class SegTrainer:
     """Train a segmentation network as ``cfg`` says into ``run_dir``, or continue the run ``resume``.
 
@@ -581,7 +591,7 @@ class SegTrainer:
         self.optimizer = build_optimizer(self.model, OptimConfig(name=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum,
                                                                  weight_decay=cfg.weight_decay))
         n = len(self.images)
-        self.steps_per_epoch = min(math.ceil(n / cfg.batch_size), cfg.limit_batches or n)
+        self.steps_per_epoch = steps_per_epoch(n, cfg.batch_size, cfg.limit_batches)
         self.schedule = LRSchedule(ScheduleConfig(name=cfg.schedule), cfg.lr, self.steps_per_epoch, cfg.epochs)
         self.epoch = self.batch = self.global_step = 0
         self.sums = [0.0, 0.0, 0]  # the epoch's loss x pixels, correct pixels, labelled pixels
