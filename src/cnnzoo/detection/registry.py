@@ -28,7 +28,7 @@ __all__ = ["RECIPE_KEYS", "create_detector", "detector_options", "get_detector_c
 
 #: what a detector's ``digits_recipe`` may set (how it trains on the built-in digits-detection on 2 CPU cores)
 RECIPE_KEYS = ("options", "optimizer", "lr", "epochs", "batch_size", "schedule", "weight_decay", "momentum",
-               "data_params", "input_size")
+               "data_params", "input_size", "hflip", "jitter", "mosaic")
 
 _REGISTRY = TaskRegistry("detector", f"{__package__}.models", RECIPE_KEYS, checkpoint_format="cnnzoo-detection")
 

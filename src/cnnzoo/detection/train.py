@@ -197,7 +197,7 @@ def _recipe(name: str) -> dict:
 
 def default_det_config(name: str, data: str = "digits-detection", **overrides) -> DetConfig:
     """The detector's ``digits_recipe`` (options, optimizer, lr, epochs, batch size, schedule, weight decay, momentum,
-    digits-detection parameters, input size; `cnnzoo.detection.registry.RECIPE_KEYS`) as a config, then
+    digits-detection parameters, input size, augmentation; `cnnzoo.detection.registry.RECIPE_KEYS`) as a config, then
     ``overrides`` (any `DetConfig` field; ``options`` and ``data_params`` are merged into the recipe's; None leaves
     the recipe's value). The recipe's ``data_params`` apply to ``digits-detection`` only. A detector built for one
     input size (YOLO v1's ``input_size`` option) gets the run's: ``-o input_size=S`` alone sets both."""
@@ -210,7 +210,9 @@ def default_det_config(name: str, data: str = "digits-detection", **overrides) -
                     epochs=int(recipe.get("epochs", 20)), batch_size=int(recipe.get("batch_size", 16)),
                     schedule=recipe.get("schedule", "none"), weight_decay=float(recipe.get("weight_decay", 0.0)),
                     momentum=float(recipe.get("momentum", 0.9)), input_size=recipe.get("input_size"),
-                    data_params=dict(recipe.get("data_params") or {}) if digits else {})
+                    data_params=dict(recipe.get("data_params") or {}) if digits else {},
+                    hflip=bool(recipe.get("hflip", False)), jitter=float(recipe.get("jitter", 0.0)),
+                    mosaic=bool(recipe.get("mosaic", False)))
     valid = {f.name for f in fields(DetConfig)}
     for key, value in overrides.items():
         if key not in valid:
