@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+import cnnzoo
 from cnnzoo.detection.registry import create_detector, get_detector_card, list_detectors
 from layout_fill import filled_state_dict, load_layout, make_input
 
@@ -122,7 +123,7 @@ def test_anchors_equal_torchvision(layout):
 
 def test_live_equality_first_image(layout, filled_file):
     """torchvision's raw head outputs (first probe image, sampled anchors) from its checkpoint, no options."""
-    m = create_detector("ssd300_vgg16", weights=filled_file).eval()
+    m = cnnzoo.create_model("ssd300_vgg16", weights=filled_file).eval()  # issue 27: through create_model
     with torch.no_grad():
         out = m(make_input(2, 3, 300)[:1])
     idx = torch.tensor(layout["anchor_index"])
