@@ -146,13 +146,17 @@ def test_an_existing_file_is_not_replaced_without_force(run, digit, tmp_path, ca
     out.mkdir()
     mine = out / "seven_gradcam.png"
     mine.write_bytes(b"my own file")
+    other = out / "notes.txt"
+    other.write_text("mine too")
     capsys.readouterr()
-    assert _explain(run, digit, "--out", out) == 2
+    assert _explain(run, digit, "--out", out) == 2  # a non-empty folder: refused as a whole, nothing written
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and str(mine) in err[0] and "--force" in err[0]
-    assert mine.read_bytes() == b"my own file" and sorted(p.name for p in out.iterdir()) == ["seven_gradcam.png"]
-    assert _explain(run, digit, "--out", out, "--force") == 0
+    assert len(err) == 1 and "is not empty" in err[0] and "--force" in err[0]
+    assert mine.read_bytes() == b"my own file" and sorted(p.name for p in out.iterdir()) == ["notes.txt",
+                                                                                              "seven_gradcam.png"]
+    assert _explain(run, digit, "--out", out, "--force") == 0  # its own names replaced, other files left alone
     _png(mine)
+    assert other.read_text() == "mine too"
 
 
 def _bad_cases(tmp_path, run, digit):

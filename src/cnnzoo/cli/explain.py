@@ -3,7 +3,7 @@
 Parse, load the network and the images, call `cnnzoo.explain` (the methods) and `cnnzoo.explain.report` (the
 pictures), write. Every output is computed in memory first and written only at the end, so a bad input (an unknown
 layer, a CAM on a network without a GAP + linear head, an unreadable image, ...) is one line, exit 2, and nothing
-in --out changes; an existing file is never replaced without --force.
+in --out changes; a non-empty --out (and so any existing file) is refused without --force.
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ examples (IMAGE: a file, a folder of images, or test:N, image N of the run's own
 methods: cam, gradcam, gradcam++, occlusion, guided-backprop, guided-gradcam, deconvnet (per IMAGE, with a heat-map
 overlay), features (each stage's feature maps of an IMAGE), filters (the first layer's kernels; needs no IMAGE).
 Outputs in --out: IMAGE_METHOD.png per image and method, features_IMAGE.png, filters.png, topk_LAYER_chC.png,
-sanity.png, index.html (all pictures embedded) and with --format json explain.json; an existing file is replaced
-only with --force. See cnnzoo.explain."""
+sanity.png, index.html (all pictures embedded) and with --format json explain.json; --out must be new or empty
+unless --force (which replaces only these names). See cnnzoo.explain."""
 
 
 @dataclass
@@ -169,6 +169,18 @@ def _stems(entries: list) -> list[str]:
         seen[s] = seen.get(s, 0) + 1
         out.append(s if seen[s] == 1 else f"{s}-{seen[s]}")
     return out
+
+
+def _refuse_nonempty_dir(out: Path, force: bool) -> None:
+    """A non-empty --out (someone's folder, or an earlier call's, whose index.html this call would replace) is
+    refused without --force; with it, the call's files are written beside what is there, replacing only its own
+    names."""
+    if force or not out.is_dir():
+        return
+    other = next(iter(sorted(out.iterdir())), None)
+    if other is not None:
+        raise ValueError(f"--out {out} is not empty (it holds {other.name}, ...); give a new or empty directory, or "
+                         "--force to write this call's files there (files of other names are left as they are)")
 
 
 def _refuse_existing(out: Path, names: list[str], force: bool) -> None:
@@ -697,6 +709,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     for stem in stems:
         planned += [f"features_{stem}.png" if m == "features" else f"{stem}_{_method_file(m)}.png"
                     for m in methods if m in IMAGE_METHODS]
+    _refuse_nonempty_dir(out, args.force)
     _refuse_existing(out, planned, args.force)  # before any work; again before writing
     device = torch.device(args.device)
     net = load_network(args, device)
@@ -795,7 +808,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the sanity check's re-initialisation (default 0)")
     p.add_argument("--format", choices=("text", "json"), default="text",
                    help="json: print the maps' statistics (and write explain.json)")
-    p.add_argument("--force", action="store_true", help="overwrite files already in --out")
+    p.add_argument("--force", action="store_true", help="write into a non-empty --out, replacing files of the same names")
     p.add_argument("--weights", metavar="W", help="weights for a registered NAME: a file, a run, or 'torchvision'")
     p.add_argument("--model", metavar="NAME", help="network name, for weights files without cnnzoo metadata")
     p.add_argument("--input-size", type=_positive_int, metavar="PX",
