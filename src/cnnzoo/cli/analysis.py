@@ -63,6 +63,32 @@ def render_dense(s: Summary, field, fmt: str, width: int | None = None) -> str:
     return text + console.export_text()
 
 
+def render_detector(s: Summary, outputs, fmt: str, width: int | None = None) -> str:
+    """`render` for a detector. Its ``forward`` returns several tensors (SSD, DSSD, RetinaNet: a dict of class logits
+    and box regressions per anchor; YOLO v3/v4: one tensor per scale); the layer trace follows every module on the
+    way to each of them, so the rows and totals (parameters, MACs) cover every head, and the whole network's row
+    shows the first output only. The outputs are listed under the totals (in json: ``outputs``, the shapes as
+    `cnnzoo.detection.counts.output_shapes` gives them; null where a forward could not be counted on meta)."""
+    from ..detection.counts import describe_output
+
+    c, h, w = s.input_size
+    shown = describe_output(outputs) if outputs is not None else "not listed (no meta forward)"
+    lines = [f"outputs: {shown} (raw head outputs for a {c}x{h}x{w} input; the totals sum over every head)"]
+    if fmt == "json":
+        d = s.to_dict()
+        d["outputs"] = outputs
+        return json.dumps(d, indent=1)
+    if fmt == "csv":
+        return render(s, fmt, width)  # rows only, as for every network
+    text = render(s, fmt, width)
+    if fmt == "markdown":
+        return text + "".join(f"- {line}\n" for line in lines)
+    console = Console(width=width, record=True, file=io.StringIO())
+    for line in lines:
+        console.print(line, highlight=False, markup=False)
+    return text + console.export_text()
+
+
 def _build(name: str, options: dict):
     with torch.device("meta"):  # shapes and counts without memory or init cost
         return create_model(name, **options)
@@ -91,7 +117,7 @@ def segmenter_field(name: str, model, size: tuple[int, int, int], options: dict,
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from .models import SEGMENTATION, lookup
+    from .models import DETECTION, SEGMENTATION, lookup
 
     kind, card = lookup(args.name)
     if args.plot:  # a path that cannot be written fails before the table is printed
@@ -108,16 +134,27 @@ def cmd_summary(args: argparse.Namespace) -> int:
             from ..segmentation.counts import build_meta
 
             model = build_meta(card.name, **options)
+        elif kind == DETECTION:
+            from ..detection.counts import build_meta as det_meta
+
+            model = det_meta(card.name, **options)
         else:
             model = _build(card.name, options)
         size = resolve_input_size(card.name, model, args.input, card.input_size)
         if kind == SEGMENTATION:  # too small, wrong channels: one line in the network's words, before any work
             model.check_input(torch.empty(1, *size, device="meta"))
         progress(f"tracing {card.name} at {'x'.join(map(str, size))}")
+        outputs = None
+        if kind == DETECTION:  # output shapes; its check_input, a forward failing on the input: one line
+            from ..detection.counts import checked_forward
+
+            outputs = checked_forward(card.name, model, size)[1]
         s = summarize(model, size, depth=args.depth)
         field = segmenter_field(card.name, model, size, options, s, progress) if kind == SEGMENTATION else None
     s.model_name = card.name
-    if field is not None:
+    if kind == DETECTION:
+        print(render_detector(s, outputs, args.format, args.width), end="")
+    elif field is not None:
         print(render_dense(s, field, args.format, args.width), end="")
     else:
         print(render(s, args.format, args.width), end="")
@@ -165,12 +202,16 @@ def stages_text(stages: list[dict]) -> str:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from ..status import Steps
-    from .models import SEGMENTATION, lookup
+    from .models import DETECTION, SEGMENTATION, lookup
 
     for name in args.names:  # an unknown name fails before any work
-        if lookup(name)[0] == SEGMENTATION:
+        kind = lookup(name)[0]
+        if kind == SEGMENTATION:
             raise ValueError(f"{name} is a segmentation network; compare-arch compares classification networks "
                              f"(`cnnzoo summary {name}` gives its totals and receptive field)")
+        if kind == DETECTION:
+            raise ValueError(f"{name} is a detector; compare-arch compares classification networks "
+                             f"(`cnnzoo summary {name}` gives its totals and output shapes)")
     with Steps(enabled=len(args.names) > 1) as progress:  # on stderr: stdout holds the table
         rows = compare(args.names, progress)
     if args.format == "json":

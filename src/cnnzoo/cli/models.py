@@ -11,27 +11,33 @@ from .common import add_model_args, check_plot_path, parse_options, resolve_inpu
 
 __all__ = ["build_meta", "cite", "cmd_info", "cmd_list", "count_params", "lookup", "register", "zoo_table"]
 
-CLASSIFICATION, SEGMENTATION = "classification", "segmentation"
+CLASSIFICATION, SEGMENTATION, DETECTION = "classification", "segmentation", "detection"
 
 
 def lookup(name: str):
-    """(kind, card) of a registered name: ``"classification"`` (`cnnzoo.registry`) or ``"segmentation"``
-    (`cnnzoo.segmentation.registry`); the two registries share no name. An unknown name is an UnknownModelError
-    suggesting close names from both (the segmentation registry is only loaded when the name is no classifier)."""
+    """(kind, card) of a registered name: ``"classification"`` (`cnnzoo.registry`), ``"segmentation"``
+    (`cnnzoo.segmentation.registry`) or ``"detection"`` (`cnnzoo.detection.registry`); the registries share no name.
+    An unknown name is an UnknownModelError suggesting close names from all three (the task registries are only
+    loaded when the name is no classifier)."""
     try:
         return CLASSIFICATION, get_card(name)
     except UnknownModelError:
+        from ..detection.registry import get_detector_card, list_detectors
         from ..segmentation.registry import get_segmenter_card, list_segmenters
 
         segmenters = list_segmenters()
         if name in segmenters:
             return SEGMENTATION, get_segmenter_card(name)
+        detectors = list_detectors()
+        if name in detectors:
+            return DETECTION, get_detector_card(name)
         classifiers = list_models()
-        close = _suggest(str(name), classifiers + segmenters)
-        hint = (" Did you mean: " + ", ".join(f"{n} (segmentation)" if n in segmenters else n for n in close) + "?"
-                if close else "")
+        close = _suggest(str(name), classifiers + segmenters + detectors)
+        tags = {**dict.fromkeys(segmenters, " (segmentation)"), **dict.fromkeys(detectors, " (detection)")}
+        hint = " Did you mean: " + ", ".join(n + tags.get(n, "") for n in close) + "?" if close else ""
         raise UnknownModelError(f"unknown network {name!r}.{hint} `cnnzoo list` shows all {len(classifiers)} "
-                                f"classification and {len(segmenters)} segmentation networks.") from None
+                                f"classification networks, {len(segmenters)} segmentation networks and "
+                                f"{len(detectors)} detection networks.") from None
 
 
 def _fmt_params(n: int) -> str:
@@ -60,7 +66,7 @@ def zoo_table(names: list[str], title: str, width: int | None = None, kind: str 
     """The `cnnzoo list` table (a rich Table). Names are never wrapped or cut (a user copies them); where the
     table is wider than ``width`` the family column (which the names mostly say) is left out, then the paper
     column gives way. The counts are the stored ones (`cnnzoo.counts`, `cnnzoo.segmentation.counts` for ``kind``
-    "segmentation"): nothing is built (a network the store lacks is counted on the meta device)."""
+    "segmentation", `cnnzoo.detection.counts` for "detection"): nothing is built (a network the store lacks is counted on the meta device)."""
     from rich import box
     from rich.table import Table
 
@@ -69,6 +75,11 @@ def zoo_table(names: list[str], title: str, width: int | None = None, kind: str 
         from ..segmentation.registry import get_segmenter_card
 
         card_of, params_of, stored_of = get_segmenter_card, seg_counts.count_params, seg_counts.stored
+    elif kind == DETECTION:
+        from ..detection import counts as det_counts
+        from ..detection.registry import get_detector_card
+
+        card_of, params_of, stored_of = get_detector_card, det_counts.count_params, det_counts.stored
     else:
         card_of, params_of, stored_of = get_card, count_params, stored
     header = ("name", "family", "params", "MACs", "input", "paper")
@@ -81,6 +92,15 @@ def zoo_table(names: list[str], title: str, width: int | None = None, kind: str 
             from ..segmentation.counts import compute
 
             entry = compute(name, rf=False)
+        elif entry is None and kind == DETECTION:  # not stored yet: a meta forward (a second at most)
+            from ..detection.counts import build_meta as det_meta
+            from ..detection.counts import card_input, count_forward
+
+            model = det_meta(name)
+            try:
+                entry = {"macs": count_forward(model, card_input(name, model))[0]}
+            except (RuntimeError, NotImplementedError, TypeError):  # no meta kernel: "-" (`cnnzoo summary` counts)
+                entry = None
         rows.append((name, card.family, _fmt_params(params_of(name)), _fmt_macs(entry and entry["macs"]),
                      f"{c}x{h}x{w}", cite(card.paper)))
     keep = list(range(len(header)))
@@ -102,22 +122,25 @@ def zoo_table(names: list[str], title: str, width: int | None = None, kind: str 
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from ..detection.registry import list_detectors
     from ..segmentation.registry import list_segmenters
 
     names = list_models(args.pattern)
     segmenters = list_segmenters(args.pattern)
-    if not names and not segmenters:
+    detectors = list_detectors(args.pattern)
+    if not names and not segmenters and not detectors:
         raise ValueError(f"no network matches {args.pattern!r}; `cnnzoo list` shows all (patterns use * and ?, "
-                         f"e.g. 'resnet*' or 'unet*')")
+                         f"e.g. 'resnet*', 'unet*' or 'yolo*')")
     plot = getattr(args, "plot", None)
     if plot:  # a bad path fails before any work
         from ..analysis.plots import ZOO_SUFFIXES
 
         check_plot_path(plot, suffixes=ZOO_SUFFIXES)
         if not names:
-            raise ValueError(f"--plot draws classification networks, and {args.pattern!r} matches only segmentation "
-                             f"networks ({', '.join(segmenters)}); leave out --plot, or give a pattern that matches "
-                             f"classification networks")
+            kinds = " and ".join(k for k, found in (("segmentation", segmenters), ("detection", detectors)) if found)
+            raise ValueError(f"--plot draws classification networks, and {args.pattern!r} matches only {kinds} "
+                             f"networks ({', '.join(segmenters + detectors)}); leave out --plot, or give a pattern "
+                             f"that matches classification networks")
     from rich.console import Console
 
     console = Console(width=args.width)
@@ -126,6 +149,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     if segmenters:
         console.print(zoo_table(segmenters, f"segmentation networks matching {args.pattern!r} ({len(segmenters)})",
                                 console.width, kind=SEGMENTATION))
+    if detectors:
+        console.print(zoo_table(detectors, f"detection networks matching {args.pattern!r} ({len(detectors)})",
+                                console.width, kind=DETECTION))
     if plot:
         from ..analysis.plots import plot_zoo
         from ..status import Steps
@@ -158,6 +184,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     kind, card = lookup(args.name)
     if kind == SEGMENTATION:
         return _info_segmenter(args, card)
+    if kind == DETECTION:
+        return _info_detector(args, card)
     options = parse_options(args.options) if args.options else {}  # (reads YAML: only when there are some)
     params, (c, h, w), out_shape = _shapes(card.name, options, args.input)
     console = Console(width=args.width)
@@ -251,6 +279,73 @@ def _info_segmenter(args: argparse.Namespace, card) -> int:
         rows.append(("aux loss weight", str(card.aux_weight)))
     rows.append(("digits recipe", ", ".join(f"{k}={v}" for k, v in recipe.items()) +
                  " (`cnnzoo segment train` on digits-segmentation)"))
+    for key, value in rows:
+        console.print(textwrap.fill(f"{key:>15}: {value}", max(40, console.width), subsequent_indent=" " * 17,
+                                    break_on_hyphens=False),
+                      highlight=False, markup=False)
+    console.print(f"{'deviations':>15}:", highlight=False)
+    for d in card.deviations or ("none",):
+        console.print(textwrap.indent(textwrap.fill(d, 100), " " * 17).replace(" " * 17, " " * 15 + "- ", 1),
+                      highlight=False, markup=False)
+    if card.notes:
+        console.print("\n[bold]Paper notes[/bold]\n")
+        console.print(card.notes, highlight=False, markup=False)
+    return 0
+
+
+def detector_shapes(name: str, options: dict, size) -> dict:
+    """`cnnzoo info`'s counts of a detector: ``params``, ``macs`` (None where no forward could be counted),
+    ``input`` (C, H, W) and ``output`` (`cnnzoo.detection.counts.output_shapes` of the raw head outputs): the stored
+    ones at the defaults, else from the detector built on the meta device with ``options`` and run at ``size``."""
+    from ..detection import counts as det_counts
+    from ..detection.registry import get_detector_card
+
+    entry = det_counts.stored(name) if not options and size is None else None
+    if entry is not None:
+        return entry
+    model = det_counts.build_meta(name, **options)
+    c, h, w = resolve_input_size(name, model, size, get_detector_card(name).input_size)
+    macs, out = det_counts.checked_forward(name, model, (c, h, w))
+    return {"params": sum(p.numel() for p in model.parameters()), "macs": macs, "input": (c, h, w), "output": out}
+
+
+def _detector_recipe(name: str) -> dict:
+    """The detector's digits recipe as registered (`cnnzoo.detection.registry`), {} where it registered none."""
+    from ..detection import registry as det_registry
+
+    get = getattr(det_registry, "get_digits_recipe", None)  # the registry's accessor, where it has one
+    return dict(get(name) if callable(get) else det_registry._REGISTRY.entry(name).digits_recipe or {})
+
+
+def _info_detector(args: argparse.Namespace, card) -> int:
+    """`cnnzoo info` of a detector: its card, counts, raw output shapes, options, digits recipe, notes."""
+    from rich.console import Console
+
+    from ..detection.counts import describe_output
+    from ..detection.registry import detector_options
+
+    options = parse_options(args.options) if args.options else {}
+    info = detector_shapes(card.name, options, args.input)
+    c, h, w = info["input"]
+    recipe = _detector_recipe(card.name)
+    console = Console(width=args.width)
+    console.print(f"[bold]{card.name}[/bold] — {card.description} (detection)")
+    macs = info["macs"]
+    rows = [
+        ("paper", f"{card.paper.title} ({card.paper.authors}, {card.paper.year})"),
+        ("link", card.paper.url),
+        ("family", card.family),
+        ("dataset", f"{card.dataset}, input {c}x{h}x{w}"),
+        ("parameters", f"{info['params']:,}" + (f" with {options}" if options else "")),
+        ("MACs", f"{macs:,} = {_fmt_macs(macs)} at batch 1 and {c}x{h}x{w}, every head" if macs is not None else
+         "not counted (the forward has an op the meta device cannot run; `cnnzoo summary` traces it)"),
+        ("output", (describe_output(info["output"]) if info["output"] is not None else "-") +
+         f" (raw head outputs) for input {(1, c, h, w)}"),
+        ("counterparts", "; ".join(str(cp) for cp in card.counterparts) or "none"),
+        ("options", ", ".join(detector_options(card.name))),
+        ("digits recipe", (", ".join(f"{k}={v}" for k, v in recipe.items()) +
+                           " (`cnnzoo detect train` on digits-detection)") if recipe else "none"),
+    ]
     for key, value in rows:
         console.print(textwrap.fill(f"{key:>15}: {value}", max(40, console.width), subsequent_indent=" " * 17,
                                     break_on_hyphens=False),
