@@ -46,6 +46,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.weak import WeakIdKeyDictionary
 
+from ..models.base import eval_mode
 from .receptive import Field, propagate
 
 __all__ = ["OutputField", "arithmetic_output_field", "gradient_output_field", "output_field"]
@@ -216,15 +217,11 @@ def arithmetic_output_field(model: nn.Module, input_size) -> tuple[Field | None,
     c, h, w = _check_size(input_size)
     meta = _stand_ins(model, "meta", lambda k, t: torch.empty_like(t, device="meta"))
     trace = _FieldTrace()
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         x = torch.zeros(1, c, h, w, device="meta")
         with torch.no_grad(), trace:
             trace.fields[x] = Field((1, 1), (1, 1), (h, w))
             out = _main_output(torch.func.functional_call(model, meta, (x,), strict=False))
-    finally:
-        model.train(was_training)
     out_hw = (int(out.shape[-2]), int(out.shape[-1]))
     field = trace.fields.get(out)
     reason = trace.broken.get(out)
@@ -319,16 +316,12 @@ def gradient_output_field(model: nn.Module, input_size, *, seed: int = 0, device
         return t.to(device)
 
     tensors = _stand_ins(model, device, fill)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         x = torch.randn(1, c, h, w, generator=gen).to(device).requires_grad_(True)
         with torch.enable_grad(), _StraightThrough():
             out = _main_output(torch.func.functional_call(model, tensors, (x,), strict=False))
             ph, pw = out.shape[-2] // 2, out.shape[-1] // 2
             out[0, :, ph, pw].sum().backward()
-    finally:
-        model.train(was_training)
     grad = x.grad[0].abs().sum(0)
     if not torch.isfinite(grad).all():
         raise ValueError("the input gradient is not finite (the random stand-in weights overflowed); the receptive "

@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..models.base import eval_mode
 from .nms import batched_nms
 
 __all__ = ["eval_forward", "image_hw", "select_per_class"]
@@ -43,11 +44,6 @@ def select_per_class(boxes: torch.Tensor, scores: torch.Tensor, image_size, scor
 
 
 def eval_forward(model: nn.Module, images: torch.Tensor):
-    """``model(images)`` in eval mode without gradients, the model's train/eval mode restored after."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            return model(images)
-    finally:
-        model.train(was_training)
+    """``model(images)`` in eval mode without gradients, every module's train/eval mode restored after."""
+    with eval_mode(model), torch.no_grad():
+        return model(images)

@@ -29,7 +29,7 @@ import itertools
 import torch
 from torch import nn
 
-from ..models.base import ZooModel
+from ..models.base import ZooModel, eval_mode
 
 __all__ = ["DenseNet", "to_dense"]
 
@@ -47,28 +47,13 @@ class _Features(nn.Module):
         return self.model.forward_features(x)
 
 
-class _EvalMode:
-    """Eval mode for a block of code; every submodule's own training flag is restored afterwards."""
-
-    def __init__(self, model: nn.Module):
-        self.model = model
-
-    def __enter__(self) -> None:
-        self.flags = [(m, m.training) for m in self.model.modules()]
-        self.model.eval()
-
-    def __exit__(self, *exc) -> None:
-        for m, flag in self.flags:
-            m.training = flag
-
-
 def feature_shape(model: ZooModel, size: int) -> tuple[int, ...]:
     """Shape of ``model.forward_features`` for one ``size`` x ``size`` image, computed on the meta device (no
     arithmetic, no memory: the network's parameters are replaced by meta tensors for the call)."""
     meta = {f"model.{n}": torch.empty_like(t, device="meta")
             for n, t in itertools.chain(model.named_parameters(), model.named_buffers())}
     x = torch.empty(1, model.in_channels, size, size, device="meta")
-    with _EvalMode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         return tuple(torch.func.functional_call(_Features(model), meta, (x,), strict=False).shape)
 
 
@@ -164,7 +149,7 @@ def _check_linear_after_pool(model: ZooModel, dense: DenseNet, name: str) -> Non
     p = next(itertools.chain(model.parameters(), model.buffers()))
     g = torch.Generator().manual_seed(0)
     f = (torch.randn(2, model.num_features, 2, 3, generator=g) * 2 + 0.5).to(p.device, p.dtype)
-    with _EvalMode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         pooled = model.forward_head(f)
         cols = f.permute(0, 2, 3, 1).reshape(-1, model.num_features, 1, 1)
         per_position = model.forward_head(cols).reshape(2, 6, -1).mean(1)

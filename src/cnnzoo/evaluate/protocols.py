@@ -62,7 +62,8 @@ from torch import nn
 
 from ..data.bundle import DataBundle, FolderSplit, TensorSplit
 from ..data.folder import EVAL_CROP_PCT
-from .dense import DenseNet, _EvalMode, _name, feature_shape, to_dense
+from ..models.base import eval_mode
+from .dense import DenseNet, _name, feature_shape, to_dense
 from .fastpath import InferencePath, inference_path
 
 __all__ = ["PROTOCOLS", "Protocol", "ProtocolResult", "ProtocolSizes", "check_batch_size", "evaluate_protocols",
@@ -501,7 +502,7 @@ def _run(model: nn.Module, bundle: DataBundle, protocol: Protocol, *, dense: Den
     # images per batch: about batch_size network inputs
     views = sum(VIEWS[p] * (len(qs) if p in ("dense", *CROP_PARTS) else 1) for p in protocol.parts)
     n_images = max(1, batch_size // views)
-    with _EvalMode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         for images, labels in source.batches(n_images, _draft(protocol, sizes, qs)):
             probs = torch.stack([_part_probs(part, images, source, runner, sizes, qs, flip)
                                  for part in protocol.parts]).mean(0)

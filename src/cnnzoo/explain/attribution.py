@@ -53,6 +53,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models.base import eval_mode
+
 __all__ = [
     "METHODS",
     "Explanation",
@@ -82,18 +84,6 @@ def _check_input(x: torch.Tensor) -> None:
         raise ValueError(f"x must be a preprocessed float batch (N, C, H, W), got {got}")
     if x.shape[0] == 0:
         raise ValueError("x is an empty batch (N = 0)")
-
-
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode for the call; every module's own training flag restored afterwards (frozen BN stays frozen)."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, training in flags:
-            m.training = training
 
 
 def _targets(target, logits: torch.Tensor) -> torch.Tensor:
@@ -263,7 +253,7 @@ def class_activation_map(model: nn.Module, x: torch.Tensor, target=None, layer: 
     rec = _Recorder(module, name)
     rec.seen = linears  # lets the recorder note how many linear layers ran before the map
     try:
-        with _eval_mode(model), torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             logits = _logits(model, x)
     finally:
         rec.remove()
@@ -309,7 +299,7 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target=None, layer: str | None =
     for display). With a global-average-pool + linear head alpha_k^c = w_k^c / Z, so the map is ReLU(CAM) / Z, Z = h w
     (Sec. 3.1, "Grad-CAM generalizes CAM").
     """
-    with _eval_mode(model), torch.enable_grad():
+    with eval_mode(model), torch.enable_grad():
         _, _, _, a, g = _layer_grads(model, x, target, layer)
     alpha = g.mean((2, 3), keepdim=True)  # Eq. 1
     return F.relu((alpha * a).sum(1))  # Eq. 2
@@ -326,7 +316,7 @@ def grad_cam_pp(model: nn.Module, x: torch.Tensor, target=None, layer: str | Non
     scales the whole map by one positive number, so the normalised heat is identical); alpha is 0 where its
     denominator is 0 (the authors' code does the same).
     """
-    with _eval_mode(model), torch.enable_grad():
+    with eval_mode(model), torch.enable_grad():
         _, _, _, a, g = _layer_grads(model, x, target, layer)
     g2, g3 = g.pow(2), g.pow(3)
     denom = 2 * g2 + a.sum((2, 3), keepdim=True) * g3
@@ -389,7 +379,7 @@ def guided_backprop(model: nn.Module, x: torch.Tensor, target=None) -> torch.Ten
     ``nn.ReLU`` at all is a ValueError. The signal is the logit (pre-softmax), as Selvaraju et al. use it.
     """
     _check_input(x)
-    with _eval_mode(model), _guided_relus(model), torch.enable_grad():
+    with eval_mode(model), _guided_relus(model), torch.enable_grad():
         x = x.detach().requires_grad_(True)
         logits = _logits(model, x)
         t = _targets(target, logits)
@@ -463,7 +453,7 @@ def occlusion(model: nn.Module, x: torch.Tensor, target=None, size: int | None =
     rows, cols = list(range(0, h - size + 1, stride)), list(range(0, w - size + 1, stride))
     positions = [(r, q) for r in rows for q in cols]
     probs, tops = [], []
-    with _eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         t = _targets(target, _logits(model, x))
         for i in range(n):
             p_img, top_img = [], []
@@ -545,7 +535,7 @@ def explain(model: nn.Module, x: torch.Tensor, method: str, target=None, layer: 
     if extra:
         raise ValueError(f"method {method!r} takes no option {', '.join(extra)}; "
                          f"valid: {', '.join(sorted(allowed)) or 'none'}")
-    with _eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         logits = _logits(model, x)
     t = _targets(target, logits)
     probs = logits.float().softmax(1)
@@ -567,7 +557,7 @@ def explain(model: nn.Module, x: torch.Tensor, method: str, target=None, layer: 
     else:
         from .deconvnet import deconvnet_projection
 
-        with _eval_mode(model):
+        with eval_mode(model):
             raw = deconvnet_projection(model, x, name, **kw)
     return Explanation(method, t.cpu(), probs.cpu(), raw, _heat(raw, method, tuple(x.shape[-2:])).cpu(), name)
 
@@ -612,7 +602,7 @@ def _weight_layers_top_down(model: nn.Module, x: torch.Tensor) -> list[str]:
                     order.append(name)
             handles.append(m.register_forward_hook(hook))
     try:
-        with _eval_mode(model), torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             _logits(model, x)
     finally:
         for h in handles:

@@ -69,6 +69,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ..analysis.output_field import arithmetic_output_field, gradient_output_field
+from ..models.base import eval_mode
 from .attribution import resolve_layer
 
 __all__ = ["LayerField", "TopK", "deconvnet_projection", "layer_field", "top_activations", "unpool_with_switches"]
@@ -204,21 +205,6 @@ def _forward_to(model: nn.Module, x: torch.Tensor, name: str) -> torch.Tensor:
     return out
 
 
-class _EvalMode:
-    """Every module in eval mode; each module's own mode restored on exit."""
-
-    def __init__(self, model: nn.Module):
-        self.model = model
-
-    def __enter__(self):
-        self.modes = [(m, m.training) for m in self.model.modules()]
-        self.model.eval()
-
-    def __exit__(self, *exc):
-        for m, mode in self.modes:
-            m.training = mode
-
-
 def _check_images(x) -> None:
     if not isinstance(x, torch.Tensor) or x.ndim != 4 or not x.is_floating_point():
         got = f"{tuple(x.shape)} {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
@@ -272,7 +258,7 @@ def deconvnet_projection(model: nn.Module, x: torch.Tensor, layer: str | None = 
     """
     _check_images(x)
     name = _resolve(model, layer)
-    with _EvalMode(model):
+    with eval_mode(model):
         if channel is not None:
             with torch.no_grad():
                 _check_channel(channel, _forward_to(model, x[:1], name).shape[1], name)
@@ -325,7 +311,7 @@ def layer_field(model: nn.Module, layer: str | None, input_size) -> LayerField:
     """
     name = _resolve(model, layer)
     c, h, w = (int(v) for v in input_size)
-    with _EvalMode(model):  # the tools below restore the wrapper's mode to all modules: each is restored here
+    with eval_mode(model):  # the tools below restore the wrapper's mode to all modules: each is restored here
         wrapper = _UpTo(model, name).eval()
         try:
             field, map_hw, reason, whole = arithmetic_output_field(wrapper, (c, h, w))
@@ -424,7 +410,7 @@ def top_activations(model: nn.Module, images: torch.Tensor, layer: str | None, c
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     name = _resolve(model, layer)
     best_values, best_flat = [], []
-    with _EvalMode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         for start in range(0, images.shape[0], batch_size):
             act = _forward_to(model, images[start:start + batch_size], name)
             if start == 0:
@@ -439,7 +425,7 @@ def top_activations(model: nn.Module, images: torch.Tensor, layer: str | None, c
     positions = torch.stack([flat // map_w, flat % map_w], 1)
     field = layer_field(model, name, tuple(images.shape[1:]))
     boxes, patches, projections = [], [], []
-    with _EvalMode(model):
+    with eval_mode(model):
         for start in range(0, len(order), batch_size):
             sel = order[start:start + batch_size]
             pos = positions[start:start + batch_size]

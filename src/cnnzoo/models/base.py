@@ -18,9 +18,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -62,6 +63,19 @@ def _headless_aware(fn):
 
     return forward_head
 
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Every module of ``model`` in eval mode for the block; each module's own training flag restored afterwards
+    (a frozen BatchNorm in a training model stays frozen; ``model.train(was_training)`` would unfreeze it)."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, training in flags:
+            m.training = training
 
 
 def check_image_batch(name: str, x, in_channels: int, min_input_size: int = 1, hint: str = "") -> None:
