@@ -17,16 +17,35 @@ and `models/` (one module per paper).
 Selective search needs the optional extra: ``pip install 'cnnzoo[detection]'``.
 """
 
-from .bbox import box_iou, decode, encode
-from .config import RCNNConfig, apply_sets, preset_config
-from .data import DetectionDataset, digits_detection, load_detection_data, load_voc
-from .nms import batched_nms, nms
-from .proposals import MissingExtraError, selective_search, sliding_windows
-from .rcnn import RCNNDetector, evaluate_run, load_detector, train_rcnn
-from .registry import create_detector, get_detector_card, list_detectors
-from .svm import LinearSVM, train_linear_svm, train_with_hard_negatives
-from .voc_eval import average_precision, evaluate_detections
-from .warp import warp_regions
+import importlib
+
+#: each public name and the module that defines it, imported on first use (PEP 562): `cnnzoo list` reads the
+#: detector registry without importing R-CNN's data, training and imaging modules
+_LAZY = {
+    "box_iou": "bbox", "decode": "bbox", "encode": "bbox",
+    "RCNNConfig": "config", "apply_sets": "config", "preset_config": "config",
+    "DetectionDataset": "data", "digits_detection": "data", "load_detection_data": "data", "load_voc": "data",
+    "batched_nms": "nms", "nms": "nms",
+    "MissingExtraError": "proposals", "selective_search": "proposals", "sliding_windows": "proposals",
+    "RCNNDetector": "rcnn", "evaluate_run": "rcnn", "load_detector": "rcnn", "train_rcnn": "rcnn",
+    "create_detector": "registry", "get_detector_card": "registry", "list_detectors": "registry",
+    "LinearSVM": "svm", "train_linear_svm": "svm", "train_with_hard_negatives": "svm",
+    "average_precision": "voc_eval", "evaluate_detections": "voc_eval",
+    "warp_regions": "warp",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "DetectionDataset",
